@@ -1,0 +1,244 @@
+//! Request decoding and response encoding on top of the `kafka-protocol` crate's generated types.
+//!
+//! A request frame is `api_key i16, api_version i16, correlation_id i32, [client_id, tagged fields]`
+//! followed by the body; the header's own version depends on the API and its version. The body is
+//! decoded only after the broker has checked the version against its ApiVersions table, which is
+//! why decoding is split into [`peek_header`], [`decode_header`] and [`decode_body`]: a request of an
+//! unknown API or version can still be answered (or logged) with its correlation id.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+
+/// The three fixed fields at the start of every request, read without trusting the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHeader {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("request of {len} bytes is shorter than the 8-byte fixed header")]
+    ShortHeader { len: usize },
+    #[error("unknown API key {api_key}")]
+    UnknownApiKey { api_key: i16 },
+    #[error("malformed {what} for {api_key:?} v{version}: {reason}")]
+    Malformed {
+        what: &'static str,
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("{len} trailing bytes after the {api_key:?} v{version} body")]
+    TrailingBytes {
+        api_key: ApiKey,
+        version: i16,
+        len: usize,
+    },
+    #[error("cannot encode {api_key:?} v{version}: {reason}")]
+    Encode {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// Reads the fixed fields of a request frame.
+pub fn peek_header(frame: &[u8]) -> Result<RawHeader, CodecError> {
+    if frame.len() < 8 {
+        return Err(CodecError::ShortHeader { len: frame.len() });
+    }
+    Ok(RawHeader {
+        api_key: i16::from_be_bytes([frame[0], frame[1]]),
+        api_version: i16::from_be_bytes([frame[2], frame[3]]),
+        correlation_id: i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
+    })
+}
+
+/// Decodes the request header, leaving `frame` positioned at the body.
+pub fn decode_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader), CodecError> {
+    let raw = peek_header(frame)?;
+    let api_key = ApiKey::try_from(raw.api_key).map_err(|_| CodecError::UnknownApiKey {
+        api_key: raw.api_key,
+    })?;
+    let header_version = api_key.request_header_version(raw.api_version);
+    let header =
+        RequestHeader::decode(frame, header_version).map_err(|e| CodecError::Malformed {
+            what: "request header",
+            api_key,
+            version: raw.api_version,
+            reason: e.to_string(),
+        })?;
+    Ok((api_key, header))
+}
+
+/// Decodes a request body of a version the caller has already accepted. The whole frame must be
+/// consumed: leftover bytes mean the peer and we disagree about the schema.
+pub fn decode_body(
+    api_key: ApiKey,
+    version: i16,
+    body: &mut Bytes,
+) -> Result<RequestKind, CodecError> {
+    let request =
+        RequestKind::decode(api_key, body, version).map_err(|e| CodecError::Malformed {
+            what: "request body",
+            api_key,
+            version,
+            reason: e.to_string(),
+        })?;
+    if !body.is_empty() {
+        return Err(CodecError::TrailingBytes {
+            api_key,
+            version,
+            len: body.len(),
+        });
+    }
+    Ok(request)
+}
+
+/// Encodes a response frame, length prefix included, with the header version its API and version
+/// call for.
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<Bytes, CodecError> {
+    let encode_error = |e: anyhow::Error| CodecError::Encode {
+        api_key,
+        version,
+        reason: e.to_string(),
+    };
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(
+            &mut buf,
+            response_header_version(api_key, version, response),
+        )
+        .map_err(encode_error)?;
+    response.encode(&mut buf, version).map_err(encode_error)?;
+    patch_length_prefix(&mut buf);
+    Ok(buf.freeze())
+}
+
+/// ApiVersions always answers with header v0, whatever its version, so that a client that asked
+/// for a version we do not know can still read the error (KIP-511).
+fn response_header_version(api_key: ApiKey, version: i16, response: &ResponseKind) -> i16 {
+    if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        response.header_version(version)
+    }
+}
+
+/// Encodes a request frame, length prefix included (used by the client).
+pub fn encode_request<R: Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+) -> Result<Bytes, CodecError> {
+    let api_key =
+        ApiKey::try_from(R::KEY).map_err(|_| CodecError::UnknownApiKey { api_key: R::KEY })?;
+    let encode_error = |e: anyhow::Error| CodecError::Encode {
+        api_key,
+        version,
+        reason: e.to_string(),
+    };
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(client_id.to_string().into()));
+    let mut buf = BytesMut::with_capacity(128);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, R::header_version(version))
+        .map_err(encode_error)?;
+    request.encode(&mut buf, version).map_err(encode_error)?;
+    patch_length_prefix(&mut buf);
+    Ok(buf.freeze())
+}
+
+/// Decodes a response frame (without its length prefix) to request type `R`'s response.
+pub fn decode_response<R: Request>(
+    frame: &mut Bytes,
+    version: i16,
+) -> Result<(i32, R::Response), CodecError> {
+    let api_key =
+        ApiKey::try_from(R::KEY).map_err(|_| CodecError::UnknownApiKey { api_key: R::KEY })?;
+    let malformed = |what, e: anyhow::Error| CodecError::Malformed {
+        what,
+        api_key,
+        version,
+        reason: e.to_string(),
+    };
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        <R::Response as HeaderVersion>::header_version(version)
+    };
+    let header = ResponseHeader::decode(frame, header_version)
+        .map_err(|e| malformed("response header", e))?;
+    let body = R::Response::decode(frame, version).map_err(|e| malformed("response body", e))?;
+    Ok((header.correlation_id, body))
+}
+
+fn patch_length_prefix(buf: &mut BytesMut) {
+    let length = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&length.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+
+    #[test]
+    fn request_round_trips_through_header_and_body() {
+        let request = MetadataRequest::default().with_allow_auto_topic_creation(true);
+        let mut frame = encode_request(&request, 9, 42, "test").unwrap().slice(4..);
+        let (api_key, header) = decode_header(&mut frame).unwrap();
+        assert_eq!(api_key, ApiKey::Metadata);
+        assert_eq!(header.correlation_id, 42);
+        assert_eq!(header.client_id.as_deref(), Some("test"));
+        let body = decode_body(api_key, 9, &mut frame).unwrap();
+        assert_eq!(body, RequestKind::Metadata(request));
+    }
+
+    #[test]
+    fn unknown_api_key_is_reported_with_its_number() {
+        let mut frame = Bytes::from_static(&[0x27, 0x0f, 0, 0, 0, 0, 0, 7]);
+        assert!(matches!(
+            decode_header(&mut frame),
+            Err(CodecError::UnknownApiKey { api_key: 9999 })
+        ));
+    }
+
+    #[test]
+    fn short_frame_is_an_error_not_a_panic() {
+        for len in 0..8 {
+            let mut frame = Bytes::from(vec![0u8; len]);
+            assert!(decode_header(&mut frame).is_err());
+        }
+    }
+
+    #[test]
+    fn truncated_body_is_malformed() {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name("x".to_string().into())
+            .with_client_software_version("1".to_string().into());
+        let frame = encode_request(&request, 3, 1, "c").unwrap();
+        let mut cut = frame.slice(4..frame.len() - 2);
+        let (api_key, header) = decode_header(&mut cut).unwrap();
+        let result = decode_body(api_key, header.request_api_version, &mut cut);
+        assert!(
+            matches!(result, Err(CodecError::Malformed { .. })),
+            "{result:?}"
+        );
+    }
+}
