@@ -1,1 +1,357 @@
-//! Real clients against a real broker: see tests/.
+//! Real clients against a real broker process.
+//!
+//! [`Broker`] starts the `inlet` binary on a free loopback port with a temporary data directory and
+//! stops it again; the tests in `tests/` drive it with librdkafka (through `rdkafka`), with
+//! hand-built bytes, and (from `python/`) with kafka-python and kcat.
+//!
+//! Which binary runs:
+//! - `INLET_BIN`, if set (`scripts/test.sh` builds a release broker and sets it);
+//! - otherwise `<target dir>/debug/inlet`, where the target dir is `CARGO_TARGET_DIR` or the
+//!   workspace's `target/`. If that file is missing it is built once per test process with
+//!   `$CARGO build -p inlet`. An existing binary is used as it is, so after changing broker code
+//!   run `cargo build -p inlet` (or `scripts/test.sh`) before `cargo test`.
+//!
+//! The broker's stdout and stderr go to `broker.log` in the broker's temporary directory. When a
+//! test panics while a [`Broker`] is alive, its `Drop` prints the log's path and its last lines,
+//! and keeps the directory for a look afterwards.
+
+pub mod kafka;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a starting broker has to accept TCP connections.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a broker has to exit after SIGTERM.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How a [`Broker`] is started. `Default` gives a fresh data directory and no extra settings.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// Use this data directory instead of a fresh one (it is not deleted afterwards).
+    pub data_dir: Option<PathBuf>,
+    /// Extra command-line arguments appended after the standard `serve` flags.
+    pub extra_args: Vec<String>,
+    /// Extra environment variables for the broker process (e.g. `INLET_LOG`).
+    pub env: Vec<(String, String)>,
+}
+
+/// A running (or stopped, between [`Broker::kill9`] and [`Broker::restart`]) `inlet` process.
+pub struct Broker {
+    child: Option<Child>,
+    port: u16,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    options: BrokerOptions,
+    /// Holds the log file and, unless the caller gave one, the data directory.
+    tempdir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker with default options on a free loopback port.
+    pub fn start() -> Broker {
+        Broker::start_with(BrokerOptions::default())
+    }
+
+    /// Starts a broker with `options` on a free loopback port and waits until it accepts
+    /// connections.
+    pub fn start_with(options: BrokerOptions) -> Broker {
+        let tempdir = tempfile::Builder::new()
+            .prefix("inlet-it-")
+            .tempdir()
+            .expect("create a temporary directory for the broker");
+        let data_dir = match &options.data_dir {
+            Some(dir) => dir.clone(),
+            None => tempdir.path().join("data"),
+        };
+        std::fs::create_dir_all(&data_dir)
+            .unwrap_or_else(|e| panic!("create data dir {}: {e}", data_dir.display()));
+        let log_path = tempdir.path().join("broker.log");
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            data_dir,
+            log_path,
+            options,
+            tempdir: Some(tempdir),
+        };
+        broker.spawn_and_wait();
+        broker
+    }
+
+    /// `host:port` for a client's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The socket address the broker listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The file that receives the broker's stdout and stderr, across restarts.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The whole broker log so far (lossy UTF-8).
+    pub fn log(&self) -> String {
+        let bytes = std::fs::read(&self.log_path).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Whether the process is still running (has not exited, been killed or terminated).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+        }
+    }
+
+    /// Kills the broker with SIGKILL (no flush, no shutdown) and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("kill9: the broker is not running");
+        // The process may already be gone; kill then fails with InvalidInput, which is fine.
+        let _ = child.kill();
+        child.wait().expect("wait for the killed broker");
+    }
+
+    /// Sends SIGTERM and waits (up to [`SHUTDOWN_TIMEOUT`]) for the broker to exit.
+    /// Panics, after a SIGKILL, if it does not exit in time.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate: the broker is not running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet, so it is still ours.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(
+            rc,
+            0,
+            "kill(SIGTERM) failed: {}",
+            std::io::Error::last_os_error()
+        );
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        loop {
+            match child.try_wait().expect("wait for the terminated broker") {
+                Some(status) => return status,
+                None if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "broker did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM; log: {}\n{}",
+                        self.log_path.display(),
+                        self.log_tail(40)
+                    );
+                }
+                None => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Starts the broker again on the same port and data directory and waits until it accepts
+    /// connections. If it is still running it is first killed with SIGKILL.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.kill9();
+        }
+        self.spawn_and_wait();
+    }
+
+    /// The last `lines` lines of the broker log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log_path) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            // Read at most the last 64 KiB: enough for `lines` lines of a normal log.
+            let start = len.saturating_sub(64 * 1024);
+            if file.seek(SeekFrom::Start(start)).is_ok() {
+                let mut bytes = Vec::new();
+                let _ = file.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn spawn_and_wait(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        // A restart may race the kernel releasing the port of the killed process, so a broker
+        // that exits during start-up is started again until the deadline.
+        loop {
+            let mut child = self.spawn();
+            match wait_until_listening(&mut child, self.addr(), deadline) {
+                Ok(()) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(StartError::Exited(status))
+                    if Instant::now() + Duration::from_secs(1) < deadline =>
+                {
+                    eprintln!("inlet exited during start-up ({status}); retrying");
+                    thread::sleep(Duration::from_millis(250));
+                }
+                Err(err) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "inlet did not start on {}: {err}\nbinary: {}\nlog: {}\n{}",
+                        self.addr(),
+                        inlet_bin().display(),
+                        self.log_path.display(),
+                        self.log_tail(40)
+                    );
+                }
+            }
+        }
+    }
+
+    fn spawn(&self) -> Child {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("open broker log {}: {e}", self.log_path.display()));
+        let log_err = log.try_clone().expect("clone the broker log file handle");
+        let listen = self.bootstrap();
+        let mut cmd = Command::new(inlet_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(&listen)
+            .arg("--advertised-listener")
+            .arg(&listen)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--node-id")
+            .arg("1")
+            .args(&self.options.extra_args)
+            .env("INLET_LOG", "info")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", inlet_bin().display()))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "---- inlet broker log {} (last 60 lines) ----\n{}\n---- end of broker log ----",
+                self.log_path.display(),
+                self.log_tail(60)
+            );
+            if let Some(dir) = self.tempdir.take() {
+                let kept = dir.keep();
+                eprintln!("kept the broker's directory: {}", kept.display());
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum StartError {
+    Exited(ExitStatus),
+    Timeout,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Exited(status) => write!(f, "the process exited ({status})"),
+            StartError::Timeout => write!(f, "no connection accepted within {STARTUP_TIMEOUT:?}"),
+        }
+    }
+}
+
+fn wait_until_listening(
+    child: &mut Child,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Result<(), StartError> {
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the starting broker") {
+            return Err(StartError::Exited(status));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StartError::Timeout);
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener
+        .local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}
+
+/// The `inlet` binary the tests run; see the module doc. Built at most once per process.
+pub fn inlet_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("INLET_BIN") {
+            let bin = PathBuf::from(bin);
+            assert!(bin.is_file(), "INLET_BIN={} is not a file", bin.display());
+            return bin;
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("integration-tests lives inside the workspace")
+            .to_path_buf();
+        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => workspace.join(dir),
+            None => workspace.join("target"),
+        };
+        let bin = target_dir.join("debug").join("inlet");
+        if !bin.is_file() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            eprintln!(
+                "{} is missing: building it with `cargo build -p inlet`",
+                bin.display()
+            );
+            let status = Command::new(&cargo)
+                .args(["build", "-p", "inlet"])
+                .current_dir(&workspace)
+                .status()
+                .unwrap_or_else(|e| panic!("run {cargo:?} build -p inlet: {e}"));
+            assert!(status.success(), "`cargo build -p inlet` failed: {status}");
+            assert!(
+                bin.is_file(),
+                "`cargo build -p inlet` did not produce {}",
+                bin.display()
+            );
+        }
+        bin
+    })
+    .clone()
+}
