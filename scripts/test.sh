@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs Inlet's whole test suite: unit, property and integration tests (`cargo test --workspace`)
+# and the Python client tests (kafka-python, kcat) under integration-tests/python.
+#
+# On a fresh Debian machine with rustup's cargo and python3 it first installs what is missing:
+# the Debian packages the build and the tests need (checked with dpkg, installed with apt-get,
+# through sudo when not root) and a virtualenv at .venv with the pinned Python packages.
+#
+# The broker the integration tests run is built once in release mode and handed to every test
+# through INLET_BIN (set INLET_BIN yourself to test another binary). Exits non-zero on any failure.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+START=$SECONDS
+CARGO=${CARGO:-cargo}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- Debian packages -------------------------------------------------------------------------
+# gcc, make, perl, pkg-config, zlib1g-dev: rdkafka-sys builds librdkafka from source.
+# kcat: the kcat smoke test. python3-venv: Debian's python3 cannot make a venv without it.
+if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    packages=(gcc make perl pkg-config zlib1g-dev kcat)
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        packages+=(python3-venv)
+    fi
+    missing=()
+    for pkg in "${packages[@]}"; do
+        if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]})); then
+        step "installing Debian packages: ${missing[*]}"
+        SUDO=""
+        if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+else
+    echo "warning: not a Debian system; assuming a C toolchain, zlib, pkg-config, kcat and python3 venv are present" >&2
+fi
+
+# --- Python virtualenv -----------------------------------------------------------------------
+VENV=$ROOT/.venv
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    step "creating $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+fi
+step "installing Python test dependencies into $VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r integration-tests/python/requirements.txt
+
+# --- Build -----------------------------------------------------------------------------------
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+if [ -z "${INLET_BIN:-}" ]; then
+    step "building the broker (release)"
+    "$CARGO" build --release -p inlet
+    INLET_BIN=$TARGET_DIR/release/inlet
+fi
+export INLET_BIN
+echo "broker under test: $INLET_BIN"
+
+step "building the tests"
+"$CARGO" test --workspace --no-run
+
+# --- Tests -----------------------------------------------------------------------------------
+step "cargo test --workspace"
+"$CARGO" test --workspace
+
+step "pytest integration-tests/python"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider integration-tests/python
+
+step "all tests passed in $((SECONDS - START)) s"
