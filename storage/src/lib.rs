@@ -1,1 +1,32 @@
-//! x
+//! Inlet's storage engine: one append-only [`Log`] per partition, made of segments.
+//!
+//! A [`Log`] is a directory of segments (`.log` batches, `.index` offset index, `.timeindex`
+//! time index; formats in [`log`], [`segment`] and [`index`]). Producer batches are stored byte
+//! for byte (only `baseOffset` and `partitionLeaderEpoch` are rewritten in place), and reads hand
+//! out [`bytes::Bytes`] that point straight into the memory-mapped segment.
+//!
+//! * [`Log::append`] validates every batch (framing, magic, CRC-32C, idempotent-producer
+//!   sequence) before writing anything, assigns dense offsets, updates the sparse indexes and
+//!   rolls segments by size or age.
+//! * [`Log::read`] returns whole batches starting with the one containing the offset: at least
+//!   one batch, then more while they fit in `max_bytes`, from one segment.
+//! * [`Log::open`] recovers after a crash: the tail of the last segment is checked batch by
+//!   batch and cut at the first torn or corrupt one ([`recovery`]).
+//! * [`Log::apply_retention`] deletes old closed segments by time and size ([`retention`]).
+//!
+//! `unsafe` lives only in [`mmap`].
+
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod mmap;
+pub mod producer_state;
+pub mod recovery;
+pub mod retention;
+pub mod segment;
+
+pub use config::LogConfig;
+pub use error::StorageError;
+pub use log::{AppendOutcome, Log, TimestampOffset, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+pub use retention::RetentionOutcome;

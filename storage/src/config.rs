@@ -1,0 +1,87 @@
+//! Per-log configuration. Field names follow Kafka's topic configs (`segment.bytes`,
+//! `segment.ms`, `index.interval.bytes`, `flush.messages`, `flush.ms`, `retention.ms`,
+//! `retention.bytes`).
+
+use serde::{Deserialize, Serialize};
+
+/// Largest segment we support: positions in the offset index are `u32`, and Kafka caps
+/// `segment.bytes` at `i32::MAX`.
+pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+/// Smallest segment we honour, so a segment always has room for a header.
+pub const MIN_SEGMENT_BYTES: u64 = 128;
+
+/// How a [`Log`](crate::Log) rolls, indexes, flushes and retains its segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `segment.bytes`: a segment is rolled before it would exceed this size (default 1 GiB).
+    pub segment_bytes: u64,
+    /// `segment.ms`: a non-empty segment is rolled once its first batch is this old (default 7 days).
+    pub segment_ms: i64,
+    /// `index.interval.bytes`: bytes of batches between two sparse index entries (default 4096).
+    pub index_interval_bytes: u64,
+    /// `flush.messages`: flush after this many records (default None: no count-based flush).
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`: flush when this long has passed since the last flush (default 1000).
+    pub flush_ms: Option<u64>,
+    /// `retention.ms`: closed segments whose newest timestamp is older are deleted
+    /// (default 7 days; None keeps forever).
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`: oldest closed segments are deleted while the log is larger
+    /// (default None: no size limit).
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: 4096,
+            flush_messages: None,
+            flush_ms: Some(1000),
+            retention_ms: Some(7 * 24 * 60 * 60 * 1000),
+            retention_bytes: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// `segment_bytes` clamped to what the on-disk format can address.
+    pub fn effective_segment_bytes(&self) -> usize {
+        self.segment_bytes
+            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES) as usize
+    }
+
+    pub(crate) fn index_interval(&self) -> usize {
+        self.index_interval_bytes.min(MAX_SEGMENT_BYTES) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_kafka() {
+        let c = LogConfig::default();
+        assert_eq!(c.segment_bytes, 1 << 30);
+        assert_eq!(c.flush_ms, Some(1000));
+        assert_eq!(c.retention_bytes, None);
+        assert_eq!(c.retention_ms, Some(604_800_000));
+    }
+
+    #[test]
+    fn segment_size_is_clamped_to_addressable_range() {
+        let big = LogConfig {
+            segment_bytes: u64::MAX,
+            ..LogConfig::default()
+        };
+        assert_eq!(big.effective_segment_bytes(), i32::MAX as usize);
+        let tiny = LogConfig {
+            segment_bytes: 1,
+            ..LogConfig::default()
+        };
+        assert_eq!(tiny.effective_segment_bytes(), 128);
+    }
+}

@@ -1,0 +1,54 @@
+//! The errors storage returns. Each variant carries what the broker needs to pick a Kafka error
+//! code (`CORRUPT_MESSAGE`, `OFFSET_OUT_OF_RANGE`, `OUT_OF_ORDER_SEQUENCE_NUMBER`,
+//! `INVALID_PRODUCER_EPOCH`, `RECORD_LIST_TOO_LARGE`, `KAFKA_STORAGE_ERROR`).
+
+use std::io;
+
+/// Everything that can go wrong in a [`Log`](crate::Log) call.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A batch in an append request is malformed; `position` is its byte position in the request.
+    #[error("corrupt record batch at byte {position}: {reason}")]
+    CorruptBatch { position: usize, reason: String },
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    #[error("out of order sequence for producer {producer_id}: expected {expected}, received {received}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+    #[error("producer {producer_id} has epoch {current}, request has older epoch {received}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        received: i16,
+    },
+    /// The append (or one batch of it) cannot fit in a segment.
+    #[error("record batches of {size} bytes exceed the segment size of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Attaches a description of what was being done to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StorageError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StorageError> {
+        self.map_err(|source| StorageError::Io {
+            context: what(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,462 @@
+//! The partition log: an ordered list of [`Segment`]s, the last one active.
+//!
+//! On-disk layout of a partition directory:
+//!
+//! ```text
+//! <dir>/00000000000000000000.log        batches, see `segment`
+//! <dir>/00000000000000000000.index      offset index, see `index`
+//! <dir>/00000000000000000000.timeindex  time index, see `index`
+//! <dir>/00000000000000012345.log        next segment: base offset = previous segment's end
+//! ...
+//! <dir>/.clean_shutdown                 empty; present only between `close` and the next `open`
+//! ```
+//!
+//! Invariants kept here:
+//! * segments are sorted by base offset and contiguous: each base offset equals the previous
+//!   segment's next offset, so offsets are dense from `log_start_offset` to `log_end_offset`;
+//! * only the last segment may be active (writable); if it is closed (after a truncation or
+//!   recovery), the next append rolls a new one;
+//! * an append is validated completely before anything is written, so a rejected append leaves
+//!   the log untouched;
+//! * bytes handed to readers are never modified: truncation into a segment rewrites the kept
+//!   prefix into a new file (see [`Segment::copy_prefix`]) instead of shrinking a mapped one.
+//!
+//! The log is not internally synchronized; the broker wraps it in a mutex. Every call is short
+//! and does no disk sync, except `flush`, `close` and `truncate_to` (rare, replication only).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use inlet_protocol::batch::{set_base_offset, set_partition_leader_epoch, verify_crc, BatchIter};
+
+use crate::config::LogConfig;
+use crate::error::{IoContext, StorageError};
+use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::recovery::{self, rebuild_producers, CLEAN_SHUTDOWN_FILE};
+use crate::retention::{segments_to_delete, RetentionOutcome, SegmentFacts};
+use crate::segment::{scan, sync_dir, Segment};
+
+/// Special `offset_for_timestamp` arguments, as in Kafka's ListOffsets.
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+
+/// Result of a successful [`Log::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Largest batch max timestamp of the append (of the original batch for a duplicate).
+    pub max_timestamp: i64,
+    /// The append was a retry of batches already in the log; nothing was written.
+    pub duplicate: bool,
+    pub log_start_offset: i64,
+}
+
+/// Answer to [`Log::offset_for_timestamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// Max timestamp of the found batch (-1 for the special EARLIEST/LATEST queries).
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted, contiguous, never empty.
+    segments: Vec<Segment>,
+    producers: ProducerStateTable,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+    /// Files were created or removed since the directory was last synced.
+    dir_dirty: bool,
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn corrupt(position: usize, reason: impl Into<String>) -> StorageError {
+    StorageError::CorruptBatch {
+        position,
+        reason: reason.into(),
+    }
+}
+
+impl Log {
+    /// Opens (creating if missing) the partition directory `dir` and recovers it.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
+        let now = wall_clock_ms();
+        let recovered = recovery::recover(dir, &config, now)?;
+        tracing::info!(dir = %dir.display(), segments = recovered.segments.len(),
+            log_end_offset = recovered.segments.last().map_or(0, Segment::next_offset), "opened log");
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments: recovered.segments,
+            producers: recovered.producers,
+            unflushed_messages: 0,
+            last_flush_ms: now,
+            dir_dirty: false,
+        })
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments.first().map_or(0, Segment::base_offset)
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.segments.last().map_or(0, Segment::next_offset)
+    }
+
+    /// Appends one or more v2 batches as a producer sent them (see the module doc).
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendOutcome, StorageError> {
+        // 1. Validate every batch: framing, magic, CRC, record count.
+        let mut batches = Vec::new();
+        let mut iter = BatchIter::new(records);
+        while let Some(item) = iter.next() {
+            let (header, range) = item.map_err(|e| corrupt(iter.position(), e.to_string()))?;
+            verify_crc(&records[range.clone()]).map_err(|e| corrupt(range.start, e.to_string()))?;
+            if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
+                return Err(corrupt(
+                    range.start,
+                    format!(
+                        "record count {} does not match last offset delta {}",
+                        header.records_count, header.last_offset_delta
+                    ),
+                ));
+            }
+            batches.push((header, range));
+        }
+        if batches.is_empty() {
+            return Err(corrupt(0, "no record batch in the request"));
+        }
+        let max_segment = self.config.effective_segment_bytes();
+        if records.len() > max_segment {
+            return Err(StorageError::RecordTooLarge {
+                size: records.len(),
+                max: max_segment,
+            });
+        }
+
+        // 2. Assign offsets and check producer sequences, staging the producer updates.
+        let mut next = self.log_end_offset();
+        let mut staged = self.producers.stage();
+        for (header, _) in &mut batches {
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            if let SequenceCheck::Duplicate(original) = staged.check(header)? {
+                return Ok(AppendOutcome {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    max_timestamp: header.max_timestamp,
+                    duplicate: true,
+                    log_start_offset: self.log_start_offset(),
+                });
+            }
+            next = header.last_offset() + 1;
+        }
+        let updates = staged.into_updates();
+        let max_timestamp = batches
+            .iter()
+            .map(|(h, _)| h.max_timestamp)
+            .max()
+            .unwrap_or(-1);
+
+        // 3. Roll if the append does not fit or the segment is old; then write.
+        if self.needs_roll(records.len(), max_timestamp, next - 1) {
+            self.roll()?;
+        }
+        let active = self
+            .segments
+            .last_mut()
+            .ok_or_else(|| corrupt(0, "log has no segment"))?;
+        for (header, range) in &batches {
+            let batch = &mut records[range.clone()];
+            set_base_offset(batch, header.base_offset)
+                .map_err(|e| corrupt(range.start, e.to_string()))?;
+            set_partition_leader_epoch(batch, leader_epoch)
+                .map_err(|e| corrupt(range.start, e.to_string()))?;
+            active.append(batch, header)?;
+            self.unflushed_messages += header.records_count as u64;
+        }
+        self.producers.apply(updates);
+        Ok(AppendOutcome {
+            base_offset: batches[0].0.base_offset,
+            last_offset: next - 1,
+            max_timestamp,
+            duplicate: false,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn needs_roll(&self, size: usize, max_timestamp: i64, last_offset: i64) -> bool {
+        let Some(active) = self.segments.last() else {
+            return true;
+        };
+        if !active.is_active() || size > active.remaining() {
+            return true;
+        }
+        if active.is_empty() {
+            return false;
+        }
+        let too_big = active.size() + size > self.config.effective_segment_bytes();
+        let too_old = active
+            .first_batch_timestamp()
+            .is_some_and(|first| max_timestamp.saturating_sub(first) > self.config.segment_ms);
+        let offsets_overflow = last_offset - active.base_offset() >= i64::from(i32::MAX);
+        too_big || too_old || offsets_overflow
+    }
+
+    /// Closes the active segment (if it holds data) and starts a new one at the log end.
+    pub fn roll(&mut self) -> Result<(), StorageError> {
+        let end = self.log_end_offset();
+        if let Some(last) = self.segments.last_mut() {
+            if last.is_empty() {
+                // An empty segment (possibly too small after a config change) is replaced.
+                if let Some(empty) = self.segments.pop() {
+                    empty.delete()?;
+                }
+            } else {
+                last.freeze()?;
+            }
+        }
+        let interval = self.config.index_interval();
+        let segment = Segment::create(
+            &self.dir,
+            end,
+            self.config.effective_segment_bytes(),
+            interval,
+            wall_clock_ms(),
+        )?;
+        self.segments.push(segment);
+        self.dir_dirty = true;
+        tracing::debug!(dir = %self.dir.display(), base_offset = end, "rolled segment");
+        Ok(())
+    }
+
+    /// Whole batches from the one containing `offset`; see the crate docs for the exact rules.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset == end {
+            return Ok(Bytes::new());
+        }
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        for segment in &self.segments[first..] {
+            if let Some(position) = segment.find_position(offset)? {
+                return Ok(segment.read_at(position, max_bytes));
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// The first batch whose max timestamp is `>= timestamp_ms`: its base offset and max
+    /// timestamp. Kafka returns the exact record for uncompressed batches; we answer at batch
+    /// granularity for all batches, as Kafka does for compressed ones, so a consumer may see a
+    /// few earlier records of that batch. `LATEST_TIMESTAMP` (-1) and `EARLIEST_TIMESTAMP` (-2)
+    /// return the log end and start offsets. `None` if no batch is that new.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampOffset>, StorageError> {
+        match timestamp_ms {
+            LATEST_TIMESTAMP => {
+                return Ok(Some(TimestampOffset {
+                    timestamp: -1,
+                    offset: self.log_end_offset(),
+                }))
+            }
+            EARLIEST_TIMESTAMP => {
+                return Ok(Some(TimestampOffset {
+                    timestamp: -1,
+                    offset: self.log_start_offset(),
+                }))
+            }
+            _ => {}
+        }
+        for segment in &self.segments {
+            if let Some(h) = segment.batch_for_timestamp(timestamp_ms)? {
+                return Ok(Some(TimestampOffset {
+                    timestamp: h.max_timestamp,
+                    offset: h.base_offset,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch with an offset `>= offset`. A batch containing `offset` is removed
+    /// whole (like Kafka), so the new log end may be below `offset`. Truncating below the log
+    /// start empties the log and restarts it at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset >= end {
+            return Ok(());
+        }
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        self.dir_dirty = true;
+        let now = wall_clock_ms();
+        let capacity = self.config.effective_segment_bytes();
+        if offset <= start {
+            for segment in self.segments.drain(..) {
+                segment.delete()?;
+            }
+            let segment = Segment::create(
+                &self.dir,
+                offset,
+                capacity,
+                self.config.index_interval(),
+                now,
+            )?;
+            self.segments.push(segment);
+        } else {
+            while self
+                .segments
+                .last()
+                .is_some_and(|s| s.base_offset() >= offset)
+            {
+                if let Some(segment) = self.segments.pop() {
+                    segment.delete()?;
+                }
+            }
+            let last = self
+                .segments
+                .last()
+                .ok_or_else(|| corrupt(0, "log has no segment"))?;
+            if let Some(position) = last.find_position(offset)? {
+                last.copy_prefix(position)?;
+                let walk = scan(
+                    &last.bytes()[..position],
+                    last.base_offset(),
+                    self.config.index_interval(),
+                    false,
+                );
+                // Drop the old segment (its index files are replaced next); readers keep its map.
+                self.segments.pop();
+                self.segments
+                    .push(Segment::open_active(&self.dir, walk, capacity, now)?);
+            }
+        }
+        self.producers = rebuild_producers(&self.segments);
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "truncated log");
+        Ok(())
+    }
+
+    /// Writes all appended data and indexes durably (msync / fsync).
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        for segment in &mut self.segments {
+            segment.flush()?;
+        }
+        if self.dir_dirty {
+            sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
+            self.dir_dirty = false;
+        }
+        self.unflushed_messages = 0;
+        self.last_flush_ms = wall_clock_ms();
+        Ok(())
+    }
+
+    /// Flushes if `flush_messages` records are unflushed or `flush_ms` passed since the last flush.
+    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let by_count = self
+            .config
+            .flush_messages
+            .is_some_and(|n| self.unflushed_messages >= n.max(1));
+        let by_time = self
+            .config
+            .flush_ms
+            .is_some_and(|ms| now_ms.saturating_sub(self.last_flush_ms) >= ms as i64);
+        if by_count || by_time {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// Deletes old closed segments per `retention_ms` / `retention_bytes`.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
+        let facts: Vec<SegmentFacts> = self
+            .segments
+            .iter()
+            .map(|s| SegmentFacts {
+                size: s.size() as u64,
+                max_timestamp: s.max_timestamp(),
+                closed: !s.is_active(),
+            })
+            .collect();
+        let count = segments_to_delete(&facts, &self.config, now_ms).min(self.segments.len() - 1);
+        let mut outcome = RetentionOutcome::default();
+        for segment in self.segments.drain(..count) {
+            outcome.deleted_segments += 1;
+            outcome.deleted_bytes += segment.size() as u64;
+            segment.delete()?;
+        }
+        if count > 0 {
+            self.dir_dirty = true;
+            tracing::info!(dir = %self.dir.display(), segments = count, log_start_offset = self.log_start_offset(), "retention deleted segments");
+        }
+        outcome.log_start_offset = self.log_start_offset();
+        Ok(outcome)
+    }
+
+    /// Replaces the configuration; takes effect for later appends, rolls and retention.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Flushes, cuts the active file to its logical size and writes the clean-shutdown marker.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        if let Some(active) = self.segments.last_mut() {
+            active.freeze()?;
+        }
+        self.flush()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        let ctx = || format!("writing {}", marker.display());
+        std::fs::File::create(&marker)
+            .context(ctx)?
+            .sync_all()
+            .context(ctx)?;
+        sync_dir(&self.dir).context(ctx)
+    }
+
+    /// Removes the partition directory and everything in it.
+    pub fn delete(self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).context(|| format!("deleting {}", dir.display()))
+    }
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

@@ -1,0 +1,570 @@
+//! Behaviour tests of [`Log`]: appends, reads, rolls, reopen, crash recovery, truncation,
+//! retention, idempotent producers, and a model-based property test.
+
+use super::*;
+use inlet_protocol::batch::{BatchHeader, TestBatchBuilder};
+use proptest::prelude::*;
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 100,
+        flush_ms: None,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of `n` records with values of `size` bytes and timestamps from `ts`.
+fn batch(n: usize, size: usize, ts: i64) -> Vec<u8> {
+    let value = vec![b'x'; size];
+    let records: Vec<(&[u8], &[u8])> = (0..n).map(|_| (&b"key"[..], &value[..])).collect();
+    TestBatchBuilder {
+        base_timestamp: ts,
+        ..Default::default()
+    }
+    .build(&records)
+}
+
+fn idempotent(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    let records: Vec<(&[u8], &[u8])> = vec![(b"", b"v"); n];
+    TestBatchBuilder {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+        ..Default::default()
+    }
+    .build(&records)
+}
+
+/// Appends and returns the stored form of the batch (offset and epoch rewritten).
+fn append(log: &mut Log, mut b: Vec<u8>) -> (AppendOutcome, Vec<u8>) {
+    let outcome = log.append(&mut b, 3).unwrap();
+    (outcome, b)
+}
+
+fn base(b: &[u8]) -> i64 {
+    BatchHeader::parse(b).unwrap().base_offset
+}
+
+#[test]
+fn append_assigns_dense_offsets_and_read_returns_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let (o1, b1) = append(&mut log, batch(3, 10, 1000));
+    let (o2, b2) = append(&mut log, batch(2, 10, 1001));
+    assert_eq!(
+        (
+            o1.base_offset,
+            o1.last_offset,
+            o2.base_offset,
+            o2.last_offset
+        ),
+        (0, 2, 3, 4)
+    );
+    assert_eq!(o2.max_timestamp, 1002);
+    assert_eq!(log.log_end_offset(), 5);
+    let h = BatchHeader::parse(&b2).unwrap();
+    assert_eq!((h.base_offset, h.partition_leader_epoch), (3, 3));
+    assert_eq!(
+        &log.read(0, usize::MAX).unwrap()[..],
+        &[b1.clone(), b2.clone()].concat()[..]
+    );
+    for offset in 0..3 {
+        assert_eq!(
+            &log.read(offset, 0).unwrap()[..],
+            &b1[..],
+            "offset {offset}"
+        );
+    }
+    assert_eq!(&log.read(4, 0).unwrap()[..], &b2[..]);
+}
+
+#[test]
+fn read_returns_whole_batches_up_to_max_bytes_and_at_least_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let stored: Vec<Vec<u8>> = (0..4)
+        .map(|_| append(&mut log, batch(1, 50, 0)).1)
+        .collect();
+    let len = stored[0].len();
+    assert_eq!(log.read(0, len - 1).unwrap().len(), len);
+    assert_eq!(log.read(0, 2 * len + 1).unwrap().len(), 2 * len);
+    assert_eq!(log.read(1, usize::MAX).unwrap().len(), 3 * len);
+}
+
+#[test]
+fn read_outside_the_log_is_out_of_range_and_at_the_end_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert!(log.read(0, 100).unwrap().is_empty());
+    append(&mut log, batch(2, 1, 0));
+    assert!(log.read(2, 100).unwrap().is_empty());
+    assert!(matches!(
+        log.read(3, 100),
+        Err(StorageError::OffsetOutOfRange {
+            offset: 3,
+            log_start: 0,
+            log_end: 2
+        })
+    ));
+    assert!(matches!(
+        log.read(-1, 100),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn read_after_reopen_returns_identical_bytes() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(1000)).unwrap();
+        let stored: Vec<Vec<u8>> = (0..20)
+            .map(|i| append(&mut log, batch(2, 40, i)).1)
+            .collect();
+        assert!(log.segments.len() > 2, "segments rolled by size");
+        if clean {
+            log.close().unwrap();
+            assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        } else {
+            log.flush().unwrap();
+            drop(log);
+        }
+        let mut log = Log::open(dir.path(), config(1000)).unwrap();
+        assert!(!dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        assert_eq!(log.log_end_offset(), 40);
+        for b in &stored {
+            assert_eq!(&log.read(base(b) + 1, 0).unwrap()[..], &b[..]);
+        }
+        assert_eq!(append(&mut log, batch(1, 1, 0)).0.base_offset, 40);
+    }
+}
+
+#[test]
+fn missing_index_files_of_closed_segments_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    let stored: Vec<Vec<u8>> = (0..20)
+        .map(|i| append(&mut log, batch(1, 40, i)).1)
+        .collect();
+    log.close().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "index") {
+            std::fs::remove_file(path).unwrap();
+        } else if path.extension().is_some_and(|e| e == "timeindex") {
+            std::fs::write(path, [1u8; 5]).unwrap();
+        }
+    }
+    let log = Log::open(dir.path(), config(1000)).unwrap();
+    for b in &stored {
+        assert_eq!(&log.read(base(b), 0).unwrap()[..], &b[..]);
+    }
+    assert_eq!(
+        log.offset_for_timestamp(7).unwrap().map(|t| t.offset),
+        Some(7)
+    );
+}
+
+#[test]
+fn corrupt_crc_append_is_rejected_and_log_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    append(&mut log, batch(1, 10, 0));
+    let good = batch(1, 10, 0);
+    let mut bad = batch(1, 10, 0);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let mut request = [good.clone(), bad.clone()].concat();
+    let err = log.append(&mut request, 0).unwrap_err();
+    assert!(
+        matches!(err, StorageError::CorruptBatch { position, .. } if position == good.len()),
+        "{err}"
+    );
+    assert_eq!(&request[..good.len()], &good[..], "request bytes untouched");
+    let mut garbage_tail = [good.clone(), vec![0; 20]].concat();
+    assert!(matches!(
+        log.append(&mut garbage_tail, 0),
+        Err(StorageError::CorruptBatch { .. })
+    ));
+    assert!(matches!(
+        log.append(&mut [], 0),
+        Err(StorageError::CorruptBatch { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(log.read(0, usize::MAX).unwrap().len(), good.len());
+}
+
+#[test]
+fn batch_larger_than_a_segment_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(500)).unwrap();
+    let mut big = batch(1, 600, 0);
+    assert!(matches!(
+        log.append(&mut big, 0),
+        Err(StorageError::RecordTooLarge { max: 500, .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn crash_at_every_byte_of_the_last_batch_keeps_exactly_the_complete_batches() {
+    let src = tempfile::tempdir().unwrap();
+    let cfg = config(4096);
+    let mut log = Log::open(src.path(), cfg.clone()).unwrap();
+    let stored: Vec<Vec<u8>> = (0..5)
+        .map(|i| append(&mut log, batch(i + 1, 30, 0)).1)
+        .collect();
+    log.flush().unwrap();
+    drop(log);
+    let name = "00000000000000000000";
+    let full = std::fs::read(src.path().join(format!("{name}.log"))).unwrap();
+    let index = std::fs::read(src.path().join(format!("{name}.index"))).unwrap();
+    let last_start: usize = stored[..4].iter().map(Vec::len).sum();
+    let last_end = last_start + stored[4].len();
+    let kept_end = base(&stored[4]);
+    for cut in last_start..last_end {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = full[..cut].to_vec();
+        if cut % 2 == 0 {
+            data.resize(full.len(), 0); // preallocated file: zeros after the torn write
+        }
+        std::fs::write(dir.path().join(format!("{name}.log")), &data).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.index")), &index).unwrap();
+        // Zero-filling after a cut in the trailing zero bytes of the batch recreates it exactly.
+        let intact = data.len() >= last_end && data[..last_end] == full[..last_end];
+        let (end, kept) = if intact {
+            (kept_end + 5, last_end)
+        } else {
+            (kept_end, last_start)
+        };
+        let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+        assert_eq!(log.log_end_offset(), end, "cut at {cut}");
+        assert_eq!(
+            &log.read(0, usize::MAX).unwrap()[..],
+            &full[..kept],
+            "cut at {cut}"
+        );
+        let (outcome, _) = append(&mut log, batch(1, 5, 0));
+        assert_eq!(outcome.base_offset, end);
+        assert_eq!(log.read(end, 0).unwrap().len(), batch(1, 5, 0).len());
+    }
+}
+
+#[test]
+fn corrupt_byte_in_last_batch_is_cut_by_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(4096)).unwrap();
+    let (_, first) = append(&mut log, batch(1, 30, 0));
+    append(&mut log, batch(1, 30, 0));
+    log.flush().unwrap();
+    drop(log);
+    let path = dir.path().join("00000000000000000000.log");
+    let mut data = std::fs::read(&path).unwrap();
+    data[first.len() + 70] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    let log = Log::open(dir.path(), config(4096)).unwrap();
+    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(&log.read(0, usize::MAX).unwrap()[..], &first[..]);
+}
+
+#[test]
+fn duplicates_out_of_order_and_epoch_checks_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    append(&mut log, batch(1, 1, 0));
+    let (first, _) = append(&mut log, idempotent(7, 1, 0, 3));
+    for i in 0..10 {
+        append(&mut log, batch(1, 100, i)); // push the producer's batch into a closed segment
+    }
+    log.flush().unwrap();
+    drop(log);
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    let end = log.log_end_offset();
+    let dup = log.append(&mut idempotent(7, 1, 0, 3), 0).unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(
+        (dup.base_offset, dup.last_offset),
+        (first.base_offset, first.last_offset)
+    );
+    assert!(matches!(
+        log.append(&mut idempotent(7, 1, 5, 1), 0),
+        Err(StorageError::OutOfOrderSequence {
+            expected: 3,
+            received: 5,
+            ..
+        })
+    ));
+    assert!(matches!(
+        log.append(&mut idempotent(7, 0, 3, 1), 0),
+        Err(StorageError::InvalidProducerEpoch {
+            current: 1,
+            received: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        log.append(&mut idempotent(7, 2, 3, 1), 0),
+        Err(StorageError::OutOfOrderSequence { expected: 0, .. })
+    ));
+    assert_eq!(log.log_end_offset(), end, "rejected appends wrote nothing");
+    assert!(
+        !log.append(&mut idempotent(7, 1, 3, 1), 0)
+            .unwrap()
+            .duplicate
+    );
+    assert!(
+        !log.append(&mut idempotent(7, 2, 0, 1), 0)
+            .unwrap()
+            .duplicate
+    );
+}
+
+#[test]
+fn truncate_to_then_append_continues_at_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    let stored: Vec<Vec<u8>> = (0..20)
+        .map(|_| append(&mut log, batch(2, 40, 0)).1)
+        .collect();
+    let held = log.read(30, 0).unwrap();
+    log.truncate_to(31).unwrap(); // inside the batch 30..=31: the whole batch goes
+    assert_eq!(log.log_end_offset(), 30);
+    assert_eq!(
+        &held[..],
+        &stored[15][..],
+        "bytes held by a reader are unchanged"
+    );
+    assert!(matches!(
+        log.read(31, 0),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    let (outcome, b) = append(&mut log, batch(1, 3, 0));
+    assert_eq!(outcome.base_offset, 30);
+    assert_eq!(&log.read(30, 0).unwrap()[..], &b[..]);
+    assert_eq!(&log.read(29, 0).unwrap()[..], &stored[14][..]);
+    drop(log);
+    let log = Log::open(dir.path(), config(1000)).unwrap();
+    assert_eq!(log.log_end_offset(), 31);
+    assert_eq!(&log.read(30, 0).unwrap()[..], &b[..]);
+}
+
+#[test]
+fn truncate_to_segment_boundary_and_below_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    for _ in 0..20 {
+        append(&mut log, batch(1, 40, 0));
+    }
+    let boundary = log.segments[1].base_offset();
+    log.truncate_to(boundary).unwrap();
+    assert_eq!(log.log_end_offset(), boundary);
+    assert_eq!(append(&mut log, batch(1, 1, 0)).0.base_offset, boundary);
+    log.truncate_to(0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert_eq!(append(&mut log, batch(1, 1, 0)).0.base_offset, 0);
+}
+
+#[test]
+fn retention_by_time_deletes_old_closed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    let stored: Vec<Vec<u8>> = (0..20)
+        .map(|i| append(&mut log, batch(1, 100, i * 1000)).1)
+        .collect();
+    let held = log.read(0, 0).unwrap();
+    log.set_config(LogConfig {
+        retention_ms: Some(10_000),
+        ..config(1000)
+    });
+    let outcome = log.apply_retention(25_000).unwrap();
+    assert!(outcome.deleted_segments > 0);
+    assert_eq!(outcome.log_start_offset, log.log_start_offset());
+    assert!(log.log_start_offset() > 0 && log.log_start_offset() <= 15);
+    assert!(matches!(
+        log.read(0, 0),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(&held[..], &stored[0][..]);
+    let start = log.log_start_offset() as usize;
+    assert_eq!(&log.read(start as i64, 0).unwrap()[..], &stored[start][..]);
+    let everything = log.apply_retention(i64::MAX).unwrap();
+    assert_eq!(
+        log.segments.len(),
+        1,
+        "the active segment stays ({everything:?})"
+    );
+    assert_eq!(log.log_end_offset(), 20);
+}
+
+#[test]
+fn retention_by_size_keeps_at_least_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    for _ in 0..40 {
+        append(&mut log, batch(1, 100, 0));
+    }
+    log.set_config(LogConfig {
+        retention_bytes: Some(2000),
+        ..config(1000)
+    });
+    let outcome = log.apply_retention(0).unwrap();
+    let total: usize = log.segments.iter().map(Segment::size).sum();
+    assert!(
+        total >= 2000 && total - log.segments[0].size() < 2000,
+        "total {total}"
+    );
+    assert!(outcome.deleted_bytes > 0);
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_batch_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    for i in 0..30 {
+        append(&mut log, batch(2, 30, i * 10)); // timestamps i*10, i*10+1
+    }
+    let at = |ts| {
+        log.offset_for_timestamp(ts)
+            .unwrap()
+            .map(|t| (t.offset, t.timestamp))
+    };
+    assert_eq!(at(0), Some((0, 1)));
+    assert_eq!(at(55), Some((12, 61)));
+    assert_eq!(at(291), Some((58, 291)));
+    assert_eq!(at(292), None);
+    assert_eq!(at(LATEST_TIMESTAMP), Some((60, -1)));
+    assert_eq!(at(EARLIEST_TIMESTAMP), Some((0, -1)));
+}
+
+#[test]
+fn segments_roll_by_age_of_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            segment_ms: 100,
+            ..config(1 << 20)
+        },
+    )
+    .unwrap();
+    append(&mut log, batch(1, 1, 1000));
+    append(&mut log, batch(1, 1, 1050));
+    assert_eq!(log.segments.len(), 1);
+    append(&mut log, batch(1, 1, 1101));
+    assert_eq!(log.segments.len(), 2);
+    assert_eq!(log.segments[1].base_offset(), 2);
+}
+
+#[test]
+fn maybe_flush_follows_message_and_time_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            flush_messages: Some(3),
+            ..config(1 << 20)
+        },
+    )
+    .unwrap();
+    append(&mut log, batch(2, 1, 0));
+    log.maybe_flush(0).unwrap();
+    assert_eq!(log.unflushed_messages, 2);
+    append(&mut log, batch(1, 1, 0));
+    log.maybe_flush(0).unwrap();
+    assert_eq!(log.unflushed_messages, 0);
+    log.set_config(LogConfig {
+        flush_ms: Some(1000),
+        ..config(1 << 20)
+    });
+    append(&mut log, batch(1, 1, 0));
+    let last = log.last_flush_ms;
+    log.maybe_flush(last + 999).unwrap();
+    assert_eq!(log.unflushed_messages, 1);
+    log.maybe_flush(last + 1000).unwrap();
+    assert_eq!(log.unflushed_messages, 0);
+}
+
+#[test]
+fn delete_removes_the_partition_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("topic-0");
+    let mut log = Log::open(&dir, config(1000)).unwrap();
+    append(&mut log, batch(1, 1, 0));
+    log.delete().unwrap();
+    assert!(!dir.exists());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { batches: Vec<(usize, usize)> },
+    Roll,
+    Reopen { clean: bool },
+    Truncate { at: prop::sample::Index },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => prop::collection::vec((1usize..4, 0usize..60), 1..3).prop_map(|batches| Op::Append { batches }),
+        1 => Just(Op::Roll),
+        1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
+        1 => any::<prop::sample::Index>().prop_map(|at| Op::Truncate { at }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn any_sequence_of_operations_keeps_offsets_dense_and_reads_identical(ops in prop::collection::vec(op(), 1..25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(1500);
+        let mut log = Some(Log::open(dir.path(), cfg.clone()).unwrap());
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        let mut end = 0i64;
+        for op in ops {
+            let l = log.as_mut().unwrap();
+            match op {
+                Op::Append { batches } => {
+                    let parts: Vec<Vec<u8>> = batches.iter().map(|&(n, size)| batch(n, size, end)).collect();
+                    let mut request = parts.concat();
+                    let outcome = l.append(&mut request, 1).unwrap();
+                    prop_assert_eq!(outcome.base_offset, end);
+                    let mut at = 0;
+                    for p in &parts {
+                        let stored = request[at..at + p.len()].to_vec();
+                        prop_assert_eq!(base(&stored), end);
+                        end = BatchHeader::parse(&stored).unwrap().last_offset() + 1;
+                        model.push(stored);
+                        at += p.len();
+                    }
+                    prop_assert_eq!(outcome.last_offset, end - 1);
+                }
+                Op::Roll => l.roll().unwrap(),
+                Op::Reopen { clean } => {
+                    let old = log.take().unwrap();
+                    if clean { old.close().unwrap() } else { drop(old) }
+                    log = Some(Log::open(dir.path(), cfg.clone()).unwrap());
+                }
+                Op::Truncate { at } => {
+                    let offset = if end == 0 { 0 } else { at.index(end as usize + 1) as i64 };
+                    l.truncate_to(offset).unwrap();
+                    model.retain(|b| BatchHeader::parse(b).unwrap().last_offset() < offset);
+                    end = model.last().map_or(0, |b| BatchHeader::parse(b).unwrap().last_offset() + 1);
+                }
+            }
+            let l = log.as_ref().unwrap();
+            prop_assert_eq!(l.log_end_offset(), end);
+            prop_assert_eq!(l.log_start_offset(), 0);
+            let mut expected_next = 0;
+            for b in &model {
+                let h = BatchHeader::parse(b).unwrap();
+                prop_assert_eq!(h.base_offset, expected_next, "dense offsets");
+                expected_next = h.last_offset() + 1;
+                for offset in h.base_offset..=h.last_offset() {
+                    let read = l.read(offset, 0).unwrap();
+                    prop_assert_eq!(&read[..], &b[..]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Idempotent-producer state: per producer id, its epoch and its last five batches.
+//!
+//! Rules, following Kafka's `ProducerStateManager` (`ProducerAppendInfo.checkSequence`):
+//! * Batches without a producer id (`producerId < 0`) and control batches are not checked.
+//! * Older epoch than the one on record: `InvalidProducerEpoch`.
+//! * Newer epoch: the sequence must restart at 0, else `OutOfOrderSequence`.
+//! * Same epoch: a batch whose `(first_seq, last_seq)` equals a cached batch's is a duplicate
+//!   (answered with the original offsets, not appended); otherwise `first_seq` must be the last
+//!   cached `last_seq + 1` (wrapping at `i32::MAX` to 0), else `OutOfOrderSequence`.
+//! * Unknown producer: any sequence is accepted, as Kafka does, because its state may have been
+//!   removed by retention while the producer is still alive.
+//!
+//! The table is not persisted: [`Log::open`](crate::Log::open) rebuilds it by replaying the batch
+//! headers of the log ([`ProducerStateTable::replay`]), and truncation rebuilds it the same way.
+
+use std::collections::{HashMap, VecDeque};
+
+use inlet_protocol::batch::{increment_sequence, BatchHeader};
+
+use crate::error::StorageError;
+
+/// How many recent batches per producer are remembered for duplicate detection (Kafka: 5).
+pub const CACHED_BATCHES: usize = 5;
+
+/// Sequence range and assigned offsets of one appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+impl BatchMetadata {
+    fn of(header: &BatchHeader) -> BatchMetadata {
+        BatchMetadata {
+            first_seq: header.base_sequence,
+            last_seq: header.last_sequence(),
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchMetadata>,
+}
+
+impl ProducerEntry {
+    fn record(&mut self, epoch: i16, meta: BatchMetadata) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+        if self.batches.len() == CACHED_BATCHES {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(meta);
+    }
+}
+
+/// What to do with a batch that passed the sequence checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    Append,
+    /// Already in the log at these offsets.
+    Duplicate(BatchMetadata),
+}
+
+/// Producer id -> epoch and recent batches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// Checks for the batches of one append, staged until the append is written.
+#[derive(Debug)]
+pub struct StagedAppend<'a> {
+    table: &'a ProducerStateTable,
+    updates: HashMap<i64, ProducerEntry>,
+}
+
+/// Producer changes of a validated append, to [`apply`](ProducerStateTable::apply) once written.
+#[derive(Debug, Default)]
+pub struct ProducerUpdates(HashMap<i64, ProducerEntry>);
+
+impl ProducerStateTable {
+    pub fn new() -> ProducerStateTable {
+        ProducerStateTable::default()
+    }
+
+    /// Starts validating the batches of one append.
+    pub fn stage(&self) -> StagedAppend<'_> {
+        StagedAppend {
+            table: self,
+            updates: HashMap::new(),
+        }
+    }
+
+    pub fn apply(&mut self, updates: ProducerUpdates) {
+        self.producers.extend(updates.0);
+    }
+
+    /// Records a batch already in the log, without checks (rebuilding on open or truncation).
+    pub fn replay(&mut self, header: &BatchHeader) {
+        if !header.has_producer_id() || header.is_control() {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: header.producer_epoch,
+                batches: VecDeque::new(),
+            });
+        if header.producer_epoch >= entry.epoch {
+            entry.record(header.producer_epoch, BatchMetadata::of(header));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+impl StagedAppend<'_> {
+    fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.updates
+            .get(&producer_id)
+            .or_else(|| self.table.producers.get(&producer_id))
+    }
+
+    /// Checks `header` (whose `base_offset` is the offset it would get) and stages it.
+    pub fn check(&mut self, header: &BatchHeader) -> Result<SequenceCheck, StorageError> {
+        if !header.has_producer_id() || header.is_control() {
+            return Ok(SequenceCheck::Append);
+        }
+        let (pid, epoch, first_seq) = (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+        );
+        let out_of_order = |expected| StorageError::OutOfOrderSequence {
+            producer_id: pid,
+            expected,
+            received: first_seq,
+        };
+        if first_seq < 0 {
+            return Err(out_of_order(0));
+        }
+        if let Some(entry) = self.entry(pid) {
+            if epoch < entry.epoch {
+                return Err(StorageError::InvalidProducerEpoch {
+                    producer_id: pid,
+                    current: entry.epoch,
+                    received: epoch,
+                });
+            }
+            if epoch > entry.epoch {
+                if first_seq != 0 {
+                    return Err(out_of_order(0));
+                }
+            } else {
+                let meta = BatchMetadata::of(header);
+                let same_range = |b: &&BatchMetadata| {
+                    b.first_seq == meta.first_seq && b.last_seq == meta.last_seq
+                };
+                if let Some(original) = entry.batches.iter().find(same_range) {
+                    return Ok(SequenceCheck::Duplicate(*original));
+                }
+                if let Some(last) = entry.batches.back() {
+                    let expected = increment_sequence(last.last_seq, 1);
+                    if first_seq != expected {
+                        return Err(out_of_order(expected));
+                    }
+                }
+            }
+        }
+        let mut entry = self.entry(pid).cloned().unwrap_or(ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+        });
+        entry.record(epoch, BatchMetadata::of(header));
+        self.updates.insert(pid, entry);
+        Ok(SequenceCheck::Append)
+    }
+
+    pub fn into_updates(self) -> ProducerUpdates {
+        ProducerUpdates(self.updates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inlet_protocol::batch::TestBatchBuilder;
+
+    fn header(pid: i64, epoch: i16, seq: i32, records: usize, base_offset: i64) -> BatchHeader {
+        let recs: Vec<(&[u8], &[u8])> = vec![(b"", b"v"); records];
+        let b = TestBatchBuilder {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            base_offset,
+            ..Default::default()
+        }
+        .build(&recs);
+        BatchHeader::parse(&b).unwrap()
+    }
+
+    fn append(
+        table: &mut ProducerStateTable,
+        h: &BatchHeader,
+    ) -> Result<SequenceCheck, StorageError> {
+        let mut staged = table.stage();
+        let r = staged.check(h)?;
+        let updates = staged.into_updates();
+        table.apply(updates);
+        Ok(r)
+    }
+
+    #[test]
+    fn in_sequence_batches_are_accepted_and_retries_are_duplicates() {
+        let mut t = ProducerStateTable::new();
+        assert_eq!(
+            append(&mut t, &header(1, 0, 0, 3, 0)).unwrap(),
+            SequenceCheck::Append
+        );
+        assert_eq!(
+            append(&mut t, &header(1, 0, 3, 2, 3)).unwrap(),
+            SequenceCheck::Append
+        );
+        let dup = append(&mut t, &header(1, 0, 0, 3, 99)).unwrap();
+        assert_eq!(
+            dup,
+            SequenceCheck::Duplicate(BatchMetadata {
+                first_seq: 0,
+                last_seq: 2,
+                base_offset: 0,
+                last_offset: 2
+            })
+        );
+    }
+
+    #[test]
+    fn gaps_and_old_epochs_are_rejected_new_epoch_must_restart_at_zero() {
+        let mut t = ProducerStateTable::new();
+        append(&mut t, &header(1, 2, 0, 1, 0)).unwrap();
+        assert!(matches!(
+            append(&mut t, &header(1, 2, 5, 1, 1)),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 1,
+                received: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            append(&mut t, &header(1, 1, 1, 1, 1)),
+            Err(StorageError::InvalidProducerEpoch {
+                current: 2,
+                received: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            append(&mut t, &header(1, 3, 1, 1, 1)),
+            Err(StorageError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert_eq!(
+            append(&mut t, &header(1, 3, 0, 1, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+    }
+
+    #[test]
+    fn unknown_producer_may_start_at_any_sequence_and_sequences_wrap() {
+        let mut t = ProducerStateTable::new();
+        assert_eq!(
+            append(&mut t, &header(9, 0, i32::MAX, 1, 0)).unwrap(),
+            SequenceCheck::Append
+        );
+        assert_eq!(
+            append(&mut t, &header(9, 0, 0, 1, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+    }
+
+    #[test]
+    fn only_last_five_batches_are_remembered() {
+        let mut t = ProducerStateTable::new();
+        for i in 0..6 {
+            append(&mut t, &header(1, 0, i, 1, i64::from(i))).unwrap();
+        }
+        assert!(matches!(
+            append(&mut t, &header(1, 0, 0, 1, 6)),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        assert!(matches!(
+            append(&mut t, &header(1, 0, 1, 1, 6)).unwrap(),
+            SequenceCheck::Duplicate(_)
+        ));
+    }
+
+    #[test]
+    fn replay_rebuilds_the_same_table() {
+        let mut live = ProducerStateTable::new();
+        let mut replayed = ProducerStateTable::new();
+        for h in [
+            header(1, 0, 0, 2, 0),
+            header(2, 0, 7, 1, 2),
+            header(1, 0, 2, 1, 3),
+            header(1, 1, 0, 1, 4),
+        ] {
+            append(&mut live, &h).unwrap();
+            replayed.replay(&h);
+        }
+        assert_eq!(live, replayed);
+    }
+
+    #[test]
+    fn staged_checks_see_earlier_batches_of_the_same_append() {
+        let t = ProducerStateTable::new();
+        let mut staged = t.stage();
+        staged.check(&header(1, 0, 0, 2, 0)).unwrap();
+        assert!(staged.check(&header(1, 0, 5, 1, 2)).is_err());
+        staged.check(&header(1, 0, 2, 1, 2)).unwrap();
+        assert!(t.is_empty(), "nothing applied before the append is written");
+    }
+}

@@ -1,0 +1,206 @@
+//! Opening a partition directory after a clean shutdown or a crash.
+//!
+//! [`recover`] reads top to bottom:
+//! 1. create the directory if missing; note and remove the clean-shutdown marker (durably, so a
+//!    crash from here on is recovered fully next time);
+//! 2. list the files: delete temp files (`*.tmp`) and index files without a `.log`; collect the
+//!    segment base offsets from `<20 digits>.log` names and sort them;
+//! 3. open every segment but the last as a closed segment: its index files are trusted when they
+//!    are consistent and the batches after the last indexed position end exactly at the end of
+//!    the file; otherwise the whole segment is walked with CRC checks, cut after its last valid
+//!    batch and re-indexed. A segment whose base offset does not continue the previous one
+//!    (a hole left by a cut) is deleted together with every later segment;
+//! 4. walk the last segment from its start, checking framing, offset continuity and CRC-32C
+//!    (CRC skipped after a clean shutdown), and stop at the first torn, corrupt or zeroed batch:
+//!    that is the logical end. The file is cut there (which also drops the preallocated zeros),
+//!    its indexes are rebuilt from the walk and it becomes the active segment;
+//! 5. rebuild the idempotent-producer table by replaying every batch header.
+
+use std::io;
+use std::path::Path;
+
+use inlet_protocol::batch::BatchIter;
+
+use crate::config::LogConfig;
+use crate::error::{IoContext, StorageError};
+use crate::mmap::MappedFile;
+use crate::producer_state::ProducerStateTable;
+use crate::segment::{scan, segment_path, sync_dir, Segment};
+
+/// Written by [`Log::close`](crate::Log::close); its presence means the last segment's file ends
+/// exactly at its logical end and every byte was synced.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
+
+/// The state of a recovered partition directory.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Sorted by base offset, never empty; all closed except possibly the last.
+    pub segments: Vec<Segment>,
+    pub producers: ProducerStateTable,
+}
+
+pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered, StorageError> {
+    let ctx = || format!("recovering {}", dir.display());
+    let interval = config.index_interval();
+
+    // 1. Directory and clean-shutdown marker.
+    std::fs::create_dir_all(dir).context(ctx)?;
+    let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+    let clean = marker.exists();
+    if clean {
+        std::fs::remove_file(&marker).context(ctx)?;
+        sync_dir(dir).context(ctx)?;
+    }
+
+    // 2. Files.
+    let mut bases = list_segments(dir).context(ctx)?;
+    bases.sort_unstable();
+
+    // 3. Closed segments.
+    let mut segments: Vec<Segment> = Vec::new();
+    for (i, &base) in bases.iter().enumerate() {
+        if let Some(prev) = segments.last() {
+            if prev.next_offset() != base {
+                tracing::warn!(dir = %dir.display(), expected = prev.next_offset(), found = base,
+                    "offset hole between segments; deleting this and later segments");
+                for &later in &bases[i..] {
+                    delete_segment_files(dir, later).context(ctx)?;
+                }
+                break;
+            }
+        }
+        if i + 1 < bases.len() {
+            segments.push(Segment::open_closed(dir, base, interval, now_ms)?);
+            continue;
+        }
+
+        // 4. The last segment: find the logical end.
+        let path = segment_path(dir, base, "log");
+        let file = std::fs::File::open(&path).context(ctx)?;
+        let map = MappedFile::read_only(&file).context(ctx)?;
+        let walk = scan(map.bytes(), base, interval, !clean);
+        if let Some(reason) = &walk.stopped {
+            // Zeros where the next batch would start are the preallocated end, not damage.
+            let next = &map.bytes()[walk.valid_len..];
+            if next.iter().take(12).any(|&b| b != 0) {
+                tracing::warn!(segment = %path.display(), valid_len = walk.valid_len,
+                    dropped = next.len(), %reason, "truncating torn or corrupt tail");
+            }
+        }
+        drop(map);
+        segments.push(Segment::open_active(
+            dir,
+            walk,
+            config.effective_segment_bytes(),
+            now_ms,
+        )?);
+    }
+    if segments.is_empty() {
+        segments.push(Segment::create(
+            dir,
+            0,
+            config.effective_segment_bytes(),
+            interval,
+            now_ms,
+        )?);
+    }
+    sync_dir(dir).context(ctx)?;
+
+    // 5. Producer state.
+    let producers = rebuild_producers(&segments);
+    Ok(Recovered {
+        segments,
+        producers,
+    })
+}
+
+/// Replays every batch header of `segments` into a fresh producer table.
+pub fn rebuild_producers(segments: &[Segment]) -> ProducerStateTable {
+    let mut producers = ProducerStateTable::new();
+    for segment in segments {
+        for (header, _) in BatchIter::new(segment.bytes()).map_while(Result::ok) {
+            producers.replay(&header);
+        }
+    }
+    producers
+}
+
+/// Base offsets of the `.log` files in `dir`, after removing temp files and orphan indexes.
+fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".tmp") {
+            tracing::info!(file = %path.display(), "removing stray temp file");
+            std::fs::remove_file(&path)?;
+            continue;
+        }
+        let Some((stem, ext)) = name.split_once('.') else {
+            continue;
+        };
+        let Some(base) = parse_base_offset(stem) else {
+            continue;
+        };
+        match ext {
+            "log" => bases.push(base),
+            "index" | "timeindex" => indexes.push((base, path)),
+            _ => {}
+        }
+    }
+    for (base, path) in indexes {
+        if !bases.contains(&base) {
+            tracing::info!(file = %path.display(), "removing index without segment");
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(bases)
+}
+
+fn parse_base_offset(stem: &str) -> Option<i64> {
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn delete_segment_files(dir: &Path, base: i64) -> io::Result<()> {
+    for ext in ["log", "index", "timeindex"] {
+        match std::fs::remove_file(segment_path(dir, base, ext)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_twenty_digit_names_are_segments() {
+        assert_eq!(parse_base_offset("00000000000000000042"), Some(42));
+        assert_eq!(parse_base_offset("42"), None);
+        assert_eq!(parse_base_offset("0000000000000000004x"), None);
+    }
+
+    #[test]
+    fn empty_directory_gets_one_active_segment_and_stray_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00000000000000000000.log.tmp"), b"junk").unwrap();
+        std::fs::write(dir.path().join("00000000000000000007.index"), b"").unwrap();
+        let config = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let r = recover(dir.path(), &config, 0).unwrap();
+        assert_eq!(r.segments.len(), 1);
+        assert!(r.segments[0].is_active());
+        assert!(!dir.path().join("00000000000000000000.log.tmp").exists());
+        assert!(!dir.path().join("00000000000000000007.index").exists());
+    }
+}

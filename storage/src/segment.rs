@@ -1,0 +1,562 @@
+//! One segment: a `.log` file of record batches plus its [`OffsetIndex`] and [`TimeIndex`].
+//!
+//! File names are the segment's base offset zero-padded to 20 digits:
+//! `00000000000000000000.log`, `.index`, `.timeindex`.
+//!
+//! `.log` format: RecordBatch v2 batches back to back, byte for byte as the producer sent them
+//! except `baseOffset` (bytes 0..8, set to the assigned offset) and `partitionLeaderEpoch`
+//! (bytes 12..16), both outside the CRC (see `inlet_protocol::batch` for the batch layout). No
+//! file header, no padding between batches. Offsets are dense: each batch's `baseOffset` is the
+//! previous batch's `baseOffset + lastOffsetDelta + 1`, the first equals the segment base offset.
+//!
+//! The active segment's file is preallocated to `segment_bytes` and mapped writable; the bytes
+//! after the logical end are zeros, which recovery recognises as the end (a zero `batchLength`
+//! is invalid). On roll the file is truncated to its logical size and mapped read-only. Reads
+//! return [`Bytes`] pointing into the mapping (see [`crate::mmap`] for why that is sound).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use inlet_protocol::batch::{verify_crc, BatchHeader, BatchIter};
+
+use crate::error::{IoContext, StorageError};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::mmap::{preallocate, MapWriter, MappedFile};
+
+/// `<dir>/<base offset, 20 digits>.<ext>`.
+pub fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// Running per-segment statistics and sparse-index bookkeeping, shared by appends and scans.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub base_offset: i64,
+    interval: usize,
+    bytes_since_index: usize,
+    pub next_offset: i64,
+    /// Largest batch max timestamp (-1 when empty) and the base offset of that batch.
+    pub max_timestamp: i64,
+    pub max_timestamp_offset: i64,
+    /// Max timestamp of the first batch: the age used for time-based rolling.
+    pub first_batch_timestamp: Option<i64>,
+}
+
+impl Tracker {
+    pub fn new(base_offset: i64, interval: usize) -> Tracker {
+        Tracker {
+            base_offset,
+            interval,
+            bytes_since_index: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            max_timestamp_offset: base_offset,
+            first_batch_timestamp: None,
+        }
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        // Offsets of a segment stay below base + i32::MAX: the log rolls before that.
+        (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    /// Accounts for `header` written at `position`; returns the index entries to add.
+    fn observe(&mut self, position: usize, header: &BatchHeader) -> IndexEntries {
+        if self.first_batch_timestamp.is_none() {
+            self.first_batch_timestamp = Some(header.max_timestamp);
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.max_timestamp_offset = header.base_offset;
+        }
+        let mut entries = IndexEntries::default();
+        if self.bytes_since_index >= self.interval {
+            let rel = self.relative(header.base_offset);
+            entries.offset = Some((rel, position as u32));
+            entries.time = Some((self.max_timestamp, rel));
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.total_len();
+        self.next_offset = header.last_offset() + 1;
+        entries
+    }
+
+    /// The closing time-index entry: the segment max timestamp and the batch that holds it.
+    fn final_time_entry(&self) -> Option<(i64, u32)> {
+        (self.next_offset > self.base_offset)
+            .then(|| (self.max_timestamp, self.relative(self.max_timestamp_offset)))
+    }
+}
+
+#[derive(Debug, Default)]
+struct IndexEntries {
+    offset: Option<(u32, u32)>,
+    time: Option<(i64, u32)>,
+}
+
+/// Result of walking a segment's bytes from the start.
+#[derive(Debug)]
+pub struct Scan {
+    /// Bytes of complete, valid, offset-contiguous batches from the start.
+    pub valid_len: usize,
+    pub tracker: Tracker,
+    offset_entries: Vec<(u32, u32)>,
+    time_entries: Vec<(i64, u32)>,
+    /// Why the walk stopped before the end of the bytes, if it did.
+    pub stopped: Option<String>,
+}
+
+/// Walks batches of a segment based at `base_offset`, stopping at the first one that is torn,
+/// garbage (zeros included), not contiguous in offsets, or (if `check_crc`) fails its CRC.
+pub fn scan(bytes: &[u8], base_offset: i64, interval: usize, check_crc: bool) -> Scan {
+    let mut tracker = Tracker::new(base_offset, interval);
+    let (mut offset_entries, mut time_entries) = (Vec::new(), Vec::<(i64, u32)>::new());
+    let (mut stopped, mut valid_len) = (None, 0);
+    for item in BatchIter::new(bytes) {
+        let (header, range) = match item {
+            Ok(ok) => ok,
+            Err(e) => {
+                stopped = Some(e.to_string());
+                break;
+            }
+        };
+        let problem = if header.base_offset != tracker.next_offset {
+            Some(format!(
+                "base offset {} where {} was expected",
+                header.base_offset, tracker.next_offset
+            ))
+        } else if header.last_offset_delta < 0
+            || header.last_offset() - base_offset >= i64::from(i32::MAX)
+        {
+            Some(format!(
+                "bad last offset delta {}",
+                header.last_offset_delta
+            ))
+        } else if check_crc {
+            verify_crc(&bytes[range.clone()])
+                .err()
+                .map(|e| e.to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            stopped = Some(reason);
+            break;
+        }
+        let entries = tracker.observe(range.start, &header);
+        offset_entries.extend(entries.offset);
+        if let Some(t) = entries
+            .time
+            .filter(|t| time_entries.last().is_none_or(|l| t.0 > l.0))
+        {
+            time_entries.push(t);
+        }
+        valid_len = range.end;
+    }
+    Scan {
+        valid_len,
+        tracker,
+        offset_entries,
+        time_entries,
+        stopped,
+    }
+}
+
+/// One segment of a partition log.
+#[derive(Debug)]
+pub struct Segment {
+    dir: PathBuf,
+    file: File,
+    map: Arc<MappedFile>,
+    /// `Some` while this is the active (writable) segment.
+    writer: Option<MapWriter>,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    tracker: Tracker,
+    /// Wall-clock creation time (ms), for time-based rolls of segments with no timestamps yet.
+    pub created_ms: i64,
+    /// Bytes known to be on disk (active), or whether a closed file still needs a sync.
+    flushed: usize,
+    needs_sync: bool,
+}
+
+impl Segment {
+    /// Creates a new, empty active segment preallocated to `capacity` bytes.
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        capacity: usize,
+        interval: usize,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let path = segment_path(dir, base_offset, "log");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .context(|| format!("creating {}", path.display()))?;
+        let scan = scan(&[], base_offset, interval, false);
+        Segment::activate(dir, file, scan, capacity, now_ms)
+    }
+
+    /// Reopens the existing `.log` at `base_offset` as the active segment, keeping its first
+    /// `scan.valid_len` bytes (the rest is cut off) and rebuilding its indexes from `scan`.
+    pub fn open_active(
+        dir: &Path,
+        scan: Scan,
+        capacity: usize,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let path = segment_path(dir, scan.tracker.base_offset, "log");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .context(|| format!("opening {}", path.display()))?;
+        file.set_len(scan.valid_len as u64)
+            .context(|| format!("truncating {}", path.display()))?;
+        Segment::activate(dir, file, scan, capacity, now_ms)
+    }
+
+    fn activate(
+        dir: &Path,
+        file: File,
+        scan: Scan,
+        capacity: usize,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let base = scan.tracker.base_offset;
+        let path = segment_path(dir, base, "log");
+        let map_len = capacity.max(scan.valid_len);
+        preallocate(&file, map_len as u64)
+            .context(|| format!("preallocating {}", path.display()))?;
+        file.sync_all()
+            .context(|| format!("syncing {}", path.display()))?;
+        let writer = MappedFile::writable(&file, map_len, scan.valid_len)
+            .context(|| format!("mapping {}", path.display()))?;
+        let offset_index =
+            OffsetIndex::create(&segment_path(dir, base, "index"), &scan.offset_entries)
+                .context(|| format!("writing offset index of segment {base}"))?;
+        let time_index =
+            TimeIndex::create(&segment_path(dir, base, "timeindex"), &scan.time_entries)
+                .context(|| format!("writing time index of segment {base}"))?;
+        Ok(Segment {
+            dir: dir.to_path_buf(),
+            file,
+            map: Arc::clone(writer.map()),
+            writer: Some(writer),
+            offset_index,
+            time_index,
+            tracker: scan.tracker,
+            created_ms: now_ms,
+            flushed: scan.valid_len,
+            needs_sync: false,
+        })
+    }
+
+    /// Opens a closed segment. Trusts its index files if they are consistent and the batches
+    /// after the last indexed position end exactly at the end of the file; otherwise scans the
+    /// whole file (with CRC checks), cuts it after the last valid batch and rebuilds the indexes.
+    pub fn open_closed(
+        dir: &Path,
+        base_offset: i64,
+        interval: usize,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let path = segment_path(dir, base_offset, "log");
+        let ctx = || format!("opening {}", path.display());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .context(ctx)?;
+        let map = MappedFile::read_only(&file).context(ctx)?;
+        if let Some(segment) =
+            Segment::closed_from_indexes(dir, &file, &map, base_offset, interval, now_ms)?
+        {
+            return Ok(Segment { file, ..segment });
+        }
+        let scan = scan(map.bytes(), base_offset, interval, true);
+        if let Some(reason) = &scan.stopped {
+            tracing::warn!(segment = %path.display(), valid_len = scan.valid_len, %reason, "truncating corrupt closed segment");
+        }
+        drop(map);
+        file.set_len(scan.valid_len as u64).context(ctx)?;
+        let map = MappedFile::read_only(&file).context(ctx)?;
+        let idx = |e| format!("rebuilding {e} of segment {base_offset}");
+        let mut offset_index = OffsetIndex::create(
+            &segment_path(dir, base_offset, "index"),
+            &scan.offset_entries,
+        )
+        .context(|| idx("offset index"))?;
+        let mut time_index = TimeIndex::create(
+            &segment_path(dir, base_offset, "timeindex"),
+            &scan.time_entries,
+        )
+        .context(|| idx("time index"))?;
+        if let Some((t, o)) = scan.tracker.final_time_entry() {
+            time_index.maybe_append(t, o);
+        }
+        offset_index.freeze().context(|| idx("offset index"))?;
+        time_index.freeze().context(|| idx("time index"))?;
+        Ok(Segment {
+            dir: dir.to_path_buf(),
+            file,
+            map,
+            writer: None,
+            offset_index,
+            time_index,
+            tracker: scan.tracker,
+            created_ms: now_ms,
+            flushed: scan.valid_len,
+            needs_sync: false,
+        })
+    }
+
+    fn closed_from_indexes(
+        dir: &Path,
+        file: &File,
+        map: &Arc<MappedFile>,
+        base: i64,
+        interval: usize,
+        now_ms: i64,
+    ) -> Result<Option<Segment>, StorageError> {
+        let bytes = map.bytes();
+        let ctx = || format!("reading indexes of segment {base}");
+        let Some(offset_index) =
+            OffsetIndex::open(&segment_path(dir, base, "index"), bytes.len()).context(ctx)?
+        else {
+            return Ok(None);
+        };
+        // Walk from the last indexed batch to the end: it must land exactly on the file end.
+        let (rel, pos) = offset_index.last().unwrap_or((0, 0));
+        let tail = scan(
+            &bytes[pos as usize..],
+            base + i64::from(rel),
+            usize::MAX,
+            false,
+        );
+        if tail.stopped.is_some()
+            || tail.tracker.next_offset == base + i64::from(rel) && !bytes.is_empty()
+        {
+            return Ok(None);
+        }
+        let relative_end = (tail.tracker.next_offset - base) as u64;
+        let Some(time_index) =
+            TimeIndex::open(&segment_path(dir, base, "timeindex"), relative_end).context(ctx)?
+        else {
+            return Ok(None);
+        };
+        let mut tracker = Tracker::new(base, interval);
+        tracker.next_offset = tail.tracker.next_offset;
+        tracker.first_batch_timestamp = BatchHeader::parse(bytes).ok().map(|h| h.max_timestamp);
+        let (ts, ts_rel) = time_index.last().unwrap_or((-1, 0));
+        tracker.max_timestamp = ts.max(tail.tracker.max_timestamp);
+        tracker.max_timestamp_offset = if ts >= tail.tracker.max_timestamp {
+            base + i64::from(ts_rel)
+        } else {
+            tail.tracker.max_timestamp_offset
+        };
+        Ok(Some(Segment {
+            dir: dir.to_path_buf(),
+            file: file.try_clone().context(ctx)?,
+            map: Arc::clone(map),
+            writer: None,
+            offset_index,
+            time_index,
+            tracker,
+            created_ms: now_ms,
+            flushed: bytes.len(),
+            needs_sync: false,
+        }))
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.tracker.base_offset
+    }
+    /// Offset after the last batch (the base offset when empty).
+    pub fn next_offset(&self) -> i64 {
+        self.tracker.next_offset
+    }
+    pub fn size(&self) -> usize {
+        self.map.committed()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size() == 0
+    }
+    pub fn is_active(&self) -> bool {
+        self.writer.is_some()
+    }
+    /// Largest batch max timestamp, -1 if empty.
+    pub fn max_timestamp(&self) -> i64 {
+        self.tracker.max_timestamp
+    }
+    pub fn first_batch_timestamp(&self) -> Option<i64> {
+        self.tracker.first_batch_timestamp
+    }
+    /// Free bytes in the active segment's mapping (0 for a closed one).
+    pub fn remaining(&self) -> usize {
+        self.writer.as_ref().map_or(0, MapWriter::remaining)
+    }
+    /// The committed batches, for header walks.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    /// Appends one validated batch whose `baseOffset` is already this segment's next offset.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> Result<(), StorageError> {
+        let position = self.size();
+        let base = self.base_offset();
+        let writer = self.writer.as_mut().ok_or_else(|| StorageError::Io {
+            context: format!("appending to closed segment {base}"),
+            source: io::Error::other("segment is closed"),
+        })?;
+        writer
+            .append(batch)
+            .context(|| format!("appending to segment {base}"))?;
+        let entries = self.tracker.observe(position, header);
+        if let Some((o, p)) = entries.offset {
+            self.offset_index.append(o, p);
+        }
+        if let Some((t, o)) = entries.time {
+            self.time_index.maybe_append(t, o);
+        }
+        Ok(())
+    }
+
+    /// Byte position of the batch containing `offset`, if this segment holds it.
+    pub fn find_position(&self, offset: i64) -> Result<Option<usize>, StorageError> {
+        if offset < self.base_offset() || offset >= self.next_offset() {
+            return Ok(None);
+        }
+        let rel = (offset - self.base_offset()) as u32;
+        let start = self.offset_index.lookup(rel).map_or(0, |(_, p)| p as usize);
+        self.first_batch_from(start, |h| h.last_offset() >= offset)
+    }
+
+    /// Walks batches from `start` and returns the position of the first one matching `want`.
+    fn first_batch_from(
+        &self,
+        start: usize,
+        want: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<usize>, StorageError> {
+        let bytes = self.bytes();
+        for item in BatchIter::new(bytes.get(start..).unwrap_or_default()) {
+            let (header, range) = item.map_err(|e| StorageError::CorruptBatch {
+                position: start,
+                reason: format!("in segment {}: {e}", self.base_offset()),
+            })?;
+            if want(&header) {
+                return Ok(Some(start + range.start));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from `position`: the first always, then more while the total fits `max_bytes`.
+    pub fn read_at(&self, position: usize, max_bytes: usize) -> Bytes {
+        let bytes = self.bytes();
+        let mut end = position;
+        for item in BatchIter::new(bytes.get(position..).unwrap_or_default()) {
+            let Ok((_, range)) = item else { break };
+            if end > position && range.end > max_bytes {
+                break;
+            }
+            end = position + range.end;
+        }
+        self.map.slice(position..end).unwrap_or_default()
+    }
+
+    /// Header of the first batch whose max timestamp is `>= timestamp`.
+    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<BatchHeader>, StorageError> {
+        if self.max_timestamp() < timestamp {
+            return Ok(None);
+        }
+        let start = match self.time_index.last_before(timestamp) {
+            Some((_, rel)) => self.offset_index.lookup(rel).map_or(0, |(_, p)| p as usize),
+            None => 0,
+        };
+        let Some(pos) = self.first_batch_from(start, |h| h.max_timestamp >= timestamp)? else {
+            return Ok(None);
+        };
+        Ok(BatchHeader::parse(&self.bytes()[pos..]).ok())
+    }
+
+    /// Makes the active segment read-only: drops the writer, cuts the preallocated tail, writes
+    /// the final time-index entry and maps file and indexes read-only. Does not sync (see `flush`).
+    pub fn freeze(&mut self) -> Result<(), StorageError> {
+        if self.writer.take().is_none() {
+            return Ok(());
+        }
+        let base = self.base_offset();
+        let ctx = || format!("closing segment {base}");
+        let size = self.size();
+        // Flush what the writable mapping holds before it goes; the read-only map sees the same
+        // page cache, but msync through the writable map is what guarantees write-back.
+        self.map.flush_range(self.flushed..size).context(ctx)?;
+        self.file.set_len(size as u64).context(ctx)?;
+        self.map = MappedFile::read_only(&self.file).context(ctx)?;
+        if let Some((t, o)) = self.tracker.final_time_entry() {
+            self.time_index.maybe_append(t, o);
+        }
+        self.offset_index.freeze().context(ctx)?;
+        self.time_index.freeze().context(ctx)?;
+        self.flushed = size;
+        self.needs_sync = true;
+        Ok(())
+    }
+
+    /// Writes data and indexes durably to disk.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        let base = self.base_offset();
+        let ctx = || format!("flushing segment {base}");
+        let size = self.size();
+        if self.writer.is_some() {
+            self.map.flush_range(self.flushed..size).context(ctx)?;
+        } else if self.needs_sync {
+            self.file.sync_all().context(ctx)?;
+        }
+        self.flushed = size;
+        self.needs_sync = false;
+        self.offset_index.flush().context(ctx)?;
+        self.time_index.flush().context(ctx)
+    }
+
+    /// Writes the first `len` bytes to a temp file and renames it over this segment's `.log`.
+    /// Readers keep the old inode through their mappings, so no mapped byte is ever changed.
+    pub fn copy_prefix(&self, len: usize) -> Result<(), StorageError> {
+        let path = segment_path(&self.dir, self.base_offset(), "log");
+        let tmp = path.with_extension("log.tmp");
+        let ctx = || format!("rewriting {} to {len} bytes", path.display());
+        let mut file = File::create(&tmp).context(ctx)?;
+        file.write_all(&self.bytes()[..len.min(self.size())])
+            .context(ctx)?;
+        file.sync_all().context(ctx)?;
+        std::fs::rename(&tmp, &path).context(ctx)?;
+        sync_dir(&self.dir).context(ctx)
+    }
+
+    /// Removes the segment's files. Open readers keep their mapping alive.
+    pub fn delete(self) -> Result<(), StorageError> {
+        for ext in ["log", "index", "timeindex"] {
+            let path = segment_path(&self.dir, self.base_offset(), ext);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(e).context(|| format!("deleting {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes renames and deletions in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
