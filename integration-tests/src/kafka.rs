@@ -32,11 +32,16 @@ pub fn producer_config(bootstrap: &str, compression: &str) -> ClientConfig {
     config
 }
 
-/// A consumer config without a group: partitions are assigned by hand, nothing is committed.
+/// A consumer config for assign-based consuming: partitions are assigned by hand from explicit
+/// offsets and nothing is committed. librdkafka refuses `assign` without a `group.id`, but it
+/// never looks up a group coordinator on a broker whose ApiVersions lacks FindCoordinator, so the
+/// group name is only a label here.
 pub fn consumer_config(bootstrap: &str) -> ClientConfig {
     let mut config = client_config(bootstrap);
     config
+        .set("group.id", "inlet-integration-tests")
         .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "100");
     config
