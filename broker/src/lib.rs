@@ -1,1 +1,14 @@
-//! x
+//! The Inlet broker: a Kafka-protocol server over Inlet's segment logs.
+//!
+//! A request travels `server` (accept) -> `connection` (frames, decode, ordered responses) ->
+//! `handlers::<api>` (behaviour) -> `cluster` (topics, partitions) -> `inlet_storage::Log`.
+
+pub mod broker;
+pub mod cluster;
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod server;
+
+pub use broker::{Broker, BrokerError};
+pub use config::BrokerConfig;

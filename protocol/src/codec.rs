@@ -241,4 +241,33 @@ mod tests {
             "{result:?}"
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a peer sends after a known API key and version, decoding returns (Ok or a
+        /// typed error): no panic, no allocation sized by a wire count.
+        #[test]
+        fn decoding_arbitrary_bodies_never_panics(
+            api_key in proptest::sample::select(vec![0i16, 1, 2, 3, 18, 19, 20, 22, 32, 37]),
+            version in 0i16..14,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut frame = bytes::BytesMut::new();
+            frame.put_i16(api_key);
+            frame.put_i16(version);
+            frame.put_i32(1);
+            frame.put_i16(-1);
+            frame.extend_from_slice(&body);
+            let mut frame = frame.freeze();
+            if let Ok((key, header)) = decode_header(&mut frame) {
+                let _ = decode_body(key, header.request_api_version, &mut frame);
+            }
+        }
+    }
+
+    #[test]
+    fn huge_declared_array_is_an_error_not_an_abort() {
+        // Metadata v1: topics array claiming 2^31-1 entries in a 4-byte body.
+        let mut body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(decode_body(ApiKey::Metadata, 1, &mut body).is_err());
+    }
 }

@@ -1,0 +1,134 @@
+//! The state every connection shares: configuration, identity, topics and producer ids, plus the
+//! signal that wakes long-polling fetches when anything is appended.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::cluster::load_or_create_cluster_id;
+use crate::cluster::producer_ids::ProducerIdAllocator;
+use crate::cluster::topic_config::TopicConfig;
+use crate::cluster::topics::{validate_topic_name, Topic, TopicError, TopicRegistry};
+use crate::config::{BrokerConfig, ConfigError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open topics: {0}")]
+    Topics(#[from] TopicError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub topics: TopicRegistry,
+    pub producer_ids: ProducerIdAllocator,
+    appended: Arc<watch::Sender<u64>>,
+}
+
+impl Broker {
+    /// Opens (recovering) everything under the data directory. Blocking: call it off the runtime.
+    pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let (advertised_host, advertised_port) = config.advertised_host_port()?;
+        let data_dir = config.data_dir.clone();
+        let data_dir_error = |source| BrokerError::DataDir {
+            path: data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
+        let cluster_id = load_or_create_cluster_id(&data_dir).map_err(data_dir_error)?;
+        let producer_ids = ProducerIdAllocator::open(&data_dir).map_err(data_dir_error)?;
+        let appended = Arc::new(watch::channel(0u64).0);
+        let topics = TopicRegistry::open(&data_dir, config.log.clone(), appended.clone())?;
+        Ok(Broker {
+            config,
+            cluster_id,
+            advertised_host,
+            advertised_port,
+            topics,
+            producer_ids,
+            appended,
+        })
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// A receiver that changes whenever any partition gets new data.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// The topic, created with broker defaults if it is missing and auto-creation is on.
+    pub fn topic_or_auto_create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        if let Some(topic) = self.topics.get(name) {
+            return Ok(topic);
+        }
+        if !self.config.auto_create_topics_enable {
+            return Err(TopicError::Unknown(name.to_string()));
+        }
+        validate_topic_name(name)?;
+        match self.topics.create(
+            name,
+            self.config.num_partitions,
+            TopicConfig::default(),
+            false,
+        ) {
+            Ok(Some(topic)) => Ok(topic),
+            // Another connection created it between our lookup and our create.
+            Ok(None) | Err(TopicError::AlreadyExists(_)) => self
+                .topics
+                .get(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Flushes partitions whose flush policy says so.
+    pub fn flush_due(&self, now_ms: i64) {
+        for topic in self.topics.list() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.maybe_flush(now_ms) {
+                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "flush failed");
+                }
+            }
+        }
+    }
+
+    /// Deletes segments past retention.
+    pub fn apply_retention(&self, now_ms: i64) {
+        for topic in self.topics.list() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.apply_retention(now_ms) {
+                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log.
+    pub fn close(&self) {
+        self.topics.close_all();
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,28 @@
+//! Cluster state as this broker knows it: its identity, the topics and partitions it hosts and
+//! the producer ids it hands out. With one broker it leads every partition; replication will add
+//! followers, leader epochs and ISR tracking here.
+
+pub mod partition;
+pub mod producer_ids;
+pub mod topic_config;
+pub mod topics;
+
+use std::path::Path;
+
+/// The cluster id, created once and kept in `<data_dir>/cluster-id`.
+pub fn load_or_create_cluster_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("cluster-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is empty", path.display()),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}

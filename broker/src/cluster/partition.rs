@@ -1,0 +1,189 @@
+//! One partition this broker leads: its log, its high watermark and the signal that wakes
+//! long-polling fetches. On a single broker the in-sync replica set is the leader alone, so the
+//! high watermark follows the log end as soon as an append returns; replication will move it only
+//! once followers have the data.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use inlet_protocol::batch::BatchIter;
+use inlet_storage::{AppendOutcome, Log, LogConfig, StorageError};
+use tokio::sync::watch;
+
+/// Who is reading, which decides how far they may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// Consumers see only what every in-sync replica has.
+    HighWatermark,
+    /// Follower replicas copy up to the log end.
+    LogEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("partition {topic}-{index} is closed")]
+    Closed { topic: String, index: i32 },
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub leader_epoch: i32,
+    log: Mutex<Option<Log>>,
+    high_watermark: AtomicI64,
+    appended: Arc<watch::Sender<u64>>,
+}
+
+impl Partition {
+    pub fn new(topic: &str, index: i32, log: Log, appended: Arc<watch::Sender<u64>>) -> Partition {
+        let high_watermark = AtomicI64::new(log.log_end_offset());
+        Partition {
+            topic: topic.to_string(),
+            index,
+            leader_epoch: 0,
+            log: Mutex::new(Some(log)),
+            high_watermark,
+            appended,
+        }
+    }
+
+    /// Runs `f` on the open log. A panic elsewhere while holding the lock leaves the log in a
+    /// consistent on-disk state (every write is validated before it starts), so poisoning is
+    /// not a reason to stop serving the partition.
+    fn with_log<T>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<T, StorageError>,
+    ) -> Result<T, PartitionError> {
+        let mut guard: MutexGuard<'_, Option<Log>> =
+            self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let log = guard.as_mut().ok_or_else(|| PartitionError::Closed {
+            topic: self.topic.clone(),
+            index: self.index,
+        })?;
+        Ok(f(log)?)
+    }
+
+    /// Appends producer batches (validated, offsets assigned in place) and wakes waiting fetches.
+    pub fn append(&self, records: &mut [u8]) -> Result<AppendOutcome, PartitionError> {
+        let outcome = self.with_log(|log| {
+            let outcome = log.append(records, self.leader_epoch)?;
+            self.high_watermark
+                .store(log.log_end_offset(), Ordering::Release);
+            Ok(outcome)
+        })?;
+        if !outcome.duplicate {
+            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(outcome)
+    }
+
+    /// Whole batches from `offset`, at most about `max_bytes` (the first batch always whole),
+    /// cut at the high watermark for consumers.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: ReadLimit,
+    ) -> Result<(Bytes, PartitionOffsets), PartitionError> {
+        let (records, offsets) = self.with_log(|log| {
+            let offsets = self.offsets_of(log);
+            let end = match limit {
+                ReadLimit::HighWatermark => offsets.high_watermark,
+                ReadLimit::LogEnd => offsets.log_end,
+            };
+            if offset >= end && offset <= offsets.log_end {
+                return Ok((Bytes::new(), offsets));
+            }
+            Ok((log.read(offset, max_bytes)?, offsets))
+        })?;
+        let visible = match limit {
+            ReadLimit::HighWatermark => cut_at(&records, offsets.high_watermark),
+            ReadLimit::LogEnd => records,
+        };
+        Ok((visible, offsets))
+    }
+
+    fn offsets_of(&self, log: &Log) -> PartitionOffsets {
+        PartitionOffsets {
+            log_start: log.log_start_offset(),
+            high_watermark: self.high_watermark.load(Ordering::Acquire),
+            log_end: log.log_end_offset(),
+        }
+    }
+
+    pub fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {
+        self.with_log(|log| Ok(self.offsets_of(log)))
+    }
+
+    /// The first offset whose batch has a timestamp at or after `timestamp_ms`, with that
+    /// timestamp; `None` when every record is older.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, PartitionError> {
+        self.with_log(|log| {
+            Ok(log
+                .offset_for_timestamp(timestamp_ms)?
+                .map(|found| (found.offset, found.timestamp)))
+        })
+    }
+
+    pub fn maybe_flush(&self, now_ms: i64) -> Result<(), PartitionError> {
+        self.with_log(|log| log.maybe_flush(now_ms))
+    }
+
+    pub fn flush(&self) -> Result<(), PartitionError> {
+        self.with_log(|log| log.flush())
+    }
+
+    pub fn apply_retention(&self, now_ms: i64) -> Result<(), PartitionError> {
+        self.with_log(|log| log.apply_retention(now_ms).map(|_| ()))
+    }
+
+    pub fn set_config(&self, config: LogConfig) -> Result<(), PartitionError> {
+        self.with_log(|log| {
+            log.set_config(config);
+            Ok(())
+        })
+    }
+
+    /// Flushes and closes the log cleanly; later calls see [`PartitionError::Closed`].
+    pub fn close(&self) -> Result<(), PartitionError> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match log {
+            Some(log) => Ok(log.close()?),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the log and removes its files.
+    pub fn delete(&self) -> Result<(), PartitionError> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match log {
+            Some(log) => Ok(log.delete()?),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The prefix of `records` made of batches that end below `limit`.
+fn cut_at(records: &Bytes, limit: i64) -> Bytes {
+    let mut visible = 0;
+    for item in BatchIter::new(records) {
+        match item {
+            Ok((header, range)) if header.last_offset() < limit => visible = range.end,
+            _ => break,
+        }
+    }
+    records.slice(..visible)
+}

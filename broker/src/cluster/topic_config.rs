@@ -1,0 +1,332 @@
+//! Per-topic configuration under Kafka's names (`retention.ms`, `segment.bytes`, ...): which keys
+//! exist, how each is validated, what its broker default is, and how a topic's overrides become
+//! the storage engine's `LogConfig`. Only overrides are stored; defaults come from `LogDefaults`.
+
+use std::collections::BTreeMap;
+
+use inlet_storage::LogConfig;
+
+use crate::config::LogDefaults;
+
+/// Where a config value comes from, as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on this topic (`DYNAMIC_TOPIC_CONFIG`).
+    Topic = 1,
+    /// The broker's default (`DEFAULT_CONFIG`).
+    Default = 5,
+}
+
+/// DescribeConfigs' `config_type` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    String = 2,
+    Int = 3,
+    Long = 5,
+}
+
+/// One supported topic config.
+pub struct ConfigKey {
+    pub name: &'static str,
+    pub config_type: ConfigType,
+    pub doc: &'static str,
+    validate: fn(&str) -> Result<(), String>,
+    default: fn(&LogDefaults) -> String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TopicConfigError {
+    #[error("unknown topic config {0:?}")]
+    UnknownKey(String),
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("config {0} needs a value")]
+    MissingValue(String),
+}
+
+fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v| match v.parse::<i64>() {
+        Ok(n) if n >= min => Ok(()),
+        Ok(_) => Err(format!("must be at least {min}")),
+        Err(_) => Err("not a whole number".to_string()),
+    }
+}
+
+fn int_at_least(min: i32) -> impl Fn(&str) -> Result<(), String> {
+    move |v| match v.parse::<i32>() {
+        Ok(n) if n >= min => Ok(()),
+        Ok(_) => Err(format!("must be at least {min}")),
+        Err(_) => Err("not a 32-bit whole number".to_string()),
+    }
+}
+
+fn one_of(allowed: &'static [&'static str]) -> impl Fn(&str) -> Result<(), String> {
+    move |v| {
+        if allowed.contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("supported values: {}", allowed.join(", ")))
+        }
+    }
+}
+
+/// The topic configs Inlet understands. Values a user may set but Inlet does not implement yet
+/// (`cleanup.policy=compact`, `LogAppendTime`) are refused rather than silently ignored.
+pub static TOPIC_CONFIGS: &[ConfigKey] = &[
+    ConfigKey {
+        name: "cleanup.policy",
+        config_type: ConfigType::String,
+        doc: "What happens to old segments: delete them past retention.",
+        validate: |v| one_of(&["delete"])(v),
+        default: |_| "delete".to_string(),
+    },
+    ConfigKey {
+        name: "retention.ms",
+        config_type: ConfigType::Long,
+        doc: "Delete closed segments whose newest record is older than this (-1: never).",
+        validate: |v| long_at_least(-1)(v),
+        default: |d| d.retention_ms.to_string(),
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        config_type: ConfigType::Long,
+        doc: "Delete the oldest closed segments while a partition is larger than this (-1: no limit).",
+        validate: |v| long_at_least(-1)(v),
+        default: |d| d.retention_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        config_type: ConfigType::Int,
+        doc: "Roll to a new segment file when the active one reaches this size.",
+        validate: |v| int_at_least(1024)(v),
+        default: |d| d.segment_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "segment.ms",
+        config_type: ConfigType::Long,
+        doc: "Roll to a new segment when the active one is this old.",
+        validate: |v| long_at_least(1)(v),
+        default: |d| d.segment_ms.to_string(),
+    },
+    ConfigKey {
+        name: "flush.messages",
+        config_type: ConfigType::Long,
+        doc: "Force a flush to disk after this many batches (-1: not by count).",
+        validate: |v| long_at_least(-1)(v),
+        default: |d| d.flush_messages.to_string(),
+    },
+    ConfigKey {
+        name: "flush.ms",
+        config_type: ConfigType::Long,
+        doc: "Force a flush to disk at least this often (-1: leave it to the OS).",
+        validate: |v| long_at_least(-1)(v),
+        default: |d| d.flush_ms.to_string(),
+    },
+    ConfigKey {
+        name: "index.interval.bytes",
+        config_type: ConfigType::Int,
+        doc: "Bytes of log between two offset index entries.",
+        validate: |v| int_at_least(0)(v),
+        default: |d| d.index_interval_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        config_type: ConfigType::Int,
+        doc: "Largest record batch a producer may send.",
+        validate: |v| int_at_least(0)(v),
+        default: |d| d.max_message_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        config_type: ConfigType::String,
+        doc: "Record timestamps are the producer's (CreateTime).",
+        validate: |v| one_of(&["CreateTime"])(v),
+        default: |_| "CreateTime".to_string(),
+    },
+    ConfigKey {
+        name: "min.insync.replicas",
+        config_type: ConfigType::Int,
+        doc: "Replicas that must have a write for acks=all to succeed.",
+        validate: |v| int_at_least(1)(v),
+        default: |_| "1".to_string(),
+    },
+    ConfigKey {
+        name: "compression.type",
+        config_type: ConfigType::String,
+        doc: "Batches are stored as the producer compressed them.",
+        validate: |v| one_of(&["producer"])(v),
+        default: |_| "producer".to_string(),
+    },
+];
+
+/// A topic's config overrides, validated.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct TopicConfig {
+    overrides: BTreeMap<String, String>,
+}
+
+/// One resolved entry for DescribeConfigs and CreateTopics responses.
+pub struct ResolvedConfig {
+    pub key: &'static ConfigKey,
+    pub value: String,
+    pub source: ConfigSource,
+}
+
+fn find_key(name: &str) -> Result<&'static ConfigKey, TopicConfigError> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|k| k.name == name)
+        .ok_or_else(|| TopicConfigError::UnknownKey(name.to_string()))
+}
+
+impl TopicConfig {
+    /// Builds a config from `(name, value)` pairs, validating every one. A `None` value (as
+    /// CreateTopics allows) means "use the default".
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Result<TopicConfig, TopicConfigError> {
+        let mut config = TopicConfig::default();
+        for (name, value) in pairs {
+            match value {
+                Some(value) => config.set(name, value)?,
+                None => {
+                    find_key(name)?;
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Sets one override after validating it.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), TopicConfigError> {
+        let key = find_key(name)?;
+        (key.validate)(value).map_err(|reason| TopicConfigError::InvalidValue {
+            key: name.to_string(),
+            value: value.to_string(),
+            reason,
+        })?;
+        self.overrides.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Every supported key with its effective value and where it came from.
+    pub fn resolve(&self, defaults: &LogDefaults) -> Vec<ResolvedConfig> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|key| match self.overrides.get(key.name) {
+                Some(value) => ResolvedConfig {
+                    key,
+                    value: value.clone(),
+                    source: ConfigSource::Topic,
+                },
+                None => ResolvedConfig {
+                    key,
+                    value: (key.default)(defaults),
+                    source: ConfigSource::Default,
+                },
+            })
+            .collect()
+    }
+
+    fn long(&self, name: &str, default: i64) -> i64 {
+        self.overrides
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// The largest batch a producer may send to this topic.
+    pub fn max_message_bytes(&self, defaults: &LogDefaults) -> usize {
+        self.long("max.message.bytes", i64::from(defaults.max_message_bytes))
+            .max(0) as usize
+    }
+
+    /// The storage engine's view of this topic's settings.
+    pub fn log_config(&self, defaults: &LogDefaults) -> LogConfig {
+        let positive = |n: i64| (n >= 0).then_some(n);
+        LogConfig {
+            segment_bytes: self
+                .long("segment.bytes", defaults.segment_bytes as i64)
+                .max(1024) as u64,
+            segment_ms: self.long("segment.ms", defaults.segment_ms as i64).max(1),
+            index_interval_bytes: self
+                .long(
+                    "index.interval.bytes",
+                    i64::from(defaults.index_interval_bytes),
+                )
+                .max(0) as u64,
+            flush_messages: positive(self.long("flush.messages", defaults.flush_messages))
+                .map(|n| n as u64),
+            flush_ms: positive(self.long("flush.ms", defaults.flush_ms)).map(|n| n as u64),
+            retention_ms: positive(self.long("retention.ms", defaults.retention_ms)),
+            retention_bytes: positive(self.long("retention.bytes", defaults.retention_bytes))
+                .map(|n| n as u64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_reach_the_log_config() {
+        let config = TopicConfig::from_pairs([
+            ("retention.ms", Some("60000")),
+            ("segment.bytes", Some("4096")),
+        ])
+        .unwrap();
+        let log = config.log_config(&LogDefaults::default());
+        assert_eq!(log.retention_ms, Some(60000));
+        assert_eq!(log.segment_bytes, 4096);
+    }
+
+    #[test]
+    fn minus_one_means_unlimited() {
+        let config = TopicConfig::from_pairs([("retention.ms", Some("-1"))]).unwrap();
+        assert_eq!(
+            config.log_config(&LogDefaults::default()).retention_ms,
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_and_invalid_values_are_refused() {
+        assert_eq!(
+            TopicConfig::from_pairs([("retention.mss", Some("1"))]),
+            Err(TopicConfigError::UnknownKey("retention.mss".into()))
+        );
+        assert!(matches!(
+            TopicConfig::from_pairs([("retention.ms", Some("soon"))]),
+            Err(TopicConfigError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            TopicConfig::from_pairs([("cleanup.policy", Some("compact"))]),
+            Err(TopicConfigError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn resolve_marks_overrides_and_defaults() {
+        let config = TopicConfig::from_pairs([("retention.ms", Some("5"))]).unwrap();
+        let resolved = config.resolve(&LogDefaults::default());
+        let retention = resolved
+            .iter()
+            .find(|r| r.key.name == "retention.ms")
+            .unwrap();
+        assert_eq!(
+            (retention.value.as_str(), retention.source),
+            ("5", ConfigSource::Topic)
+        );
+        let segment = resolved
+            .iter()
+            .find(|r| r.key.name == "segment.bytes")
+            .unwrap();
+        assert_eq!(segment.source, ConfigSource::Default);
+    }
+}

@@ -1,0 +1,96 @@
+//! ApiVersions, and the one table of which APIs and versions this broker speaks. Adding a version
+//! is a one-line change here, once its handler understands it.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+
+/// (API, lowest version, highest version) served. Lower bounds are where the `kafka-protocol`
+/// crate's schemas start; upper bounds are the newest versions whose semantics the handlers
+/// implement (Fetch 13+ and Produce 13 address topics by id only, for example).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+];
+
+/// Whether `version` of `api_key` is served.
+pub fn supports(api_key: ApiKey, version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|&(key, min, max)| key == api_key && (min..=max).contains(&version))
+}
+
+fn table() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect()
+}
+
+pub fn handle(_request: ApiVersionsRequest) -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(table())
+}
+
+/// The answer to an ApiVersions request of a version we do not speak: encoded as v0 with
+/// UNSUPPORTED_VERSION, so the client can retry with a version from the table (KIP-511).
+pub fn unsupported_version() -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(table())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+
+    fn crate_range(key: ApiKey) -> (i16, i16) {
+        let range = match key {
+            ApiKey::Produce => ProduceRequest::VERSIONS,
+            ApiKey::Fetch => FetchRequest::VERSIONS,
+            ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+            ApiKey::Metadata => MetadataRequest::VERSIONS,
+            ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+            ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+            ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+            ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+            ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+            ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+            other => panic!("{other:?} missing from this test"),
+        };
+        (range.min, range.max)
+    }
+
+    #[test]
+    fn every_advertised_version_can_be_decoded() {
+        for &(key, min, max) in SUPPORTED {
+            let (crate_min, crate_max) = crate_range(key);
+            assert!(
+                crate_min <= min && max <= crate_max,
+                "{key:?} {min}..={max}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_outside_the_table_are_refused() {
+        assert!(supports(ApiKey::ApiVersions, 3));
+        assert!(!supports(ApiKey::ApiVersions, 4));
+        assert!(!supports(ApiKey::Fetch, 3));
+        assert!(!supports(ApiKey::JoinGroup, 0));
+    }
+}

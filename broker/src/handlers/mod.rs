@@ -1,0 +1,65 @@
+//! One module per Kafka API; this file is the single dispatch from a decoded request to its
+//! handler. Which versions are served is decided in [`api_versions::SUPPORTED`] before a request
+//! gets here.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+mod errors;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
+
+use crate::broker::Broker;
+
+/// What the connection does after a request.
+pub enum Reply {
+    Send(ResponseKind),
+    /// acks=0 produce: the client expects nothing back.
+    Nothing,
+}
+
+pub async fn dispatch(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Result<Reply, String> {
+    let version = header.request_api_version;
+    let response = match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, version, r)),
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let response = produce::handle(broker, r);
+            if acks == 0 {
+                return Ok(Reply::Nothing);
+            }
+            ResponseKind::Produce(response)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, r))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, version, r))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, r))
+        }
+        _ => return Err(format!("no handler for API key {}", header.request_api_key)),
+    };
+    Ok(Reply::Send(response))
+}

@@ -1,0 +1,128 @@
+//! The listener and the broker's lifetime: open the data directory, accept connections (bounded by
+//! a semaphore), run background maintenance (flush policy, retention), and on shutdown stop
+//! accepting, let every connection finish the request it is processing, then flush and close every
+//! log before returning.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broker::{now_ms, Broker, BrokerError};
+use crate::config::BrokerConfig;
+use crate::connection;
+
+/// How often flush policies are checked; `flush.ms` is honoured at this granularity.
+const FLUSH_CHECK: Duration = Duration::from_millis(100);
+/// How long shutdown waits for connections to finish their current request.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the broker, binds its listener and serves until `shutdown` completes.
+pub async fn run(
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    let listen = config.listen;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .map_err(|e| BrokerError::DataDir {
+            path: "<recovery task>".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    let broker = Arc::new(broker);
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| BrokerError::Listen {
+            addr: listen,
+            source,
+        })?;
+    tracing::info!(
+        listen = %listen,
+        advertised = %broker.config.advertised_listener,
+        node_id = broker.node_id(),
+        data_dir = %broker.config.data_dir.display(),
+        cluster_id = %broker.cluster_id,
+        "inlet broker started"
+    );
+    serve(broker, listener, shutdown).await;
+    Ok(())
+}
+
+async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let maintenance = tokio::spawn(maintain(broker.clone(), stop_rx.clone()));
+    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let broker = broker.clone();
+                let stop = stop_rx.clone();
+                connections.spawn(async move {
+                    connection::serve(broker, stream, peer, stop).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::error!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    tracing::info!(
+        connections = connections.len(),
+        "shutting down: no longer accepting"
+    );
+    drop(listener);
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; closing them");
+        connections.shutdown().await;
+    }
+    let _ = maintenance.await;
+    let closing = broker.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || closing.close()).await {
+        tracing::error!(%error, "closing logs failed");
+    }
+    tracing::info!("inlet broker stopped");
+}
+
+/// Background work: flush per policy, retention per `log.retention.check.interval.ms`.
+async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let retention_every =
+        Duration::from_millis(broker.config.log_retention_check_interval_ms.max(100));
+    let mut flush_tick = tokio::time::interval(FLUSH_CHECK);
+    let mut retention_tick = tokio::time::interval(retention_every);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    retention_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let work: fn(&Broker, i64) = tokio::select! {
+            _ = flush_tick.tick() => Broker::flush_due,
+            _ = retention_tick.tick() => Broker::apply_retention,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let broker = broker.clone();
+        // Flushing and deleting files block; keep them off the request threads.
+        let _ = tokio::task::spawn_blocking(move || work(&broker, now_ms())).await;
+    }
+}
