@@ -66,7 +66,20 @@ pub async fn serve(
     let _ = writer.flush().await;
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(error) if error.is_peer_gone() => tracing::debug!(%peer, %error, "peer went away"),
         Err(error) => tracing::warn!(%peer, %error, "closing connection"),
+    }
+}
+
+impl ConnectionError {
+    /// A client that disconnects abruptly is routine, not worth a warning.
+    fn is_peer_gone(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        let io = match self {
+            ConnectionError::Frame(inlet_protocol::frame::FrameError::Io(e)) | ConnectionError::Write(e) => e,
+            _ => return false,
+        };
+        matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
     }
 }
 
