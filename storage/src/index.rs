@@ -40,22 +40,23 @@ enum Entries {
 struct IndexFile<const W: usize> {
     path: PathBuf,
     entries: Entries,
+    /// Written to the file but not yet synced.
+    dirty: bool,
 }
 
 impl<const W: usize> IndexFile<W> {
-    /// Replaces the file at `path` with `bytes` (synced) and keeps them in memory. Writes a temp
-    /// file and renames it, so an existing mapping of the old file is never shrunk under a reader.
+    /// Replaces the file at `path` with `bytes` and keeps them in memory (synced by `flush`).
+    /// Writes a temp file and renames it, so an existing mapping of the old file is never shrunk.
     fn create(path: &Path, bytes: Vec<u8>) -> io::Result<Self> {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_data()?;
+        File::create(&tmp)?.write_all(&bytes)?;
         std::fs::rename(&tmp, path)?;
         let persisted = bytes.len();
         Ok(IndexFile {
             path: path.to_path_buf(),
             entries: Entries::Memory { bytes, persisted },
+            dirty: true,
         })
     }
 
@@ -73,6 +74,7 @@ impl<const W: usize> IndexFile<W> {
         Ok(Some(IndexFile {
             path: path.to_path_buf(),
             entries: Entries::Mapped(map),
+            dirty: false,
         }))
     }
 
@@ -110,7 +112,7 @@ impl<const W: usize> IndexFile<W> {
 
     fn push(&mut self, entry: [u8; W]) {
         if let Entries::Mapped(map) = &self.entries {
-            // A closed index grows again only when its segment becomes active after truncation.
+            // Closed indexes do not grow today; copy back to memory rather than fail if one does.
             let bytes = map.bytes().to_vec();
             let persisted = bytes.len();
             self.entries = Entries::Memory { bytes, persisted };
@@ -120,8 +122,8 @@ impl<const W: usize> IndexFile<W> {
         }
     }
 
-    /// Appends unpersisted entries to the file and syncs it.
-    fn flush(&mut self) -> io::Result<()> {
+    /// Appends entries not yet in the file (no sync).
+    fn write_pending(&mut self) -> io::Result<()> {
         if let Entries::Memory { bytes, persisted } = &mut self.entries {
             if *persisted < bytes.len() {
                 let mut file = OpenOptions::new()
@@ -129,16 +131,27 @@ impl<const W: usize> IndexFile<W> {
                     .create(true)
                     .open(&self.path)?;
                 file.write_all(&bytes[*persisted..])?;
-                file.sync_data()?;
                 *persisted = bytes.len();
+                self.dirty = true;
             }
         }
         Ok(())
     }
 
-    /// Flushes, then swaps the in-memory entries for a read-only mapping of the file.
+    /// Writes pending entries and syncs the file.
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
+        if self.dirty {
+            File::open(&self.path)?.sync_data()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Writes pending entries (sync left to `flush`), then swaps the in-memory entries for a
+    /// read-only mapping of the file.
     fn freeze(&mut self) -> io::Result<()> {
-        self.flush()?;
+        self.write_pending()?;
         if let Entries::Memory { .. } = self.entries {
             let map = MappedFile::read_only(&File::open(&self.path)?)?;
             self.entries = Entries::Mapped(map);

@@ -24,6 +24,7 @@ pub mod mmap;
 pub mod producer_state;
 pub mod recovery;
 pub mod retention;
+pub mod scan;
 pub mod segment;
 
 pub use config::LogConfig;

@@ -35,7 +35,8 @@ use crate::error::{IoContext, StorageError};
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::recovery::{self, rebuild_producers, CLEAN_SHUTDOWN_FILE};
 use crate::retention::{segments_to_delete, RetentionOutcome, SegmentFacts};
-use crate::segment::{scan, sync_dir, Segment};
+use crate::scan::scan;
+use crate::segment::{sync_dir, Segment};
 
 /// Special `offset_for_timestamp` arguments, as in Kafka's ListOffsets.
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -73,6 +74,8 @@ pub struct Log {
     last_flush_ms: i64,
     /// Files were created or removed since the directory was last synced.
     dir_dirty: bool,
+    /// Log end offset last written to the recovery-point file.
+    recovery_point: i64,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -103,6 +106,7 @@ impl Log {
             unflushed_messages: 0,
             last_flush_ms: now,
             dir_dirty: false,
+            recovery_point: recovery::read_recovery_point(dir),
         })
     }
 
@@ -364,6 +368,10 @@ impl Log {
             }
         }
         self.producers = rebuild_producers(&self.segments);
+        if self.recovery_point > self.log_end_offset() {
+            // Offsets above the new end will be written again, unsynced.
+            self.write_recovery_point()?;
+        }
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "truncated log");
         Ok(())
     }
@@ -377,6 +385,7 @@ impl Log {
             sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
             self.dir_dirty = false;
         }
+        self.write_recovery_point()?;
         self.unflushed_messages = 0;
         self.last_flush_ms = wall_clock_ms();
         Ok(())
@@ -423,6 +432,16 @@ impl Log {
         }
         outcome.log_start_offset = self.log_start_offset();
         Ok(outcome)
+    }
+
+    fn write_recovery_point(&mut self) -> Result<(), StorageError> {
+        let end = self.log_end_offset();
+        if end != self.recovery_point {
+            recovery::write_recovery_point(&self.dir, end)
+                .context(|| format!("writing recovery point of {}", self.dir.display()))?;
+            self.recovery_point = end;
+        }
+        Ok(())
     }
 
     /// Replaces the configuration; takes effect for later appends, rolls and retention.

@@ -269,6 +269,55 @@ fn corrupt_byte_in_last_batch_is_cut_by_recovery() {
 }
 
 #[test]
+fn unflushed_closed_segment_is_crc_checked_and_later_segments_dropped_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    let stored: Vec<Vec<u8>> = (0..20)
+        .map(|_| append(&mut log, batch(1, 100, 0)).1)
+        .collect();
+    let second = log.segments[1].base_offset();
+    let third = log.segments[2].base_offset();
+    drop(log); // crash: nothing flushed, recovery point 0
+    let path = crate::segment::segment_path(dir.path(), second, "log");
+    let mut data = std::fs::read(&path).unwrap();
+    let victim = stored[second as usize + 1].len() + 80; // inside the segment's second batch
+    data[victim] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    let log = Log::open(dir.path(), config(1000)).unwrap();
+    assert_eq!(log.log_end_offset(), second + 1);
+    assert!(log.segments.iter().all(|s| s.base_offset() < third));
+    for b in &stored[..=second as usize] {
+        assert_eq!(&log.read(base(b), 0).unwrap()[..], &b[..]);
+    }
+}
+
+#[test]
+fn crash_during_roll_leaves_zeros_in_a_closed_segment_which_recovery_trims() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    let stored: Vec<Vec<u8>> = (0..12)
+        .map(|_| append(&mut log, batch(1, 100, 0)).1)
+        .collect();
+    log.close().unwrap();
+    std::fs::remove_file(dir.path().join(CLEAN_SHUTDOWN_FILE)).unwrap();
+    let first = crate::segment::segment_path(dir.path(), 0, "log");
+    let len = std::fs::metadata(&first).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    assert_eq!(std::fs::metadata(&first).unwrap().len(), len);
+    assert_eq!(log.log_end_offset(), 12);
+    for b in &stored {
+        assert_eq!(&log.read(base(b), 0).unwrap()[..], &b[..]);
+    }
+    assert_eq!(append(&mut log, batch(1, 1, 0)).0.base_offset, 12);
+}
+
+#[test]
 fn duplicates_out_of_order_and_epoch_checks_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(1000)).unwrap();

@@ -2,13 +2,15 @@
 //!
 //! [`recover`] reads top to bottom:
 //! 1. create the directory if missing; note and remove the clean-shutdown marker (durably, so a
-//!    crash from here on is recovered fully next time);
+//!    crash from here on is recovered fully next time); read the recovery point (the log end
+//!    offset at the last completed flush, `recovery-point` file, decimal text);
 //! 2. list the files: delete temp files (`*.tmp`) and index files without a `.log`; collect the
 //!    segment base offsets from `<20 digits>.log` names and sort them;
-//! 3. open every segment but the last as a closed segment: its index files are trusted when they
-//!    are consistent and the batches after the last indexed position end exactly at the end of
-//!    the file; otherwise the whole segment is walked with CRC checks, cut after its last valid
-//!    batch and re-indexed. A segment whose base offset does not continue the previous one
+//! 3. open every segment but the last as a closed segment. After an unclean shutdown, a segment
+//!    reaching past the recovery point may hold unflushed bytes, so it is walked whole with CRC
+//!    checks, cut after its last valid batch and re-indexed. Otherwise its index files are
+//!    trusted when they are consistent and the batches after the last indexed position end
+//!    exactly at the end of the file (else it is walked and re-indexed the same way). A segment whose base offset does not continue the previous one
 //!    (a hole left by a cut) is deleted together with every later segment;
 //! 4. walk the last segment from its start, checking framing, offset continuity and CRC-32C
 //!    (CRC skipped after a clean shutdown), and stop at the first torn, corrupt or zeroed batch:
@@ -16,7 +18,7 @@
 //!    its indexes are rebuilt from the walk and it becomes the active segment;
 //! 5. rebuild the idempotent-producer table by replaying every batch header.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 use inlet_protocol::batch::BatchIter;
@@ -25,11 +27,18 @@ use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::mmap::MappedFile;
 use crate::producer_state::ProducerStateTable;
-use crate::segment::{scan, segment_path, sync_dir, Segment};
+use crate::scan::scan;
+use crate::segment::{segment_path, sync_dir, Segment};
 
 /// Written by [`Log::close`](crate::Log::close); its presence means the last segment's file ends
 /// exactly at its logical end and every byte was synced.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
+
+/// Holds the log end offset (decimal text) as of the last completed [`Log::flush`]: every batch
+/// below it was synced, so segments entirely below it need no CRC walk after a crash.
+///
+/// [`Log::flush`]: crate::Log::flush
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 
 /// The state of a recovered partition directory.
 #[derive(Debug)]
@@ -51,6 +60,7 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
         std::fs::remove_file(&marker).context(ctx)?;
         sync_dir(dir).context(ctx)?;
     }
+    let recovery_point = read_recovery_point(dir);
 
     // 2. Files.
     let mut bases = list_segments(dir).context(ctx)?;
@@ -69,8 +79,9 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
                 break;
             }
         }
-        if i + 1 < bases.len() {
-            segments.push(Segment::open_closed(dir, base, interval, now_ms)?);
+        if let Some(&next_base) = bases.get(i + 1) {
+            let verify = !clean && next_base > recovery_point;
+            segments.push(Segment::open_closed(dir, base, interval, verify, now_ms)?);
             continue;
         }
 
@@ -112,6 +123,25 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
         segments,
         producers,
     })
+}
+
+/// The recovery point, or 0 (check everything) if the file is missing or unreadable.
+pub fn read_recovery_point(dir: &Path) -> i64 {
+    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Atomically replaces the recovery point (temp file, fsync, rename, directory fsync).
+pub fn write_recovery_point(dir: &Path, offset: i64) -> io::Result<()> {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(format!("{offset}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    sync_dir(dir)
 }
 
 /// Replays every batch header of `segments` into a fresh producer table.

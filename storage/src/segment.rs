@@ -20,149 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use inlet_protocol::batch::{verify_crc, BatchHeader, BatchIter};
+use inlet_protocol::batch::{BatchHeader, BatchIter};
 
 use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::mmap::{preallocate, MapWriter, MappedFile};
+use crate::scan::{scan, Scan, Tracker};
 
 /// `<dir>/<base offset, 20 digits>.<ext>`.
 pub fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
-}
-
-/// Running per-segment statistics and sparse-index bookkeeping, shared by appends and scans.
-#[derive(Debug, Clone)]
-pub struct Tracker {
-    pub base_offset: i64,
-    interval: usize,
-    bytes_since_index: usize,
-    pub next_offset: i64,
-    /// Largest batch max timestamp (-1 when empty) and the base offset of that batch.
-    pub max_timestamp: i64,
-    pub max_timestamp_offset: i64,
-    /// Max timestamp of the first batch: the age used for time-based rolling.
-    pub first_batch_timestamp: Option<i64>,
-}
-
-impl Tracker {
-    pub fn new(base_offset: i64, interval: usize) -> Tracker {
-        Tracker {
-            base_offset,
-            interval,
-            bytes_since_index: 0,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            max_timestamp_offset: base_offset,
-            first_batch_timestamp: None,
-        }
-    }
-
-    fn relative(&self, offset: i64) -> u32 {
-        // Offsets of a segment stay below base + i32::MAX: the log rolls before that.
-        (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32
-    }
-
-    /// Accounts for `header` written at `position`; returns the index entries to add.
-    fn observe(&mut self, position: usize, header: &BatchHeader) -> IndexEntries {
-        if self.first_batch_timestamp.is_none() {
-            self.first_batch_timestamp = Some(header.max_timestamp);
-        }
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            self.max_timestamp_offset = header.base_offset;
-        }
-        let mut entries = IndexEntries::default();
-        if self.bytes_since_index >= self.interval {
-            let rel = self.relative(header.base_offset);
-            entries.offset = Some((rel, position as u32));
-            entries.time = Some((self.max_timestamp, rel));
-            self.bytes_since_index = 0;
-        }
-        self.bytes_since_index += header.total_len();
-        self.next_offset = header.last_offset() + 1;
-        entries
-    }
-
-    /// The closing time-index entry: the segment max timestamp and the batch that holds it.
-    fn final_time_entry(&self) -> Option<(i64, u32)> {
-        (self.next_offset > self.base_offset)
-            .then(|| (self.max_timestamp, self.relative(self.max_timestamp_offset)))
-    }
-}
-
-#[derive(Debug, Default)]
-struct IndexEntries {
-    offset: Option<(u32, u32)>,
-    time: Option<(i64, u32)>,
-}
-
-/// Result of walking a segment's bytes from the start.
-#[derive(Debug)]
-pub struct Scan {
-    /// Bytes of complete, valid, offset-contiguous batches from the start.
-    pub valid_len: usize,
-    pub tracker: Tracker,
-    offset_entries: Vec<(u32, u32)>,
-    time_entries: Vec<(i64, u32)>,
-    /// Why the walk stopped before the end of the bytes, if it did.
-    pub stopped: Option<String>,
-}
-
-/// Walks batches of a segment based at `base_offset`, stopping at the first one that is torn,
-/// garbage (zeros included), not contiguous in offsets, or (if `check_crc`) fails its CRC.
-pub fn scan(bytes: &[u8], base_offset: i64, interval: usize, check_crc: bool) -> Scan {
-    let mut tracker = Tracker::new(base_offset, interval);
-    let (mut offset_entries, mut time_entries) = (Vec::new(), Vec::<(i64, u32)>::new());
-    let (mut stopped, mut valid_len) = (None, 0);
-    for item in BatchIter::new(bytes) {
-        let (header, range) = match item {
-            Ok(ok) => ok,
-            Err(e) => {
-                stopped = Some(e.to_string());
-                break;
-            }
-        };
-        let problem = if header.base_offset != tracker.next_offset {
-            Some(format!(
-                "base offset {} where {} was expected",
-                header.base_offset, tracker.next_offset
-            ))
-        } else if header.last_offset_delta < 0
-            || header.last_offset() - base_offset >= i64::from(i32::MAX)
-        {
-            Some(format!(
-                "bad last offset delta {}",
-                header.last_offset_delta
-            ))
-        } else if check_crc {
-            verify_crc(&bytes[range.clone()])
-                .err()
-                .map(|e| e.to_string())
-        } else {
-            None
-        };
-        if let Some(reason) = problem {
-            stopped = Some(reason);
-            break;
-        }
-        let entries = tracker.observe(range.start, &header);
-        offset_entries.extend(entries.offset);
-        if let Some(t) = entries
-            .time
-            .filter(|t| time_entries.last().is_none_or(|l| t.0 > l.0))
-        {
-            time_entries.push(t);
-        }
-        valid_len = range.end;
-    }
-    Scan {
-        valid_len,
-        tracker,
-        offset_entries,
-        time_entries,
-        stopped,
-    }
 }
 
 /// One segment of a partition log.
@@ -235,8 +102,6 @@ impl Segment {
         let map_len = capacity.max(scan.valid_len);
         preallocate(&file, map_len as u64)
             .context(|| format!("preallocating {}", path.display()))?;
-        file.sync_all()
-            .context(|| format!("syncing {}", path.display()))?;
         let writer = MappedFile::writable(&file, map_len, scan.valid_len)
             .context(|| format!("mapping {}", path.display()))?;
         let offset_index =
@@ -255,17 +120,20 @@ impl Segment {
             tracker: scan.tracker,
             created_ms: now_ms,
             flushed: scan.valid_len,
-            needs_sync: false,
+            // The file was created, preallocated or cut: its metadata needs a sync.
+            needs_sync: true,
         })
     }
 
-    /// Opens a closed segment. Trusts its index files if they are consistent and the batches
-    /// after the last indexed position end exactly at the end of the file; otherwise scans the
-    /// whole file (with CRC checks), cuts it after the last valid batch and rebuilds the indexes.
+    /// Opens a closed segment. Unless `verify` is set, trusts its index files if they are
+    /// consistent and the batches after the last indexed position end exactly at the end of the
+    /// file. Otherwise scans the whole file (with CRC checks), cuts it after the last valid batch
+    /// and rebuilds the indexes.
     pub fn open_closed(
         dir: &Path,
         base_offset: i64,
         interval: usize,
+        verify: bool,
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
         let path = segment_path(dir, base_offset, "log");
@@ -276,10 +144,12 @@ impl Segment {
             .open(&path)
             .context(ctx)?;
         let map = MappedFile::read_only(&file).context(ctx)?;
-        if let Some(segment) =
-            Segment::closed_from_indexes(dir, &file, &map, base_offset, interval, now_ms)?
-        {
-            return Ok(Segment { file, ..segment });
+        if !verify {
+            if let Some(segment) =
+                Segment::closed_from_indexes(dir, &file, &map, base_offset, interval, now_ms)?
+            {
+                return Ok(Segment { file, ..segment });
+            }
         }
         let scan = scan(map.bytes(), base_offset, interval, true);
         if let Some(reason) = &scan.stopped {
@@ -496,9 +366,8 @@ impl Segment {
         let base = self.base_offset();
         let ctx = || format!("closing segment {base}");
         let size = self.size();
-        // Flush what the writable mapping holds before it goes; the read-only map sees the same
-        // page cache, but msync through the writable map is what guarantees write-back.
-        self.map.flush_range(self.flushed..size).context(ctx)?;
+        // No msync here (rolls must stay fast): pages dirtied through the writable mapping stay
+        // dirty in the page cache after it is unmapped, and the next `flush` fsyncs the file.
         self.file.set_len(size as u64).context(ctx)?;
         self.map = MappedFile::read_only(&self.file).context(ctx)?;
         if let Some((t, o)) = self.tracker.final_time_entry() {
@@ -518,7 +387,8 @@ impl Segment {
         let size = self.size();
         if self.writer.is_some() {
             self.map.flush_range(self.flushed..size).context(ctx)?;
-        } else if self.needs_sync {
+        }
+        if self.needs_sync {
             self.file.sync_all().context(ctx)?;
         }
         self.flushed = size;
