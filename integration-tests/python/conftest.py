@@ -10,6 +10,7 @@ the test fails. The broker is stopped with SIGTERM and must exit 0.
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -42,6 +43,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def answers_api_versions(port: int) -> bool:
+    """Whether a Kafka broker answers an ApiVersions v0 request on the port (a bare connect can
+    also succeed against a TCP self-connect or another process's momentary listener)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            if s.getsockname() == s.getpeername():
+                return False
+            s.settimeout(2)
+            # size 10, api key 18 (ApiVersions), version 0, correlation id 487, client id ""
+            s.sendall(struct.pack(">ihhih", 10, 18, 0, 487, 0))
+            head = b""
+            while len(head) < 8:
+                chunk = s.recv(8 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+            size, correlation_id = struct.unpack(">ii", head)
+            return size >= 4 and correlation_id == 487
+    except OSError:
+        return False
 
 
 class Broker:
@@ -77,14 +100,12 @@ class Broker:
         while True:
             if self.process.poll() is not None:
                 pytest.fail(f"inlet exited during start-up ({self.process.returncode}):\n{self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.process.kill()
-                    pytest.fail(f"inlet did not accept connections within {STARTUP_TIMEOUT_S}s:\n{self.log_tail()}")
-                time.sleep(0.025)
+            if answers_api_versions(self.port):
+                return
+            if time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"inlet did not answer ApiVersions within {STARTUP_TIMEOUT_S}s:\n{self.log_tail()}")
+            time.sleep(0.025)
 
     def terminate(self) -> int:
         """SIGTERM, then wait; returns the exit code (kills and fails if it hangs)."""

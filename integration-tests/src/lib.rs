@@ -17,16 +17,17 @@
 
 pub mod kafka;
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long a starting broker has to accept TCP connections.
+/// How long a starting broker has to answer its first ApiVersions request.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a broker has to exit after SIGTERM.
@@ -60,8 +61,8 @@ impl Broker {
         Broker::start_with(BrokerOptions::default())
     }
 
-    /// Starts a broker with `options` on a free loopback port and waits until it accepts
-    /// connections.
+    /// Starts a broker with `options` on a free loopback port and waits until it answers an
+    /// ApiVersions request.
     pub fn start_with(options: BrokerOptions) -> Broker {
         let tempdir = tempfile::Builder::new()
             .prefix("inlet-it-")
@@ -165,8 +166,8 @@ impl Broker {
         }
     }
 
-    /// Starts the broker again on the same port and data directory and waits until it accepts
-    /// connections. If it is still running it is first killed with SIGKILL.
+    /// Starts the broker again on the same port and data directory and waits until it answers
+    /// ApiVersions. If it is still running it is first killed with SIGKILL.
     pub fn restart(&mut self) {
         if self.child.is_some() {
             self.kill9();
@@ -282,7 +283,9 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Exited(status) => write!(f, "the process exited ({status})"),
-            StartError::Timeout => write!(f, "no connection accepted within {STARTUP_TIMEOUT:?}"),
+            StartError::Timeout => {
+                write!(f, "no ApiVersions answer within {STARTUP_TIMEOUT:?}")
+            }
         }
     }
 }
@@ -296,7 +299,7 @@ fn wait_until_listening(
         if let Some(status) = child.try_wait().expect("poll the starting broker") {
             return Err(StartError::Exited(status));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if answers_api_versions(addr) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -306,13 +309,56 @@ fn wait_until_listening(
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// Whether a Kafka broker answers an ApiVersions v0 request on `addr`. A bare TCP connect is not
+/// proof enough: it also succeeds against another test's momentary `free_port` listener, or
+/// against itself (TCP self-connect, when the kernel picks `addr`'s port as the local port).
+fn answers_api_versions(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        return false;
+    }
+    let timeout = Some(Duration::from_secs(2));
+    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+        return false;
+    }
+    const CORRELATION_ID: i32 = 0x1e7;
+    let mut request = Vec::with_capacity(14);
+    request.extend_from_slice(&10i32.to_be_bytes()); // frame size
+    request.extend_from_slice(&18i16.to_be_bytes()); // api key: ApiVersions
+    request.extend_from_slice(&0i16.to_be_bytes()); // api version 0
+    request.extend_from_slice(&CORRELATION_ID.to_be_bytes());
+    request.extend_from_slice(&0i16.to_be_bytes()); // client id: ""
+    if stream.write_all(&request).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    if stream.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let correlation_id = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    size >= 4 && correlation_id == CORRELATION_ID
+}
+
+/// A loopback port that was free a moment ago, and that this process has not handed out before
+/// (tests run in parallel threads, each starting brokers).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    listener
-        .local_addr()
-        .expect("local address of a bound listener")
-        .port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+        let port = listener
+            .local_addr()
+            .expect("local address of a bound listener")
+            .port();
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The `inlet` binary the tests run; see the module doc. Built at most once per process.
