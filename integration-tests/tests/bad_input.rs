@@ -3,7 +3,7 @@
 //! exchange, and a librdkafka producer and consumer.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
@@ -136,20 +136,46 @@ fn assert_broker_serves_new_connections(broker: &Broker) {
     assert_api_versions_works(&mut stream, 7);
 }
 
-/// Opens a healthy connection, sends `bad` on another one, checks the bad one is closed and both
+/// Waits (briefly: logging may lag) for a broker log line that names the client address
+/// `peer` and contains `mention`, i.e. a logged reason for closing that connection.
+fn assert_logged_reason(broker: &Broker, peer: SocketAddr, mention: &str, what: &str) {
+    let peer = peer.to_string();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let log = broker.log();
+        if log
+            .lines()
+            .any(|line| line.contains(&peer) && line.contains(mention))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {what}, no broker log line names the connection {peer} and {mention:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Opens a healthy connection, sends `bad` on another one, checks the bad one is closed with a
+/// reason in the log (naming the client's address and containing `log_mentions`), and that both
 /// the healthy connection and a new one are still served.
-fn check_bad_input(what: &str, bad: &[u8], half_close: bool) {
+fn check_bad_input(what: &str, bad: &[u8], half_close: bool, log_mentions: &str) {
     let broker = Broker::start();
     let mut healthy = connect(&broker);
     assert_api_versions_works(&mut healthy, 1);
 
     let mut victim = connect(&broker);
+    let victim_addr = victim
+        .local_addr()
+        .expect("local address of a connected socket");
     send(&mut victim, bad);
     if half_close {
         // Tell the broker no more bytes are coming, so a partial frame can never complete.
         let _ = victim.shutdown(Shutdown::Write);
     }
     assert_closed_by_broker(victim, what);
+    assert_logged_reason(&broker, victim_addr, log_mentions, what);
 
     assert_api_versions_works(&mut healthy, 2);
     assert_broker_serves_new_connections(&broker);
@@ -162,6 +188,7 @@ fn http_request_closes_the_connection() {
         "an HTTP request",
         b"GET / HTTP/1.1\r\nHost: inlet\r\n\r\n",
         false,
+        "",
     );
 }
 
@@ -171,7 +198,7 @@ fn garbage_frame_closes_the_connection() {
     // that never ends, which no decoder can accept.
     let mut body = vec![0x00, 0x03, 0x00, 0x0c];
     body.extend_from_slice(&[0xff; 60]);
-    check_bad_input("a frame of garbage", &frame(&body), false);
+    check_bad_input("a frame of garbage", &frame(&body), false, "");
 }
 
 #[test]
@@ -179,7 +206,7 @@ fn length_prefix_of_2_gib_closes_the_connection() {
     // 2 GiB - 1 as a positive i32, then a few bytes of a "body".
     let mut bad = 0x7fff_ffffu32.to_be_bytes().to_vec();
     bad.extend_from_slice(&[0u8; 16]);
-    check_bad_input("a length prefix of 2 GiB - 1", &bad, false);
+    check_bad_input("a length prefix of 2 GiB - 1", &bad, false, "");
 }
 
 #[test]
@@ -187,7 +214,7 @@ fn length_prefix_of_exactly_2_gib_closes_the_connection() {
     // 0x8000_0000: 2 GiB as an unsigned length, i32::MIN as Kafka's signed one.
     let mut bad = 0x8000_0000u32.to_be_bytes().to_vec();
     bad.extend_from_slice(&[0u8; 16]);
-    check_bad_input("a length prefix of 2 GiB", &bad, false);
+    check_bad_input("a length prefix of 2 GiB", &bad, false, "");
 }
 
 #[test]
@@ -195,7 +222,7 @@ fn length_prefix_over_socket_request_max_bytes_closes_the_connection() {
     // 100 MiB + 1: one byte over the default socket.request.max.bytes.
     let mut bad = ((100u32 << 20) + 1).to_be_bytes().to_vec();
     bad.extend_from_slice(&[0u8; 16]);
-    check_bad_input("a length prefix of 100 MiB + 1", &bad, false);
+    check_bad_input("a length prefix of 100 MiB + 1", &bad, false, "");
 }
 
 #[test]
@@ -203,7 +230,7 @@ fn truncated_header_closes_the_connection() {
     // The length says 100 bytes, but only 6 bytes of a header (Metadata v4) arrive before EOF.
     let mut bad = 100u32.to_be_bytes().to_vec();
     bad.extend_from_slice(&[0x00, 0x03, 0x00, 0x04, 0x00, 0x00]);
-    check_bad_input("a truncated request header", &bad, true);
+    check_bad_input("a truncated request header", &bad, true, "");
 }
 
 #[test]
@@ -219,7 +246,7 @@ fn complete_frame_with_truncated_body_closes_the_connection() {
     body.put_i32(1); // one topic
     body.put_i16(12);
     body.put_slice(b"topi"); // ... of a 12-byte name, and nothing after
-    check_bad_input("a request body cut short", &frame(&body), false);
+    check_bad_input("a request body cut short", &frame(&body), false, "");
 }
 
 #[test]
@@ -231,7 +258,7 @@ fn unknown_api_key_closes_the_connection() {
     body.put_i16(4);
     body.put_slice(b"test"); // client id
     body.put_slice(&[1, 2, 3, 4]);
-    check_bad_input("an unknown API key (9999)", &frame(&body), false);
+    check_bad_input("an unknown API key (9999)", &frame(&body), false, "9999");
 }
 
 #[test]
