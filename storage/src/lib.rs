@@ -16,6 +16,7 @@
 //!
 //! `unsafe` lives only in [`mmap`].
 
+pub mod append;
 pub mod config;
 pub mod error;
 pub mod index;
@@ -27,7 +28,8 @@ pub mod retention;
 pub mod scan;
 pub mod segment;
 
+pub use append::AppendOutcome;
 pub use config::LogConfig;
 pub use error::StorageError;
-pub use log::{AppendOutcome, Log, TimestampOffset, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+pub use log::{Log, TimestampOffset, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 pub use retention::RetentionOutcome;

@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use inlet_protocol::batch::{set_base_offset, set_partition_leader_epoch, verify_crc, BatchIter};
+use inlet_protocol::batch::{set_base_offset, set_partition_leader_epoch};
 
+use crate::append::{validate_request, AppendOutcome};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
@@ -41,18 +42,6 @@ use crate::segment::{sync_dir, Segment};
 /// Special `offset_for_timestamp` arguments, as in Kafka's ListOffsets.
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
-
-/// Result of a successful [`Log::append`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendOutcome {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    /// Largest batch max timestamp of the append (of the original batch for a duplicate).
-    pub max_timestamp: i64,
-    /// The append was a retry of batches already in the log; nothing was written.
-    pub duplicate: bool,
-    pub log_start_offset: i64,
-}
 
 /// Answer to [`Log::offset_for_timestamp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,33 +114,8 @@ impl Log {
         records: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
-        // 1. Validate every batch: framing, magic, CRC, record count.
-        let mut batches = Vec::new();
-        let mut iter = BatchIter::new(records);
-        while let Some(item) = iter.next() {
-            let (header, range) = item.map_err(|e| corrupt(iter.position(), e.to_string()))?;
-            verify_crc(&records[range.clone()]).map_err(|e| corrupt(range.start, e.to_string()))?;
-            if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
-                return Err(corrupt(
-                    range.start,
-                    format!(
-                        "record count {} does not match last offset delta {}",
-                        header.records_count, header.last_offset_delta
-                    ),
-                ));
-            }
-            batches.push((header, range));
-        }
-        if batches.is_empty() {
-            return Err(corrupt(0, "no record batch in the request"));
-        }
-        let max_segment = self.config.effective_segment_bytes();
-        if records.len() > max_segment {
-            return Err(StorageError::RecordTooLarge {
-                size: records.len(),
-                max: max_segment,
-            });
-        }
+        // 1. Validate every batch: framing, magic, CRC, record count, size.
+        let mut batches = validate_request(records, self.config.effective_segment_bytes())?;
 
         // 2. Assign offsets and check producer sequences, staging the producer updates.
         let mut next = self.log_end_offset();
@@ -179,7 +143,7 @@ impl Log {
 
         // 3. Roll if the append does not fit or the segment is old; then write.
         if self.needs_roll(records.len(), max_timestamp, next - 1) {
-            self.roll()?;
+            self.start_new_segment()?;
         }
         let active = self
             .segments
@@ -215,15 +179,30 @@ impl Log {
             return false;
         }
         let too_big = active.size() + size > self.config.effective_segment_bytes();
-        let too_old = active
-            .first_batch_timestamp()
-            .is_some_and(|first| max_timestamp.saturating_sub(first) > self.config.segment_ms);
+        // Age by the first batch's timestamp (as Kafka does), or by creation time without one.
+        let age = match active.first_batch_timestamp().filter(|&t| t >= 0) {
+            Some(first) => max_timestamp.saturating_sub(first),
+            None => wall_clock_ms().saturating_sub(active.created_ms),
+        };
+        let too_old = age > self.config.segment_ms;
         let offsets_overflow = last_offset - active.base_offset() >= i64::from(i32::MAX);
         too_big || too_old || offsets_overflow
     }
 
-    /// Closes the active segment (if it holds data) and starts a new one at the log end.
+    /// Closes the active segment and starts a new one at the log end. A no-op when the active
+    /// segment is empty.
     pub fn roll(&mut self) -> Result<(), StorageError> {
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.is_active() && s.is_empty())
+        {
+            return Ok(());
+        }
+        self.start_new_segment()
+    }
+
+    fn start_new_segment(&mut self) -> Result<(), StorageError> {
         let end = self.log_end_offset();
         if let Some(last) = self.segments.last_mut() {
             if last.is_empty() {
@@ -419,7 +398,8 @@ impl Log {
                 closed: !s.is_active(),
             })
             .collect();
-        let count = segments_to_delete(&facts, &self.config, now_ms).min(self.segments.len() - 1);
+        let count = segments_to_delete(&facts, &self.config, now_ms)
+            .min(self.segments.len().saturating_sub(1));
         let mut outcome = RetentionOutcome::default();
         for segment in self.segments.drain(..count) {
             outcome.deleted_segments += 1;

@@ -535,6 +535,13 @@ fn maybe_flush_follows_message_and_time_policy() {
 }
 
 #[test]
+fn log_can_be_shared_across_threads_behind_a_mutex() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Log>();
+    assert_send_sync::<Bytes>();
+}
+
+#[test]
 fn delete_removes_the_partition_directory() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("topic-0");
