@@ -27,6 +27,7 @@ pub mod recovery;
 pub mod retention;
 pub mod scan;
 pub mod segment;
+pub mod snapshot;
 
 pub use append::AppendOutcome;
 pub use config::LogConfig;

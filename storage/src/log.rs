@@ -38,6 +38,7 @@ use crate::recovery::{self, rebuild_producers, CLEAN_SHUTDOWN_FILE};
 use crate::retention::{segments_to_delete, RetentionOutcome, SegmentFacts};
 use crate::scan::scan;
 use crate::segment::{sync_dir, Segment};
+use crate::snapshot;
 
 /// Special `offset_for_timestamp` arguments, as in Kafka's ListOffsets.
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -225,7 +226,13 @@ impl Log {
         self.segments.push(segment);
         self.dir_dirty = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = end, "rolled segment");
-        Ok(())
+        self.write_snapshot()
+    }
+
+    fn write_snapshot(&self) -> Result<(), StorageError> {
+        let end = self.log_end_offset();
+        snapshot::write(&self.dir, end, &self.producers)
+            .context(|| format!("writing producer snapshot {end} in {}", self.dir.display()))
     }
 
     /// Whole batches from the one containing `offset`; see the crate docs for the exact rules.
@@ -310,6 +317,9 @@ impl Log {
             for segment in self.segments.drain(..) {
                 segment.delete()?;
             }
+            // Nothing of the old history is left, so none of its producer state either.
+            snapshot::delete_above(&self.dir, -1)
+                .context(|| format!("deleting producer snapshots in {}", self.dir.display()))?;
             let segment = Segment::create(
                 &self.dir,
                 offset,
@@ -346,7 +356,10 @@ impl Log {
                     .push(Segment::open_active(&self.dir, walk, capacity, now)?);
             }
         }
-        self.producers = rebuild_producers(&self.segments);
+        snapshot::delete_above(&self.dir, self.log_end_offset())
+            .and_then(|()| sync_dir(&self.dir))
+            .context(|| format!("deleting producer snapshots in {}", self.dir.display()))?;
+        self.producers = rebuild_producers(&self.dir, &self.segments)?;
         if self.recovery_point > self.log_end_offset() {
             // Offsets above the new end will be written again, unsynced.
             self.write_recovery_point()?;
@@ -438,6 +451,7 @@ impl Log {
         if let Some(active) = self.segments.last_mut() {
             active.freeze()?;
         }
+        self.write_snapshot()?;
         self.flush()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let ctx = || format!("writing {}", marker.display());

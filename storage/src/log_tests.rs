@@ -370,6 +370,40 @@ fn duplicates_out_of_order_and_epoch_checks_survive_reopen() {
 }
 
 #[test]
+fn producer_state_comes_from_snapshot_plus_replay_and_truncation_forgets_removed_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    for seq in 0..10 {
+        log.append(&mut idempotent(5, 0, seq, 1), 0).unwrap();
+        append(&mut log, batch(1, 100, 0)); // rolls every few appends, writing snapshots
+    }
+    assert!(!snapshot::list(dir.path()).unwrap().is_empty());
+    let live = log.producers.clone();
+    log.flush().unwrap();
+    drop(log);
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    assert_eq!(log.producers, live);
+    log.truncate_to(11).unwrap(); // keeps sequences 0..=5 (offsets 0, 2, ..., 10)
+    assert!(snapshot::list(dir.path()).unwrap().iter().all(|&o| o <= 11));
+    assert!(
+        log.append(&mut idempotent(5, 0, 5, 1), 0)
+            .unwrap()
+            .duplicate
+    );
+    assert!(
+        !log.append(&mut idempotent(5, 0, 6, 1), 0)
+            .unwrap()
+            .duplicate
+    );
+    log.close().unwrap();
+    let log = Log::open(dir.path(), config(1000)).unwrap();
+    let at_close = snapshot::load_latest(dir.path(), log.log_end_offset())
+        .unwrap()
+        .unwrap();
+    assert_eq!(at_close, (log.log_end_offset(), log.producers.clone()));
+}
+
+#[test]
 fn truncate_to_then_append_continues_at_the_cut() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(1000)).unwrap();

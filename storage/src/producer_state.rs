@@ -10,8 +10,9 @@
 //! * Unknown producer: any sequence is accepted, as Kafka does, because its state may have been
 //!   removed by retention while the producer is still alive.
 //!
-//! The table is not persisted: [`Log::open`](crate::Log::open) rebuilds it by replaying the batch
-//! headers of the log ([`ProducerStateTable::replay`]), and truncation rebuilds it the same way.
+//! [`Log::open`](crate::Log::open) and truncation rebuild the table from the newest usable
+//! snapshot ([`crate::snapshot`], written at every roll and at close) plus a replay of the batch
+//! headers after it ([`ProducerStateTable::replay`]); with no snapshot, from the whole log.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -118,6 +119,30 @@ impl ProducerStateTable {
         if header.producer_epoch >= entry.epoch {
             entry.record(header.producer_epoch, BatchMetadata::of(header));
         }
+    }
+
+    /// Every producer: id, epoch and cached batches (oldest first), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<BatchMetadata>)> {
+        self.producers
+            .iter()
+            .map(|(&pid, e)| (pid, e.epoch, &e.batches))
+    }
+
+    /// Sets one producer's state (loading a snapshot). Keeps the last five batches given.
+    pub fn restore(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        batches: impl IntoIterator<Item = BatchMetadata>,
+    ) {
+        let mut entry = ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+        };
+        for meta in batches {
+            entry.record(epoch, meta);
+        }
+        self.producers.insert(producer_id, entry);
     }
 
     pub fn len(&self) -> usize {

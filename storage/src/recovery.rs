@@ -16,7 +16,8 @@
 //!    (CRC skipped after a clean shutdown), and stop at the first torn, corrupt or zeroed batch:
 //!    that is the logical end. The file is cut there (which also drops the preallocated zeros),
 //!    its indexes are rebuilt from the walk and it becomes the active segment;
-//! 5. rebuild the idempotent-producer table by replaying every batch header.
+//! 5. rebuild the idempotent-producer table: load the newest producer snapshot at or below the
+//!    log end (newer ones are deleted) and replay the batch headers after it.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -29,6 +30,7 @@ use crate::mmap::MappedFile;
 use crate::producer_state::ProducerStateTable;
 use crate::scan::scan;
 use crate::segment::{segment_path, sync_dir, Segment};
+use crate::snapshot;
 
 /// Written by [`Log::close`](crate::Log::close); its presence means the last segment's file ends
 /// exactly at its logical end and every byte was synced.
@@ -118,7 +120,7 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
     sync_dir(dir).context(ctx)?;
 
     // 5. Producer state.
-    let producers = rebuild_producers(&segments);
+    let producers = rebuild_producers(dir, &segments)?;
     Ok(Recovered {
         segments,
         producers,
@@ -144,15 +146,26 @@ pub fn write_recovery_point(dir: &Path, offset: i64) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// Replays every batch header of `segments` into a fresh producer table.
-pub fn rebuild_producers(segments: &[Segment]) -> ProducerStateTable {
-    let mut producers = ProducerStateTable::new();
-    for segment in segments {
+/// Rebuilds the producer table: deletes snapshots above the log end, loads the newest usable
+/// one and replays the batch headers from its offset on (the whole log without a snapshot).
+pub fn rebuild_producers(
+    dir: &Path,
+    segments: &[Segment],
+) -> Result<ProducerStateTable, StorageError> {
+    let ctx = || format!("loading producer snapshots in {}", dir.display());
+    let end = segments.last().map_or(0, Segment::next_offset);
+    snapshot::delete_above(dir, end).context(ctx)?;
+    let (from, mut producers) = snapshot::load_latest(dir, end)
+        .context(ctx)?
+        .unwrap_or_default();
+    for segment in segments.iter().filter(|s| s.next_offset() > from) {
         for (header, _) in BatchIter::new(segment.bytes()).map_while(Result::ok) {
-            producers.replay(&header);
+            if header.base_offset >= from {
+                producers.replay(&header);
+            }
         }
     }
-    producers
+    Ok(producers)
 }
 
 /// Base offsets of the `.log` files in `dir`, after removing temp files and orphan indexes.

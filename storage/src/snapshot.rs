@@ -1,0 +1,198 @@
+//! Producer-state snapshots, so opening a log replays batch headers only after the snapshot
+//! instead of walking every segment.
+//!
+//! A snapshot is written (not synced) at every segment roll and at close, named
+//! `<offset, 20 digits>.snapshot`: the producer table after applying every batch below `offset`.
+//! A torn or stale one is never trusted: it carries a checksum, and snapshots above the log end
+//! are deleted on open and on truncation. The newest [`KEEP`] are kept.
+//!
+//! Format, big-endian:
+//!
+//! | size | field                                                            |
+//! |-----:|------------------------------------------------------------------|
+//! |    4 | magic `IPS1`                                                     |
+//! |    8 | `offset` i64                                                     |
+//! |    4 | `producer_count` u32                                             |
+//! |  ... | per producer: `producer_id` i64, `epoch` i16, `batch_count` u8,  |
+//! |      | then per batch `first_seq` i32, `last_seq` i32, `base_offset` i64, `last_offset` i64 |
+//! |    4 | CRC-32 (IEEE) of everything before it                            |
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::producer_state::{BatchMetadata, ProducerStateTable};
+use crate::segment::segment_path;
+
+const MAGIC: &[u8; 4] = b"IPS1";
+/// How many snapshots are kept.
+pub const KEEP: usize = 3;
+
+pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + table.len() * 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&(table.len() as u32).to_be_bytes());
+    for (pid, epoch, batches) in table.iter() {
+        out.extend_from_slice(&pid.to_be_bytes());
+        out.extend_from_slice(&epoch.to_be_bytes());
+        out.push(batches.len() as u8);
+        for b in batches {
+            out.extend_from_slice(&b.first_seq.to_be_bytes());
+            out.extend_from_slice(&b.last_seq.to_be_bytes());
+            out.extend_from_slice(&b.base_offset.to_be_bytes());
+            out.extend_from_slice(&b.last_offset.to_be_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Reads fixed-size big-endian fields from a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+}
+
+/// The offset and table of a snapshot, or `None` if it is torn or not a snapshot.
+pub fn decode(bytes: &[u8]) -> Option<(i64, ProducerStateTable)> {
+    let (body, crc) = bytes.split_last_chunk::<4>()?;
+    if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
+        return None;
+    }
+    let mut r = Reader(body);
+    if &r.take::<4>()? != MAGIC {
+        return None;
+    }
+    let offset = r.i64()?;
+    let count = u32::from_be_bytes(r.take()?);
+    let mut table = ProducerStateTable::new();
+    for _ in 0..count {
+        let pid = r.i64()?;
+        let epoch = i16::from_be_bytes(r.take()?);
+        let [n] = r.take::<1>()?;
+        let mut batches = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let (first_seq, last_seq) = (r.i32()?, r.i32()?);
+            let (base_offset, last_offset) = (r.i64()?, r.i64()?);
+            batches.push(BatchMetadata {
+                first_seq,
+                last_seq,
+                base_offset,
+                last_offset,
+            });
+        }
+        table.restore(pid, epoch, batches);
+    }
+    r.0.is_empty().then_some((offset, table))
+}
+
+/// Writes the snapshot for `offset` (temp file + rename, no sync) and prunes old ones.
+pub fn write(dir: &Path, offset: i64, table: &ProducerStateTable) -> io::Result<()> {
+    let path = segment_path(dir, offset, "snapshot");
+    let tmp = segment_path(dir, offset, "snapshot.tmp");
+    std::fs::File::create(&tmp)?.write_all(&encode(table, offset))?;
+    std::fs::rename(&tmp, &path)?;
+    let offsets = list(dir)?;
+    for &old in offsets.iter().rev().skip(KEEP) {
+        std::fs::remove_file(segment_path(dir, old, "snapshot"))?;
+    }
+    Ok(())
+}
+
+/// Snapshot offsets in `dir`, ascending.
+pub fn list(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut offsets = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".snapshot")) else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            offsets.extend(stem.parse::<i64>().ok());
+        }
+    }
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// Deletes snapshots above `log_end` (they describe batches no longer in the log).
+pub fn delete_above(dir: &Path, log_end: i64) -> io::Result<()> {
+    for offset in list(dir)?.into_iter().filter(|&o| o > log_end) {
+        std::fs::remove_file(segment_path(dir, offset, "snapshot"))?;
+    }
+    Ok(())
+}
+
+/// The newest readable snapshot at or below `log_end`.
+pub fn load_latest(dir: &Path, log_end: i64) -> io::Result<Option<(i64, ProducerStateTable)>> {
+    for offset in list(dir)?.into_iter().rev().filter(|&o| o <= log_end) {
+        let path = segment_path(dir, offset, "snapshot");
+        match std::fs::read(&path).ok().as_deref().and_then(decode) {
+            Some((o, table)) if o == offset => return Ok(Some((o, table))),
+            _ => tracing::warn!(file = %path.display(), "ignoring unreadable producer snapshot"),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inlet_protocol::batch::{BatchHeader, TestBatchBuilder};
+
+    fn table() -> ProducerStateTable {
+        let mut t = ProducerStateTable::new();
+        for (pid, seq, off) in [(1, 0, 0), (1, 1, 1), (2, 5, 2)] {
+            let b = TestBatchBuilder {
+                producer_id: pid,
+                producer_epoch: 3,
+                base_sequence: seq,
+                base_offset: off,
+                ..Default::default()
+            }
+            .build(&[(b"", b"v")]);
+            t.replay(&BatchHeader::parse(&b).unwrap());
+        }
+        t
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_torn_snapshots_are_rejected() {
+        let bytes = encode(&table(), 42);
+        assert_eq!(decode(&bytes), Some((42, table())));
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), None);
+        }
+        let mut flipped = bytes.clone();
+        flipped[14] ^= 1;
+        assert_eq!(decode(&flipped), None);
+    }
+
+    #[test]
+    fn newest_usable_snapshot_is_loaded_and_only_a_few_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for offset in [10, 20, 30, 40] {
+            write(dir.path(), offset, &table()).unwrap();
+        }
+        assert_eq!(list(dir.path()).unwrap(), vec![20, 30, 40]);
+        std::fs::write(segment_path(dir.path(), 30, "snapshot"), b"torn").unwrap();
+        assert_eq!(
+            load_latest(dir.path(), 35).unwrap().map(|(o, _)| o),
+            Some(20)
+        );
+        delete_above(dir.path(), 25).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![20]);
+    }
+}
