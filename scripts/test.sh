@@ -22,8 +22,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- Debian packages -------------------------------------------------------------------------
 # gcc, make, perl, pkg-config, zlib1g-dev: rdkafka-sys builds librdkafka from source.
 # kcat: the kcat smoke test. python3-venv: Debian's python3 cannot make a venv without it.
+# buildah podman runc: the container test (test_container.py) builds and runs the image.
 if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    packages=(gcc make perl pkg-config zlib1g-dev kcat)
+    packages=(gcc make perl pkg-config zlib1g-dev kcat buildah podman runc)
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         packages+=(python3-venv)
     fi
