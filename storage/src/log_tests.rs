@@ -587,10 +587,22 @@ fn delete_removes_the_partition_directory() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { batches: Vec<(usize, usize)> },
+    Append {
+        batches: Vec<(usize, usize)>,
+    },
     Roll,
-    Reopen { clean: bool },
-    Truncate { at: prop::sample::Index },
+    Reopen {
+        clean: bool,
+    },
+    Truncate {
+        at: prop::sample::Index,
+    },
+    /// Append one batch of an idempotent producer with the next sequence.
+    Idempotent {
+        records: usize,
+    },
+    /// Resend the producer's last batch still in the log: must be answered as a duplicate.
+    RetryLast,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -599,17 +611,21 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Roll),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => any::<prop::sample::Index>().prop_map(|at| Op::Truncate { at }),
+        2 => (1usize..4).prop_map(|records| Op::Idempotent { records }),
+        1 => Just(Op::RetryLast),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn any_sequence_of_operations_keeps_offsets_dense_and_reads_identical(ops in prop::collection::vec(op(), 1..25)) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(1500);
         let mut log = Some(Log::open(dir.path(), cfg.clone()).unwrap());
         let mut model: Vec<Vec<u8>> = Vec::new();
+        // The idempotent producer's batches still in the log: request bytes and offsets.
+        let mut sent: Vec<(Vec<u8>, i64, i64)> = Vec::new();
         let mut end = 0i64;
         for op in ops {
             let l = log.as_mut().unwrap();
@@ -629,6 +645,24 @@ proptest! {
                     }
                     prop_assert_eq!(outcome.last_offset, end - 1);
                 }
+                Op::Idempotent { records } => {
+                    let seq = sent.last().map_or(0, |(b, _, _)| BatchHeader::parse(b).unwrap().last_sequence() + 1);
+                    let original = idempotent(11, 0, seq, records);
+                    let mut request = original.clone();
+                    let outcome = l.append(&mut request, 1).unwrap();
+                    prop_assert!(!outcome.duplicate);
+                    prop_assert_eq!(outcome.base_offset, end);
+                    end = outcome.last_offset + 1;
+                    sent.push((original, outcome.base_offset, outcome.last_offset));
+                    model.push(request);
+                }
+                Op::RetryLast => {
+                    if let Some((original, first, last)) = sent.last() {
+                        let outcome = l.append(&mut original.clone(), 1).unwrap();
+                        prop_assert!(outcome.duplicate);
+                        prop_assert_eq!((outcome.base_offset, outcome.last_offset), (*first, *last));
+                    }
+                }
                 Op::Roll => l.roll().unwrap(),
                 Op::Reopen { clean } => {
                     let old = log.take().unwrap();
@@ -639,6 +673,7 @@ proptest! {
                     let offset = if end == 0 { 0 } else { at.index(end as usize + 1) as i64 };
                     l.truncate_to(offset).unwrap();
                     model.retain(|b| BatchHeader::parse(b).unwrap().last_offset() < offset);
+                    sent.retain(|(_, _, last)| *last < offset);
                     end = model.last().map_or(0, |b| BatchHeader::parse(b).unwrap().last_offset() + 1);
                 }
             }
