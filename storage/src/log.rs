@@ -82,7 +82,8 @@ fn corrupt(position: usize, reason: impl Into<String>) -> StorageError {
 }
 
 impl Log {
-    /// Opens (creating if missing) the partition directory `dir` and recovers it.
+    /// Opens (creating if missing) the partition directory `dir` and recovers it. One `Log`
+    /// per directory: two open logs on the same directory would truncate each other's files.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
         let now = wall_clock_ms();
         let recovered = recovery::recover(dir, &config, now)?;

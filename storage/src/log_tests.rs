@@ -81,6 +81,20 @@ fn append_assigns_dense_offsets_and_read_returns_identical_bytes() {
 }
 
 #[test]
+fn reads_are_views_into_the_mapping_not_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    append(&mut log, batch(1, 10, 0));
+    append(&mut log, batch(1, 10, 0));
+    let (all, second) = (log.read(0, usize::MAX).unwrap(), log.read(1, 0).unwrap());
+    assert_eq!(
+        all.as_ptr().wrapping_add(all.len() - second.len()),
+        second.as_ptr()
+    );
+    assert_eq!(log.segments[0].bytes().as_ptr(), all.as_ptr());
+}
+
+#[test]
 fn read_returns_whole_batches_up_to_max_bytes_and_at_least_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();

@@ -60,11 +60,18 @@ impl Segment {
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
         let path = segment_path(dir, base_offset, "log");
+        // Never truncate an existing file in place: a reader may still map it. Unlink it (its
+        // mappings keep the old inode) and create a new one.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).context(|| format!("replacing {}", path.display()));
+            }
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .context(|| format!("creating {}", path.display()))?;
         let scan = scan(&[], base_offset, interval, false);
