@@ -11,7 +11,7 @@ use inlet_protocol::batch::{verify_crc, BatchHeader, BatchIter};
 
 use crate::error::StorageError;
 
-/// Result of a successful [`Log::append`].
+/// Result of a successful [`Log::append`](crate::Log::append).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
     pub base_offset: i64,

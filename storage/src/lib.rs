@@ -14,7 +14,9 @@
 //!   batch and cut at the first torn or corrupt one ([`recovery`]).
 //! * [`Log::apply_retention`] deletes old closed segments by time and size ([`retention`]).
 //!
-//! `unsafe` lives only in [`mmap`].
+//! `unsafe` lives only in [`mmap`] (enforced: `unsafe_code` is denied everywhere else).
+
+#![deny(unsafe_code)]
 
 pub mod append;
 pub mod config;

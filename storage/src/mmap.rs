@@ -14,6 +14,9 @@
 //! Outside this process the usual mmap caveat applies: the files must not be modified or
 //! shrunk by anyone else while the broker runs.
 
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::fs::File;
 use std::io;
 use std::ops::Range;
