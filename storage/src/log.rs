@@ -64,7 +64,7 @@ pub struct Log {
     last_flush_ms: i64,
     /// Files were created or removed since the directory was last synced.
     dir_dirty: bool,
-    /// Log end offset last written to the recovery-point file.
+    /// Last value written to the recovery-point file: every closed segment below it is synced.
     recovery_point: i64,
 }
 
@@ -361,9 +361,10 @@ impl Log {
             .and_then(|()| sync_dir(&self.dir))
             .context(|| format!("deleting producer snapshots in {}", self.dir.display()))?;
         self.producers = rebuild_producers(&self.dir, &self.segments)?;
-        if self.recovery_point > self.log_end_offset() {
-            // Offsets above the new end will be written again, unsynced.
-            self.write_recovery_point()?;
+        let point = self.closed_end();
+        if self.recovery_point > point {
+            // Offsets above it may be written again, unsynced: they must be checked after a crash.
+            self.write_recovery_point(point)?;
         }
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "truncated log");
         Ok(())
@@ -378,7 +379,10 @@ impl Log {
             sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
             self.dir_dirty = false;
         }
-        self.write_recovery_point()?;
+        let point = self.closed_end();
+        if point != self.recovery_point {
+            self.write_recovery_point(point)?;
+        }
         self.unflushed_messages = 0;
         self.last_flush_ms = wall_clock_ms();
         Ok(())
@@ -428,13 +432,20 @@ impl Log {
         Ok(outcome)
     }
 
-    fn write_recovery_point(&mut self) -> Result<(), StorageError> {
-        let end = self.log_end_offset();
-        if end != self.recovery_point {
-            recovery::write_recovery_point(&self.dir, end)
-                .context(|| format!("writing recovery point of {}", self.dir.display()))?;
-            self.recovery_point = end;
+    /// End of the closed segments. Recovery always CRC-walks the active segment, so the
+    /// recovery point only needs to cover closed ones: it changes on rolls, not on every flush.
+    fn closed_end(&self) -> i64 {
+        match self.segments.last() {
+            Some(s) if s.is_active() => s.base_offset(),
+            Some(s) => s.next_offset(),
+            None => 0,
         }
+    }
+
+    fn write_recovery_point(&mut self, point: i64) -> Result<(), StorageError> {
+        recovery::write_recovery_point(&self.dir, point)
+            .context(|| format!("writing recovery point of {}", self.dir.display()))?;
+        self.recovery_point = point;
         Ok(())
     }
 

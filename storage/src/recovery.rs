@@ -2,8 +2,8 @@
 //!
 //! [`recover`] reads top to bottom:
 //! 1. create the directory if missing; note and remove the clean-shutdown marker (durably, so a
-//!    crash from here on is recovered fully next time); read the recovery point (the log end
-//!    offset at the last completed flush, `recovery-point` file, decimal text);
+//!    crash from here on is recovered fully next time); read the recovery point (the end of the
+//!    closed segments at the last completed flush, `recovery-point` file, decimal text);
 //! 2. list the files: delete temp files (`*.tmp`) and index files without a `.log`; collect the
 //!    segment base offsets from `<20 digits>.log` names and sort them;
 //! 3. open every segment but the last as a closed segment. After an unclean shutdown, a segment
@@ -36,8 +36,9 @@ use crate::snapshot;
 /// exactly at its logical end and every byte was synced.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 
-/// Holds the log end offset (decimal text) as of the last completed [`Log::flush`]: every batch
-/// below it was synced, so segments entirely below it need no CRC walk after a crash.
+/// Holds an offset (decimal text) below which every batch was synced by a completed
+/// [`Log::flush`] (the end of the closed segments at that flush), so segments entirely below it
+/// need no CRC walk after a crash.
 ///
 /// [`Log::flush`]: crate::Log::flush
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
