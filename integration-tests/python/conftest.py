@@ -89,6 +89,8 @@ class Broker:
                 "--advertised-listener", self.bootstrap,
                 "--data-dir", str(self.data_dir),
                 "--node-id", "1",
+                # Small segments: the broker preallocates each partition's active segment.
+                "--log-segment-bytes", str(1 << 20),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

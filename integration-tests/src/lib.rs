@@ -5,15 +5,21 @@
 //! hand-built bytes, and (from `python/`) with kafka-python and kcat.
 //!
 //! Which binary runs:
-//! - `INLET_BIN`, if set (`scripts/test.sh` builds a release broker and sets it);
+//! - `INLET_BIN`, if set (`scripts/test.sh` builds the broker and sets it);
 //! - otherwise `<target dir>/debug/inlet`, where the target dir is `CARGO_TARGET_DIR` or the
 //!   workspace's `target/`. If that file is missing it is built once per test process with
 //!   `$CARGO build -p inlet`. An existing binary is used as it is, so after changing broker code
 //!   run `cargo build -p inlet` (or `scripts/test.sh`) before `cargo test`.
 //!
+//! Test brokers run with `--log-segment-bytes` [`TEST_SEGMENT_BYTES`] (1 MiB) unless a test asks
+//! for another size: the broker preallocates each partition's active segment on disk, and at the
+//! 1 GiB default a test that creates 25 partitions would take 25 GiB. Small segments also make
+//! the round-trip tests roll segments and read across them.
+//!
 //! The broker's stdout and stderr go to `broker.log` in the broker's temporary directory. When a
-//! test panics while a [`Broker`] is alive, its `Drop` prints the log's path and its last lines,
-//! and keeps the directory for a look afterwards.
+//! test panics while a [`Broker`] is alive, its `Drop` prints the log's last lines. The directory
+//! is deleted as usual unless `INLET_IT_KEEP_DATA` is set, in which case it is kept and its path
+//! printed.
 
 pub mod kafka;
 
@@ -33,11 +39,16 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a broker has to exit after SIGTERM.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// `--log-segment-bytes` for test brokers unless [`BrokerOptions::segment_bytes`] says otherwise.
+pub const TEST_SEGMENT_BYTES: u64 = 1 << 20;
+
 /// How a [`Broker`] is started. `Default` gives a fresh data directory and no extra settings.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerOptions {
     /// Use this data directory instead of a fresh one (it is not deleted afterwards).
     pub data_dir: Option<PathBuf>,
+    /// `--log-segment-bytes`; `None` means [`TEST_SEGMENT_BYTES`].
+    pub segment_bytes: Option<u64>,
     /// Extra command-line arguments appended after the standard `serve` flags.
     pub extra_args: Vec<String>,
     /// Extra environment variables for the broker process (e.g. `INLET_LOG`).
@@ -242,6 +253,13 @@ impl Broker {
             .arg(&self.data_dir)
             .arg("--node-id")
             .arg("1")
+            .arg("--log-segment-bytes")
+            .arg(
+                self.options
+                    .segment_bytes
+                    .unwrap_or(TEST_SEGMENT_BYTES)
+                    .to_string(),
+            )
             .args(&self.options.extra_args)
             .env("INLET_LOG", "info")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
@@ -265,9 +283,12 @@ impl Drop for Broker {
                 self.log_path.display(),
                 self.log_tail(60)
             );
-            if let Some(dir) = self.tempdir.take() {
-                let kept = dir.keep();
-                eprintln!("kept the broker's directory: {}", kept.display());
+            let keep = std::env::var_os("INLET_IT_KEEP_DATA").is_some_and(|v| !v.is_empty());
+            match self.tempdir.take() {
+                Some(dir) if keep => {
+                    eprintln!("kept the broker's directory: {}", dir.keep().display());
+                }
+                _ => eprintln!("(set INLET_IT_KEEP_DATA=1 to keep the broker's directory)"),
             }
         }
     }
