@@ -71,10 +71,16 @@ step "building the tests"
 "$CARGO" test --workspace --no-run
 
 # --- Tests -----------------------------------------------------------------------------------
+# Both suites run even if the first fails, so one run shows every failure.
+failed=()
 step "cargo test --workspace"
-"$CARGO" test --workspace
+"$CARGO" test --workspace --no-fail-fast || failed+=("cargo test")
 
 step "pytest integration-tests/python"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider integration-tests/python
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider integration-tests/python || failed+=("pytest")
 
+if ((${#failed[@]})); then
+    step "FAILED: ${failed[*]} ($((SECONDS - START)) s)"
+    exit 1
+fi
 step "all tests passed in $((SECONDS - START)) s"
