@@ -1,12 +1,24 @@
 //! A small async Kafka client: one connection, one request in flight, versions negotiated through
 //! ApiVersions. The CLI's admin verbs and (later) follower replicas talk to brokers through it, so
 //! it must work against any Kafka-compatible broker, not only Inlet.
+//!
+//! On top of [`Client`]: [`cluster`] bootstraps from a list of addresses and routes requests to
+//! partition leaders and group coordinators, [`pipeline`] keeps many requests in flight on one
+//! connection (load generation), [`records`] builds and parses record batches, and [`group`] is a
+//! member of a classic consumer group with a range assignor.
+
+pub mod cluster;
+pub mod consumer_protocol;
+pub mod group;
+pub mod pipeline;
+pub mod records;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Message, Request};
+use kafka_protocol::ResponseError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -19,11 +31,9 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// Not `#[source]`: the message already says it, and `{:#}` would say it twice.
+    #[error("cannot connect to {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("connection error: {0}")]
@@ -40,9 +50,82 @@ pub enum ClientError {
     CorrelationMismatch { expected: i32, got: i32 },
     #[error("the broker answered ApiVersions with error code {0}")]
     ApiVersions(i16),
+    /// A response carried a Kafka error code.
+    #[error("{context}: {}{}", describe_error(*.error), .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Broker {
+        context: String,
+        error: ResponseError,
+        message: Option<String>,
+    },
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// The error as Kafka's documentation names it (`UNKNOWN_TOPIC_OR_PARTITION`), so an operator
+/// can look it up.
+fn describe_error(error: ResponseError) -> String {
+    if let ResponseError::Unknown(code) = error {
+        return format!("error code {code}");
+    }
+    let mut name = String::new();
+    for (i, c) in format!("{error:?}").chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+/// The highest version of `R` that the broker (per its ApiVersions table) and this crate both
+/// speak, at most `cap`.
+fn negotiate<R: Request + Message>(
+    broker_versions: &HashMap<i16, (i16, i16)>,
+    cap: Option<i16>,
+) -> Result<i16, ClientError> {
+    let api_key =
+        ApiKey::try_from(R::KEY).map_err(|_| CodecError::UnknownApiKey { api_key: R::KEY })?;
+    let (broker_min, broker_max) = broker_versions
+        .get(&R::KEY)
+        .copied()
+        .ok_or(ClientError::NoCommonVersion { api_key })?;
+    let max = broker_max.min(R::VERSIONS.max).min(cap.unwrap_or(i16::MAX));
+    if max < broker_min.max(R::VERSIONS.min) {
+        return Err(ClientError::NoCommonVersion { api_key });
+    }
+    Ok(max)
+}
+
+/// Turns a response's error code into a [`ClientError::Broker`] (0 means success).
+pub fn check(code: i16, context: impl FnOnce() -> String) -> Result<(), ClientError> {
+    match ResponseError::try_from_code(code) {
+        None => Ok(()),
+        Some(error) => Err(ClientError::Broker {
+            context: context(),
+            error,
+            message: None,
+        }),
+    }
+}
+
+/// Like [`check`], with the broker's optional error message appended.
+pub fn check_with_message(
+    code: i16,
+    message: Option<&str>,
+    context: impl FnOnce() -> String,
+) -> Result<(), ClientError> {
+    check(code, context).map_err(|e| match e {
+        ClientError::Broker { context, error, .. } => ClientError::Broker {
+            context,
+            error,
+            message: message.filter(|m| !m.is_empty()).map(str::to_string),
+        },
+        other => other,
+    })
 }
 
 pub struct Client {
+    addr: String,
     reader: FrameReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     client_id: String,
@@ -63,13 +146,14 @@ impl Client {
         let stream = connect
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 addr: addr.to_string(),
-                source,
+                error,
             })?;
         stream.set_nodelay(true)?;
         let (read, writer) = stream.into_split();
         let mut client = Client {
+            addr: addr.to_string(),
             reader: FrameReader::new(read, MAX_RESPONSE_BYTES),
             writer,
             client_id: client_id.to_string(),
@@ -79,6 +163,11 @@ impl Client {
         };
         client.negotiate_versions().await?;
         Ok(client)
+    }
+
+    /// The address this client connected to.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Sets how long one request may take before [`ClientError::Timeout`].
@@ -108,18 +197,28 @@ impl Client {
 
     /// The highest version of `R` both sides speak.
     pub fn version_for<R: Request + Message>(&self) -> Result<i16, ClientError> {
-        let api_key =
-            ApiKey::try_from(R::KEY).map_err(|_| CodecError::UnknownApiKey { api_key: R::KEY })?;
-        let (broker_min, broker_max) = self
-            .broker_versions
-            .get(&R::KEY)
-            .copied()
-            .ok_or(ClientError::NoCommonVersion { api_key })?;
-        let max = broker_max.min(R::VERSIONS.max);
-        if max < broker_min.max(R::VERSIONS.min) {
-            return Err(ClientError::NoCommonVersion { api_key });
-        }
-        Ok(max)
+        negotiate::<R>(&self.broker_versions, None)
+    }
+
+    /// Whether the broker speaks any version of `R` that this client does.
+    pub fn supports<R: Request + Message>(&self) -> bool {
+        self.version_for::<R>().is_ok()
+    }
+
+    /// The highest common version of `R` that is at most `cap`: for callers that fill only the
+    /// fields of older versions (e.g. topics by name rather than by id).
+    pub fn version_capped<R: Request + Message>(&self, cap: i16) -> Result<i16, ClientError> {
+        negotiate::<R>(&self.broker_versions, Some(cap))
+    }
+
+    /// Sends `request` at the highest common version that is at most `cap`.
+    pub async fn send_capped<R: Request + Message>(
+        &mut self,
+        request: R,
+        cap: i16,
+    ) -> Result<R::Response, ClientError> {
+        let version = self.version_capped::<R>(cap)?;
+        self.send_version(request, version).await
     }
 
     /// Sends `request` at the highest common version.
@@ -129,6 +228,22 @@ impl Client {
     ) -> Result<R::Response, ClientError> {
         let version = self.version_for::<R>()?;
         self.send_version(request, version).await
+    }
+
+    /// Writes `request` at `version` without waiting for an answer: for requests the broker
+    /// never answers (acks=0 produce).
+    pub async fn send_no_response<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> Result<(), ClientError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let frame = codec::encode_request(&request, version, correlation_id, &self.client_id)?;
+        tokio::time::timeout(self.timeout, self.writer.write_all(&frame))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        Ok(())
     }
 
     /// Sends `request` at an explicit version.
