@@ -10,6 +10,8 @@ use crate::cluster::producer_ids::ProducerIdAllocator;
 use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::topics::{validate_topic_name, Topic, TopicError, TopicRegistry};
 use crate::config::{BrokerConfig, ConfigError};
+use crate::group::store::LoadError;
+use crate::group::GroupCoordinator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -22,6 +24,8 @@ pub enum BrokerError {
     },
     #[error("cannot open topics: {0}")]
     Topics(#[from] TopicError),
+    #[error("cannot load consumer groups: {0}")]
+    Groups(#[from] LoadError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -36,6 +40,8 @@ pub struct Broker {
     pub advertised_port: i32,
     pub topics: TopicRegistry,
     pub producer_ids: ProducerIdAllocator,
+    /// Consumer groups and their committed offsets (`__consumer_offsets`).
+    pub groups: GroupCoordinator,
     appended: Arc<watch::Sender<u64>>,
 }
 
@@ -53,6 +59,8 @@ impl Broker {
         let producer_ids = ProducerIdAllocator::open(&data_dir).map_err(data_dir_error)?;
         let appended = Arc::new(watch::channel(0u64).0);
         let topics = TopicRegistry::open(&data_dir, config.log.clone(), appended.clone())?;
+        // Groups are rebuilt from the offsets topic before anything is served.
+        let groups = GroupCoordinator::open(&topics, config.group_config())?;
         Ok(Broker {
             config,
             cluster_id,
@@ -60,6 +68,7 @@ impl Broker {
             advertised_port,
             topics,
             producer_ids,
+            groups,
             appended,
         })
     }

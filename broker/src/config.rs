@@ -33,6 +33,13 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// How often retention runs (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members to join
+    /// (`group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Session timeouts clients may ask for (`group.min.session.timeout.ms`,
+    /// `group.max.session.timeout.ms`).
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
     pub log: LogDefaults,
 }
@@ -73,6 +80,9 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             default_replication_factor: 1,
             log_retention_check_interval_ms: 5 * 60 * 1000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
             log: LogDefaults::default(),
         }
     }
@@ -125,6 +135,16 @@ impl BrokerConfig {
     /// The effective configuration as TOML (`--print-config`).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.min(i64::MAX as u64)
+                as i64,
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+        }
     }
 
     /// The advertised host and port, split for Metadata responses.

@@ -54,6 +54,10 @@ pub async fn run(
 async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(maintain(broker.clone(), stop_rx.clone()));
+    let group_timers = tokio::spawn(crate::group::coordinator::run_timers(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let permits = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -100,6 +104,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         connections.shutdown().await;
     }
     let _ = maintenance.await;
+    let _ = group_timers.await;
     let closing = broker.clone();
     if let Err(error) = tokio::task::spawn_blocking(move || closing.close()).await {
         tracing::error!(%error, "closing logs failed");

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Default retention in ms, -1 for forever (topic config `retention.ms`).
     #[arg(long, env = "INLET_LOG_RETENTION_MS", allow_hyphen_values = true)]
     log_retention_ms: Option<i64>,
+    /// How long an empty group's first rebalance waits for more members
+    /// (`group.initial.rebalance.delay.ms`).
+    #[arg(long, env = "INLET_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -72,6 +76,9 @@ impl ServeArgs {
         }
         if let Some(ms) = self.log_retention_ms {
             config.log.retention_ms = ms;
+        }
+        if let Some(ms) = self.group_initial_rebalance_delay_ms {
+            config.group_initial_rebalance_delay_ms = ms;
         }
         config.advertised_host_port()?;
         Ok(config)

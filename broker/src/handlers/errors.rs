@@ -6,6 +6,7 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::partition::PartitionError;
 use crate::cluster::topics::TopicError;
+use crate::group::GroupError;
 
 pub fn storage_error(error: &StorageError) -> ResponseError {
     match error {
@@ -38,5 +39,32 @@ pub fn topic_error(error: &TopicError) -> ResponseError {
         TopicError::Io { .. } | TopicError::CorruptMetadata { .. } => {
             ResponseError::KafkaStorageError
         }
+    }
+}
+
+pub fn group_error(error: &GroupError) -> ResponseError {
+    match error {
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::UnknownMemberId(_) => ResponseError::UnknownMemberId,
+        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+        GroupError::CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+        GroupError::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
+        GroupError::GroupSubscribedToTopic(_) => ResponseError::GroupSubscribedToTopic,
+        // The offsets topic could not be written: the client retries, as after a coordinator move.
+        GroupError::Storage(_) => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
+/// The Kafka code of a group result: 0 for success.
+pub fn group_code<T>(result: &Result<T, GroupError>) -> i16 {
+    match result {
+        Ok(_) => 0,
+        Err(error) => group_error(error).code(),
     }
 }

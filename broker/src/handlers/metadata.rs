@@ -21,10 +21,12 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
     };
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
     let topics = match requested {
+        // Internal topics are listed only when asked for by name, as in Kafka.
         None => broker
             .topics
             .list()
             .iter()
+            .filter(|t| !is_internal(&t.name))
             .map(|t| describe(broker, t))
             .collect(),
         Some(requested) => requested
@@ -84,5 +86,10 @@ fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
+        .with_is_internal(is_internal(&topic.name))
         .with_partitions(partitions)
+}
+
+fn is_internal(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC
 }

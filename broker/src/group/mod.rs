@@ -1,0 +1,81 @@
+//! The group coordinator: Kafka's classic consumer group protocol on this single broker, which
+//! coordinates every group.
+//!
+//! * [`state`] is one group's state machine (Empty, PreparingRebalance, CompletingRebalance,
+//!   Stable, Dead) with its members, timers and committed offsets; it is plain data driven by
+//!   explicit timestamps so it can be tested without a runtime.
+//! * [`membership`] holds the JoinGroup / SyncGroup / Heartbeat / LeaveGroup rules on top of it.
+//! * [`log_format`] is how groups and offsets are written to `__consumer_offsets`, and [`store`]
+//!   writes them through the ordinary partition log and replays them on startup.
+//! * [`coordinator`] owns all groups behind one lock, parks JoinGroup and SyncGroup requests until
+//!   their rebalance completes, and runs the timers (session, rebalance, initial-join delay).
+//!
+//! Errors are [`GroupError`]s; handlers turn them into Kafka error codes.
+
+pub mod coordinator;
+pub mod log_format;
+pub mod membership;
+pub mod state;
+pub mod store;
+
+pub use coordinator::GroupCoordinator;
+
+/// Name of the internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// What a group request can fail with; each maps to one Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("group id must not be empty")]
+    InvalidGroupId,
+    #[error("member {0:?} is not a member of the group")]
+    UnknownMemberId(String),
+    /// Sent with a freshly minted member id that the client must join with.
+    #[error("member id required; rejoin as {0}")]
+    MemberIdRequired(String),
+    #[error("generation {received} is not the group's generation {current}")]
+    IllegalGeneration { received: i32, current: i32 },
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    #[error("static member {instance_id} is now member {current}, not {received}")]
+    FencedInstanceId {
+        instance_id: String,
+        current: String,
+        received: String,
+    },
+    #[error("protocol type or protocols do not match the group's")]
+    InconsistentGroupProtocol,
+    #[error("session timeout {0} ms is outside the broker's allowed range")]
+    InvalidSessionTimeout(i32),
+    #[error("the coordinator is not available: {0}")]
+    CoordinatorNotAvailable(&'static str),
+    #[error("group {0} does not exist")]
+    GroupIdNotFound(String),
+    #[error("group {0} still has members")]
+    NonEmptyGroup(String),
+    #[error("the group's members are subscribed to topic {0}")]
+    GroupSubscribedToTopic(String),
+    #[error("cannot write to {OFFSETS_TOPIC}: {0}")]
+    Storage(String),
+}
+
+/// Coordinator settings from the broker config (Kafka's `group.*` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
+    /// for more members, extended by each new member up to the rebalance timeout.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+        }
+    }
+}

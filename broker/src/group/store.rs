@@ -1,0 +1,186 @@
+//! `__consumer_offsets` as the coordinator's durable state: created on first start (one
+//! partition, `cleanup.policy=compact`, hidden from listings), appended to on every offset commit
+//! and completed rebalance, and replayed from start to end before the broker serves anything.
+//!
+//! A commit is acknowledged after its batch is in the partition log, with the same durability as
+//! an `acks=1` produce: the bytes are in the page cache at once (a killed process loses nothing)
+//! and on disk per the topic's flush policy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use inlet_protocol::batch::BatchIter;
+use inlet_protocol::records::{decode_batch, simple_batch};
+
+use super::log_format::{decode_group, decode_key, decode_offset, RecordKey, StoredGroup};
+use super::state::CommittedOffset;
+use super::{GroupError, OFFSETS_TOPIC};
+use crate::cluster::partition::{Partition, ReadLimit};
+use crate::cluster::topic_config::TopicConfig;
+use crate::cluster::topics::{TopicError, TopicRegistry};
+
+/// Segment size of the offsets topic: small, so compaction has closed segments to clean early.
+const OFFSETS_SEGMENT_BYTES: &str = "16777216";
+/// How much of the log one replay read asks for.
+const REPLAY_CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open {OFFSETS_TOPIC}: {0}")]
+    Topic(#[from] TopicError),
+    #[error("cannot read {OFFSETS_TOPIC} at offset {offset}: {reason}")]
+    Read { offset: i64, reason: String },
+}
+
+/// Everything replay found: the latest value of every key.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub offsets: BTreeMap<(String, String, i32), CommittedOffset>,
+    pub groups: BTreeMap<String, StoredGroup>,
+}
+
+pub struct OffsetsStore {
+    partition: Arc<Partition>,
+}
+
+/// The offsets topic's configuration.
+pub fn offsets_topic_config() -> TopicConfig {
+    let mut config = TopicConfig::default();
+    // Both values are valid by construction; a failure here would be a bug in the table.
+    for (key, value) in [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", OFFSETS_SEGMENT_BYTES),
+        ("retention.ms", "-1"),
+    ] {
+        if let Err(error) = config.set(key, value) {
+            tracing::error!(%error, "offsets topic config");
+        }
+    }
+    config
+}
+
+impl OffsetsStore {
+    /// Opens the offsets topic, creating it on first start.
+    pub fn open(topics: &TopicRegistry) -> Result<OffsetsStore, LoadError> {
+        let topic = match topics.get(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => match topics.create(OFFSETS_TOPIC, 1, offsets_topic_config(), false)? {
+                Some(topic) => topic,
+                None => topics
+                    .get(OFFSETS_TOPIC)
+                    .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?,
+            },
+        };
+        let partition = topic
+            .partition(0)
+            .ok_or_else(|| TopicError::Unknown(format!("{OFFSETS_TOPIC}-0")))?;
+        Ok(OffsetsStore { partition })
+    }
+
+    /// Appends `(key, value)` records as one batch; `None` values are tombstones.
+    pub fn append(&self, records: &[(Bytes, Option<Bytes>)]) -> Result<(), GroupError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let keyed: Vec<(Option<Bytes>, Option<Bytes>)> = records
+            .iter()
+            .map(|(k, v)| (Some(k.clone()), v.clone()))
+            .collect();
+        let mut batch = simple_batch(0, crate::broker::now_ms(), &keyed)
+            .map_err(|e| GroupError::Storage(e.to_string()))?;
+        self.partition
+            .append(&mut batch)
+            .map_err(|e| GroupError::Storage(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads the whole log and keeps the latest value per key.
+    pub fn replay(&self) -> Result<Replayed, LoadError> {
+        let mut replayed = Replayed::default();
+        let offsets = self.partition.offsets().map_err(|e| LoadError::Read {
+            offset: 0,
+            reason: e.to_string(),
+        })?;
+        let mut next = offsets.log_start;
+        let mut records = 0u64;
+        while next < offsets.log_end {
+            let at = next;
+            let read_error = |reason: String| LoadError::Read { offset: at, reason };
+            let (bytes, _) = self
+                .partition
+                .read(next, REPLAY_CHUNK, ReadLimit::LogEnd)
+                .map_err(|e| read_error(e.to_string()))?;
+            if bytes.is_empty() {
+                break;
+            }
+            for item in BatchIter::new(&bytes) {
+                let (header, range) = item.map_err(|e| read_error(e.to_string()))?;
+                next = header.last_offset() + 1;
+                let (_, batch_records) =
+                    decode_batch(&bytes.slice(range)).map_err(|e| read_error(e.to_string()))?;
+                for record in batch_records {
+                    records += 1;
+                    apply(&mut replayed, record.key, record.value);
+                }
+            }
+        }
+        tracing::info!(
+            records,
+            groups = replayed.groups.len(),
+            offsets = replayed.offsets.len(),
+            "replayed {OFFSETS_TOPIC}"
+        );
+        Ok(replayed)
+    }
+}
+
+/// Applies one record; records this broker cannot parse are logged and skipped, so one bad
+/// record cannot keep the broker from starting.
+fn apply(replayed: &mut Replayed, key: Option<Bytes>, value: Option<Bytes>) {
+    let Some(key) = key else { return };
+    let key = match decode_key(key) {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::warn!(%error, "skipping an unreadable key in {OFFSETS_TOPIC}");
+            return;
+        }
+    };
+    match (key, value) {
+        (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            Some(value),
+        ) => match decode_offset(value) {
+            Ok(offset) => {
+                replayed.offsets.insert((group, topic, partition), offset);
+            }
+            Err(error) => {
+                tracing::warn!(%error, %group, %topic, partition, "skipping an unreadable offset")
+            }
+        },
+        (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            None,
+        ) => {
+            replayed.offsets.remove(&(group, topic, partition));
+        }
+        (RecordKey::Group(group), Some(value)) => match decode_group(value) {
+            Ok(stored) => {
+                replayed.groups.insert(group, stored);
+            }
+            Err(error) => tracing::warn!(%error, %group, "skipping unreadable group metadata"),
+        },
+        (RecordKey::Group(group), None) => {
+            replayed.groups.remove(&group);
+            replayed.offsets.retain(|(g, _, _), _| *g != group);
+        }
+    }
+}

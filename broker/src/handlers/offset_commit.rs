@@ -1,0 +1,82 @@
+//! OffsetCommit: store a group's consumed positions in `__consumer_offsets`. Partitions of unknown
+//! topics and oversized metadata are refused per partition; the rest are written as one batch.
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::errors::group_code;
+use crate::broker::{now_ms, Broker};
+use crate::group::state::CommittedOffset;
+
+/// Kafka's `offset.metadata.max.bytes` default.
+const MAX_METADATA_BYTES: usize = 4096;
+
+pub fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let now = now_ms();
+    let mut refused: Vec<(String, i32, i16)> = Vec::new();
+    let mut offsets = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.to_string();
+        let known = broker.topics.get(&name);
+        for p in &topic.partitions {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let exists = known
+                .as_ref()
+                .is_some_and(|t| t.partition(p.partition_index).is_some());
+            let error = if !exists {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if metadata.len() > MAX_METADATA_BYTES {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                None
+            };
+            match error {
+                Some(error) => refused.push((name.clone(), p.partition_index, error.code())),
+                None => offsets.push((
+                    name.clone(),
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now,
+                    },
+                )),
+            }
+        }
+    }
+    let results = broker.groups.commit(
+        &request.group_id,
+        request.generation_id_or_member_epoch,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+        offsets,
+    );
+    let answers = results
+        .iter()
+        .map(|(t, p, r)| (t.clone(), *p, group_code(r)))
+        .chain(refused);
+    let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+    for (topic, partition, code) in answers {
+        let entry = OffsetCommitResponsePartition::default()
+            .with_partition_index(partition)
+            .with_error_code(code);
+        match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+            Some(t) => t.partitions.push(entry),
+            None => topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic)))
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    OffsetCommitResponse::default().with_topics(topics)
+}
