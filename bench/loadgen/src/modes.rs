@@ -1,0 +1,322 @@
+//! The three load shapes. Records are `--record-size` bytes; the first 8 bytes carry the send
+//! time (microseconds since the Unix epoch) so the consumer can measure end-to-end latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::latency::Latencies;
+
+#[derive(Args, Clone)]
+pub struct ProduceArgs {
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "1")]
+    acks: String,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Cap the send rate (MB/s); 0 sends as fast as the client can.
+    #[arg(long, default_value_t = 0.0)]
+    rate_mb: f64,
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    /// Stop after this long even if the end was not reached.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
+}
+
+#[derive(Args)]
+pub struct EndToEndArgs {
+    #[command(flatten)]
+    produce: ProduceArgs,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+struct Acks {
+    latencies: Latencies,
+    acked: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = Box<Instant>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Instant>) {
+        match result {
+            Ok(_) => {
+                self.latencies.record(sent.elapsed());
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .context("creating the admin client")?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = block_on(admin.create_topics([&new], &AdminOptions::new()))?
+        .context("creating the topic")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// rdkafka's admin calls are futures; this tool has no runtime, so poll on a thread.
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let mut future = Box::pin(future);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return Ok(out);
+        }
+        if Instant::now() > deadline {
+            bail!("admin request timed out");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn producer(bootstrap: &str, args: &ProduceArgs) -> anyhow::Result<ThreadedProducer<Acks>> {
+    let acks = Acks {
+        latencies: Latencies::default(),
+        acked: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    };
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", &args.acks)
+        .set("compression.codec", &args.compression)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(acks)
+        .context("creating the producer")
+}
+
+/// Sends for `args.seconds`, paced by `args.rate_mb` if set; returns (records sent, elapsed).
+fn send_for(producer: &ThreadedProducer<Acks>, topic: &str, args: &ProduceArgs) -> (u64, Duration) {
+    let mut payload = vec![b'x'; args.record_size.max(8)];
+    let start = Instant::now();
+    let duration = Duration::from_secs(args.seconds);
+    let bytes_per_sec = args.rate_mb * 1024.0 * 1024.0;
+    let mut sent = 0u64;
+    while start.elapsed() < duration {
+        if bytes_per_sec > 0.0 {
+            let due = Duration::from_secs_f64(sent as f64 * payload.len() as f64 / bytes_per_sec);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait.min(Duration::from_millis(1)));
+                continue;
+            }
+        }
+        payload[..8].copy_from_slice(&now_micros().to_be_bytes());
+        let mut record: BaseRecord<'_, (), [u8], Box<Instant>> =
+            BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err((error, _)) => {
+                    eprintln!("send failed: {error}");
+                    break;
+                }
+            }
+        }
+        sent += 1;
+    }
+    (sent, start.elapsed())
+}
+
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    args: &ProduceArgs,
+) -> anyhow::Result<serde_json::Value> {
+    create_topic(bootstrap, topic, args.partitions)?;
+    let producer = producer(bootstrap, args)?;
+    let start = Instant::now();
+    let (sent, _) = send_for(&producer, topic, args);
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing the producer")?;
+    // Throughput counts the time until the last acknowledgement, not just the sending loop.
+    let elapsed = start.elapsed().as_secs_f64();
+    let start_to_acked = producer.context();
+    let acked = start_to_acked.acked.load(Ordering::Relaxed);
+    let failed = start_to_acked.failed.load(Ordering::Relaxed);
+    let (p50, p99, p999) = start_to_acked.latencies.percentiles_ms();
+    let bytes = acked * args.record_size as u64;
+    Ok(json!({
+        "mode": "produce", "acks": args.acks, "compression": args.compression,
+        "record_size": args.record_size, "sent": sent, "acked": acked, "failed": failed,
+        "seconds": elapsed, "records_per_sec": acked as f64 / elapsed,
+        "mb_per_sec": mb(bytes) / elapsed, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
+    }))
+}
+
+fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "inlet-loadgen")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()
+        .context("creating the consumer")
+}
+
+/// Assigns every partition of `topic` from `from`; returns the end offsets seen now.
+fn assign_all(
+    consumer: &BaseConsumer,
+    topic: &str,
+    from: Offset,
+) -> anyhow::Result<Vec<(i32, i64)>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .context("fetching metadata")?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for &p in &partitions {
+        assignment.add_partition_offset(topic, p, from)?;
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        ends.push((p, high));
+    }
+    consumer.assign(&assignment)?;
+    Ok(ends)
+}
+
+pub fn consume(
+    bootstrap: &str,
+    topic: &str,
+    args: &ConsumeArgs,
+) -> anyhow::Result<serde_json::Value> {
+    let consumer = consumer(bootstrap)?;
+    let ends = assign_all(&consumer, topic, Offset::Beginning)?;
+    let mut remaining: std::collections::HashMap<i32, i64> =
+        ends.into_iter().filter(|&(_, end)| end > 0).collect();
+    let start = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while !remaining.is_empty() && start.elapsed() < Duration::from_secs(args.timeout_seconds) {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.context("consuming")?;
+        records += 1;
+        bytes += message.payload_len() as u64;
+        if let Some(&end) = remaining.get(&message.partition()) {
+            if message.offset() + 1 >= end {
+                remaining.remove(&message.partition());
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    if !remaining.is_empty() {
+        bail!(
+            "did not reach the end of partitions {:?} in time",
+            remaining.keys()
+        );
+    }
+    Ok(json!({
+        "mode": "consume", "records": records, "seconds": elapsed,
+        "records_per_sec": records as f64 / elapsed, "mb_per_sec": mb(bytes) / elapsed,
+    }))
+}
+
+pub fn end_to_end(
+    bootstrap: &str,
+    topic: &str,
+    args: &EndToEndArgs,
+) -> anyhow::Result<serde_json::Value> {
+    let args = &args.produce;
+    create_topic(bootstrap, topic, args.partitions)?;
+    let consumer = consumer(bootstrap)?;
+    assign_all(&consumer, topic, Offset::End)?;
+    let latencies = Arc::new(Latencies::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (latencies, stop) = (latencies.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut received = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                if let Some(sent) = message.payload().and_then(|p| p.get(..8)) {
+                    let sent = u64::from_be_bytes(sent.try_into().unwrap_or([0; 8]));
+                    latencies.record(Duration::from_micros(now_micros().saturating_sub(sent)));
+                    received += 1;
+                }
+            }
+            received
+        })
+    };
+    // Let the consumer's first fetches start before producing.
+    std::thread::sleep(Duration::from_secs(2));
+    let producer = producer(bootstrap, args)?;
+    let (sent, elapsed) = send_for(&producer, topic, args);
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing the producer")?;
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let received = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("consumer thread panicked"))?;
+    let (p50, p99, p999) = latencies.percentiles_ms();
+    Ok(json!({
+        "mode": "end-to-end", "rate_mb": args.rate_mb, "sent": sent, "received": received,
+        "seconds": elapsed.as_secs_f64(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
+    }))
+}
