@@ -14,7 +14,7 @@ use crate::cluster::partition::Partition;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(broker: &Broker, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -30,7 +30,7 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsRespon
                         .as_ref()
                         .and_then(|t| t.partition(wanted.partition_index))
                     {
-                        Some(partition) => lookup(&partition, wanted.timestamp, response),
+                        Some(partition) => lookup(&partition, version, wanted.timestamp, response),
                         None => {
                             response.with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         }
@@ -47,9 +47,12 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsRespon
 
 fn lookup(
     partition: &Partition,
+    version: i16,
     timestamp: i64,
     response: ListOffsetsPartitionResponse,
 ) -> ListOffsetsPartitionResponse {
+    // The leader epoch field exists from v4; the encoder refuses it set on older versions.
+    let leader_epoch = if version >= 4 { partition.leader_epoch } else { -1 };
     let found = match timestamp {
         LATEST => partition.offsets().map(|o| Some((o.high_watermark, -1))),
         EARLIEST => partition.offsets().map(|o| Some((o.log_start, -1))),
@@ -60,7 +63,7 @@ fn lookup(
         Ok(Some((offset, timestamp))) => response
             .with_offset(offset)
             .with_timestamp(timestamp)
-            .with_leader_epoch(partition.leader_epoch),
+            .with_leader_epoch(leader_epoch),
         Ok(None) => response.with_offset(-1).with_timestamp(-1),
         Err(error) => response.with_error_code(partition_error(&error).code()),
     }
