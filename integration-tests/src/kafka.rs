@@ -33,9 +33,8 @@ pub fn producer_config(bootstrap: &str, compression: &str) -> ClientConfig {
 }
 
 /// A consumer config for assign-based consuming: partitions are assigned by hand from explicit
-/// offsets and nothing is committed. librdkafka refuses `assign` without a `group.id`, but it
-/// never looks up a group coordinator on a broker whose ApiVersions lacks FindCoordinator, so the
-/// group name is only a label here.
+/// offsets and nothing is committed, so no group membership or committed offset is involved.
+/// librdkafka refuses `assign` without a `group.id`, so one is set, as a label only.
 pub fn consumer_config(bootstrap: &str) -> ClientConfig {
     let mut config = client_config(bootstrap);
     config
