@@ -30,6 +30,11 @@ pub struct LogConfig {
     /// `retention.bytes`: oldest closed segments are deleted while the log is larger
     /// (default None: no size limit).
     pub retention_bytes: Option<u64>,
+    /// `cleanup.policy` includes `compact`: [`Log::compact`](crate::Log::compact) keeps the
+    /// latest record per key in closed segments (default false).
+    pub compact: bool,
+    /// `delete.retention.ms`: how long compaction keeps tombstones (default 1 day).
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -42,6 +47,8 @@ impl Default for LogConfig {
             flush_ms: Some(1000),
             retention_ms: Some(7 * 24 * 60 * 60 * 1000),
             retention_bytes: None,
+            compact: false,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

@@ -13,12 +13,14 @@
 //! * [`Log::open`] recovers after a crash: the tail of the last segment is checked batch by
 //!   batch and cut at the first torn or corrupt one ([`recovery`]).
 //! * [`Log::apply_retention`] deletes old closed segments by time and size ([`retention`]).
+//! * [`Log::compact`] keeps the latest record per key in closed segments ([`compaction`]).
 //!
 //! `unsafe` lives only in [`mmap`] (enforced: `unsafe_code` is denied everywhere else).
 
 #![deny(unsafe_code)]
 
 pub mod append;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod index;
@@ -32,6 +34,7 @@ pub mod segment;
 pub mod snapshot;
 
 pub use append::AppendOutcome;
+pub use compaction::CompactionOutcome;
 pub use config::LogConfig;
 pub use error::StorageError;
 pub use log::{Log, TimestampOffset, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};

@@ -31,6 +31,7 @@ use bytes::Bytes;
 use inlet_protocol::batch::{set_base_offset, set_partition_leader_epoch};
 
 use crate::append::{validate_request, AppendOutcome};
+use crate::compaction::{self, CompactionOutcome};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
@@ -86,6 +87,7 @@ impl Log {
     /// per directory: two open logs on the same directory would truncate each other's files.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
         let now = wall_clock_ms();
+        compaction::finish_interrupted(dir)?;
         let recovered = recovery::recover(dir, &config, now)?;
         tracing::info!(dir = %dir.display(), segments = recovered.segments.len(),
             log_end_offset = recovered.segments.last().map_or(0, Segment::next_offset), "opened log");
@@ -447,6 +449,26 @@ impl Log {
             .context(|| format!("writing recovery point of {}", self.dir.display()))?;
         self.recovery_point = point;
         Ok(())
+    }
+
+    /// With `compact` set, rewrites the leading closed segments keeping the latest record per
+    /// key (see [`crate::compaction`]); `None` when there was nothing to remove.
+    pub fn compact(&mut self, now_ms: i64) -> Result<Option<CompactionOutcome>, StorageError> {
+        if !self.config.compact {
+            return Ok(None);
+        }
+        let Some(done) = compaction::compact(&self.dir, &self.segments, &self.config, now_ms)?
+        else {
+            return Ok(None);
+        };
+        // The replaced segments' files are gone; readers keep their mappings.
+        self.segments.drain(..done.replaced);
+        self.segments.insert(0, done.segment);
+        let o = done.outcome;
+        tracing::info!(dir = %self.dir.display(), segments = o.segments_replaced, bytes_before = o.bytes_before,
+            bytes_after = o.bytes_after, records_before = o.records_before, records_after = o.records_after,
+            log_start_offset = self.log_start_offset(), "compacted log");
+        Ok(Some(o))
     }
 
     /// Replaces the configuration; takes effect for later appends, rolls and retention.
