@@ -34,10 +34,20 @@ pub struct MappedFile {
 }
 
 /// The unique writer of a writable [`MappedFile`]. Not `Clone`.
+///
+/// The mapping spans the segment's whole capacity, but disk blocks are reserved only a chunk
+/// ahead of the write position ([`RESERVE_CHUNK`]): a partition costs disk for what it holds,
+/// not for its maximum segment size. Writes stay below `reserved` (the file's length), so no
+/// page past the end of the file is ever touched (which would raise SIGBUS).
 #[derive(Debug)]
 pub struct MapWriter {
     map: Arc<MappedFile>,
+    file: File,
+    reserved: usize,
 }
+
+/// How far ahead of the write position disk blocks are reserved.
+pub const RESERVE_CHUNK: usize = 8 * 1024 * 1024;
 
 impl MappedFile {
     /// Maps the whole file read-only; all of it is committed.
@@ -47,8 +57,9 @@ impl MappedFile {
         Ok(Arc::new(MappedFile { raw, committed }))
     }
 
-    /// Maps `len` bytes of `file` (opened read-write, at least `len` long) writable, with the
-    /// first `committed` bytes already holding data. Returns the mapping and its only writer.
+    /// Maps `len` bytes of `file` (opened read-write, at least `committed` long) writable, with
+    /// the first `committed` bytes already holding data, and reserves disk a chunk ahead.
+    /// Returns the mapping and its only writer.
     pub fn writable(file: &File, len: usize, committed: usize) -> io::Result<MapWriter> {
         if committed > len {
             return Err(io::Error::new(
@@ -56,11 +67,20 @@ impl MappedFile {
                 "committed beyond map length",
             ));
         }
+        let reserved = usize::try_from(file.metadata()?.len())
+            .unwrap_or(usize::MAX)
+            .clamp(committed, len);
         let raw = MmapOptions::new().len(len).map_raw(file)?;
-        let committed = AtomicUsize::new(committed);
-        Ok(MapWriter {
-            map: Arc::new(MappedFile { raw, committed }),
-        })
+        let mut writer = MapWriter {
+            map: Arc::new(MappedFile {
+                raw,
+                committed: AtomicUsize::new(committed),
+            }),
+            file: file.try_clone()?,
+            reserved,
+        };
+        writer.reserve_for(committed)?;
+        Ok(writer)
     }
 
     /// Length of the immutable, readable prefix.
@@ -116,6 +136,18 @@ impl MapWriter {
         self.map.raw.len() - self.map.committed()
     }
 
+    /// Makes sure the file has blocks up to at least `end` (and a chunk beyond, within the
+    /// mapping), so writes below `end` land on reserved disk.
+    fn reserve_for(&mut self, end: usize) -> io::Result<()> {
+        if end <= self.reserved && self.reserved > 0 {
+            return Ok(());
+        }
+        let target = end.saturating_add(RESERVE_CHUNK).min(self.map.raw.len());
+        preallocate_range(&self.file, self.reserved as u64, target as u64)?;
+        self.reserved = target;
+        Ok(())
+    }
+
     /// Copies `data` right after the committed prefix and commits it.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let at = self.map.committed();
@@ -128,7 +160,9 @@ impl MapWriter {
         if data.is_empty() {
             return Ok(());
         }
-        // SAFETY: `[at, at + data.len())` is inside the mapping (checked above) and at or above
+        self.reserve_for(at + data.len())?;
+        // SAFETY: `[at, at + data.len())` is inside the mapping (checked above), below the
+        // file's reserved length (`reserve_for`), so backed by the file, and at or above
         // `committed`, so no reader view overlaps it; `self` is the only writer (`&mut self`, one
         // writer per mapping), so no other write overlaps it; `data` lies outside the mapping or
         // in its committed prefix (the only part ever handed out), so it does not overlap the
@@ -164,14 +198,20 @@ impl AsRef<[u8]> for MapSlice {
     }
 }
 
-/// Reserves disk blocks for `len` bytes of `file` (extending it), so that writes through a
-/// mapping cannot fail with SIGBUS on a full disk. Falls back to a sparse `set_len` where the
-/// filesystem cannot preallocate.
-pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+/// Reserves disk blocks for bytes `from..to` of `file`, extending it to at least `to`, so that
+/// writes through a mapping cannot fail with SIGBUS on a full disk. Falls back to a sparse
+/// `set_len` where the filesystem cannot preallocate.
+pub fn preallocate_range(file: &File, from: u64, to: u64) -> io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let Ok(len_off) = libc::off_t::try_from(len) else {
+        let (Ok(offset), Ok(len)) = (
+            libc::off_t::try_from(from),
+            libc::off_t::try_from(to - from),
+        ) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "length too large",
@@ -179,7 +219,7 @@ pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
         };
         // SAFETY: `fallocate` only reads its integer arguments; the descriptor is valid for the
         // duration of the call because `file` is borrowed.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
         if rc == 0 {
             return Ok(());
         }
@@ -189,8 +229,8 @@ pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
             _ => return Err(err),
         }
     }
-    if file.metadata()?.len() < len {
-        file.set_len(len)?;
+    if file.metadata()?.len() < to {
+        file.set_len(to)?;
     }
     Ok(())
 }
@@ -200,7 +240,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn temp_file(len: u64) -> (tempfile::TempDir, File) {
+    fn temp_file() -> (tempfile::TempDir, File) {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -209,13 +249,12 @@ mod tests {
             .truncate(true)
             .open(dir.path().join("f"))
             .unwrap();
-        preallocate(&file, len).unwrap();
         (dir, file)
     }
 
     #[test]
     fn appended_bytes_are_visible_and_slices_outlive_the_writer() {
-        let (_dir, file) = temp_file(64);
+        let (_dir, file) = temp_file();
         let mut w = MappedFile::writable(&file, 64, 0).unwrap();
         w.append(b"hello").unwrap();
         let map = Arc::clone(w.map());
@@ -228,13 +267,29 @@ mod tests {
 
     #[test]
     fn slices_beyond_committed_and_overfull_appends_are_refused() {
-        let (_dir, file) = temp_file(8);
+        let (_dir, file) = temp_file();
         let mut w = MappedFile::writable(&file, 8, 2).unwrap();
         assert!(w.map().slice(0..3).is_none());
         assert!(w.append(&[1; 7]).is_err());
         w.append(&[1; 6]).unwrap();
         assert_eq!(w.remaining(), 0);
         assert_eq!(w.map().bytes().len(), 8);
+    }
+
+    #[test]
+    fn disk_is_reserved_a_chunk_ahead_not_for_the_whole_mapping() {
+        let (_dir, file) = temp_file();
+        let capacity = 4 * RESERVE_CHUNK;
+        let mut w = MappedFile::writable(&file, capacity, 0).unwrap();
+        assert_eq!(file.metadata().unwrap().len() as usize, RESERVE_CHUNK);
+        w.append(&vec![7; RESERVE_CHUNK + 1]).unwrap();
+        assert_eq!(
+            file.metadata().unwrap().len() as usize,
+            2 * RESERVE_CHUNK + 1
+        );
+        w.append(&vec![8; 2 * RESERVE_CHUNK]).unwrap();
+        assert_eq!(file.metadata().unwrap().len() as usize, capacity);
+        assert_eq!(w.map().bytes()[RESERVE_CHUNK], 7);
     }
 
     #[test]

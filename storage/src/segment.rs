@@ -9,8 +9,9 @@
 //! file header, no padding between batches. Offsets are dense: each batch's `baseOffset` is the
 //! previous batch's `baseOffset + lastOffsetDelta + 1`, the first equals the segment base offset.
 //!
-//! The active segment's file is preallocated to `segment_bytes` and mapped writable; the bytes
-//! after the logical end are zeros, which recovery recognises as the end (a zero `batchLength`
+//! The active segment is mapped writable for its whole `segment_bytes`, while its file grows a
+//! reserved chunk at a time ahead of the writes (see [`crate::mmap`]); the bytes after the
+//! logical end are zeros, which recovery recognises as the end (a zero `batchLength`
 //! is invalid). On roll the file is truncated to its logical size and mapped read-only. Reads
 //! return [`Bytes`] pointing into the mapping (see [`crate::mmap`] for why that is sound).
 
@@ -24,7 +25,7 @@ use inlet_protocol::batch::{BatchHeader, BatchIter};
 
 use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::mmap::{preallocate, MapWriter, MappedFile};
+use crate::mmap::{MapWriter, MappedFile};
 use crate::scan::{scan, Scan, Tracker};
 
 /// `<dir>/<base offset, 20 digits>.<ext>`.
@@ -51,7 +52,7 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates a new, empty active segment preallocated to `capacity` bytes.
+    /// Creates a new, empty active segment of up to `capacity` bytes.
     pub fn create(
         dir: &Path,
         base_offset: i64,
@@ -107,8 +108,6 @@ impl Segment {
         let base = scan.tracker.base_offset;
         let path = segment_path(dir, base, "log");
         let map_len = capacity.max(scan.valid_len);
-        preallocate(&file, map_len as u64)
-            .context(|| format!("preallocating {}", path.display()))?;
         let writer = MappedFile::writable(&file, map_len, scan.valid_len)
             .context(|| format!("mapping {}", path.display()))?;
         let offset_index =
