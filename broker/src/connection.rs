@@ -76,7 +76,8 @@ impl ConnectionError {
     fn is_peer_gone(&self) -> bool {
         use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
         let io = match self {
-            ConnectionError::Frame(inlet_protocol::frame::FrameError::Io(e)) | ConnectionError::Write(e) => e,
+            ConnectionError::Frame(inlet_protocol::frame::FrameError::Io(e))
+            | ConnectionError::Write(e) => e,
             _ => return false,
         };
         matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)

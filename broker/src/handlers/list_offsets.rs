@@ -52,7 +52,11 @@ fn lookup(
     response: ListOffsetsPartitionResponse,
 ) -> ListOffsetsPartitionResponse {
     // The leader epoch field exists from v4; the encoder refuses it set on older versions.
-    let leader_epoch = if version >= 4 { partition.leader_epoch } else { -1 };
+    let leader_epoch = if version >= 4 {
+        partition.leader_epoch
+    } else {
+        -1
+    };
     let found = match timestamp {
         LATEST => partition.offsets().map(|o| Some((o.high_watermark, -1))),
         EARLIEST => partition.offsets().map(|o| Some((o.log_start, -1))),

@@ -55,7 +55,9 @@ pub async fn dispatch(
             ResponseKind::Produce(response)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, version, r)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, version, r))
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(create_topics::handle(broker, r))
         }
