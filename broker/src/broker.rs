@@ -129,6 +129,17 @@ impl Broker {
         }
     }
 
+    /// Compacts partitions of topics with `cleanup.policy=compact` (`__consumer_offsets` too).
+    pub fn apply_compaction(&self, now_ms: i64) {
+        for topic in self.topics.list() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.compact(now_ms) {
+                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "compaction failed");
+                }
+            }
+        }
+    }
+
     /// Flushes and closes every log.
     pub fn close(&self) {
         self.topics.close_all();

@@ -40,6 +40,8 @@ pub struct BrokerConfig {
     /// `group.max.session.timeout.ms`).
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// How often compacted topics are checked for compaction (`log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
     pub log: LogDefaults,
 }
@@ -64,6 +66,8 @@ pub struct LogDefaults {
     pub index_interval_bytes: u32,
     /// `max.message.bytes`: largest record batch accepted
     pub max_message_bytes: i32,
+    /// `delete.retention.ms`: how long compaction keeps tombstones
+    pub delete_retention_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +87,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            log_cleaner_backoff_ms: 15_000,
             log: LogDefaults::default(),
         }
     }
@@ -99,6 +104,7 @@ impl Default for LogDefaults {
             flush_ms: 1000,
             index_interval_bytes: 4096,
             max_message_bytes: 1024 * 1024 + 12,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

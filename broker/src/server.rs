@@ -112,18 +112,24 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     tracing::info!("inlet broker stopped");
 }
 
-/// Background work: flush per policy, retention per `log.retention.check.interval.ms`.
+/// Background work: flush per policy, retention per `log.retention.check.interval.ms`,
+/// compaction per `log.cleaner.backoff.ms`.
 async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let retention_every =
         Duration::from_millis(broker.config.log_retention_check_interval_ms.max(100));
     let mut flush_tick = tokio::time::interval(FLUSH_CHECK);
     let mut retention_tick = tokio::time::interval(retention_every);
+    let mut cleaner_tick = tokio::time::interval(Duration::from_millis(
+        broker.config.log_cleaner_backoff_ms.max(10),
+    ));
+    cleaner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     retention_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let work: fn(&Broker, i64) = tokio::select! {
             _ = flush_tick.tick() => Broker::flush_due,
             _ = retention_tick.tick() => Broker::apply_retention,
+            _ = cleaner_tick.tick() => Broker::apply_compaction,
             _ = stop.wait_for(|stop| *stop) => return,
         };
         let broker = broker.clone();

@@ -4,6 +4,9 @@
 //! must be consumed exactly once across the group, and no partition may ever be owned by two
 //! consumers at the same time (eager rebalancing: revocations complete before the next
 //! generation's assignments). Prints how long each rebalance took.
+//!
+//! Compaction: a `cleanup.policy=compact` topic with 50 updates per key shrinks on disk, and a
+//! consumer reading it from the beginning sees each key's latest value (deleted keys gone).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use inlet_integration_tests::kafka::{client_config, create_topic, producer_config};
+use inlet_integration_tests::kafka::{
+    client_config, consume_all, create_topic, producer_config, wait_for_partitions,
+};
 use inlet_integration_tests::{Broker, BrokerOptions};
-use rdkafka::client::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -33,9 +39,12 @@ enum Kind {
     Revoke,
 }
 
+/// When, who, what, which partitions.
+type Event = (Instant, String, Kind, Vec<i32>);
+
 /// Rebalance events of all consumers, in the order they happened.
 #[derive(Default)]
-struct Events(Mutex<Vec<(Instant, String, Kind, Vec<i32>)>>);
+struct Events(Mutex<Vec<Event>>);
 
 impl Events {
     fn push(&self, consumer: &str, kind: Kind, list: &TopicPartitionList) {
@@ -44,7 +53,7 @@ impl Events {
         events.push((Instant::now(), consumer.to_string(), kind, partitions));
     }
 
-    fn snapshot(&self) -> Vec<(Instant, String, Kind, Vec<i32>)> {
+    fn snapshot(&self) -> Vec<Event> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -145,11 +154,7 @@ fn run_consumer(
 }
 
 /// The time from `since` until every consumer in `members` had an assignment after `since`.
-fn rebalance_done(
-    events: &[(Instant, String, Kind, Vec<i32>)],
-    since: Instant,
-    members: &[&str],
-) -> Option<Duration> {
+fn rebalance_done(events: &[Event], since: Instant, members: &[&str]) -> Option<Duration> {
     members
         .iter()
         .map(|m| {
@@ -163,7 +168,7 @@ fn rebalance_done(
 }
 
 /// Replays the events: a partition is assigned only while no other consumer owns it.
-fn check_no_overlap(events: &[(Instant, String, Kind, Vec<i32>)]) -> usize {
+fn check_no_overlap(events: &[Event]) -> usize {
     let mut owner: BTreeMap<i32, String> = BTreeMap::new();
     let mut assignments = 0;
     for (_, who, kind, partitions) in events {
@@ -202,12 +207,12 @@ async fn consumers_joining_and_leaving_consume_every_message_exactly_once() {
     let shared = Arc::new(Shared::default());
     let stops: Vec<Arc<AtomicBool>> = (0..4).map(|_| Arc::new(AtomicBool::new(false))).collect();
     let mut threads = Vec::new();
-    for i in 0..3 {
+    for (i, stop) in stops.iter().take(3).enumerate() {
         threads.push(run_consumer(
             bootstrap.clone(),
             format!("c{i}"),
             shared.clone(),
-            stops[i].clone(),
+            stop.clone(),
         ));
     }
 
@@ -313,5 +318,148 @@ async fn consumers_joining_and_leaving_consume_every_message_exactly_once() {
     assert!(
         last.values().all(|p| p.len() == 4),
         "range assignor: 4 partitions each: {last:?}"
+    );
+}
+
+const COMPACTED: &str = "compacted-latest";
+const KEYS: usize = 200;
+const ROUNDS: usize = 50;
+const DELETED: usize = 20;
+const FILLER: usize = 300;
+
+fn compacted_value(key: usize, round: usize) -> String {
+    // Hex of a cheap hash: little for lz4 to squeeze, so sizes reflect the record count.
+    let mut x = (key * 1_000_003 + round * 7919) as u64;
+    let noise: String = (0..6)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            format!("{:016x}", x)
+        })
+        .collect();
+    format!("key{key}-round{round}-{noise}")
+}
+
+/// Bytes of all segment files of partition 0 of `topic`.
+fn disk_bytes(broker: &Broker, topic: &str) -> u64 {
+    let dir = broker.data_dir().join("topics").join(topic).join("0");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topic_shrinks_to_the_latest_value_of_each_key() {
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    std::fs::write(config.path(), "log_cleaner_backoff_ms = 300\n").expect("write config");
+    let broker = Broker::start_with(BrokerOptions {
+        extra_args: vec!["--config".into(), config.path().display().to_string()],
+        ..BrokerOptions::default()
+    });
+    let bootstrap = broker.bootstrap();
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(&bootstrap).create().expect("admin");
+    let topic = NewTopic::new(COMPACTED, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "16384")
+        .set("delete.retention.ms", "0");
+    let created = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("CreateTopics");
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    assert_eq!(
+        wait_for_partitions(&bootstrap, COMPACTED, 1, Duration::from_secs(10)),
+        1
+    );
+
+    // Every key ROUNDS times, then tombstones for the first DELETED keys, then filler records
+    // with distinct keys so that the segments holding the tombstones close.
+    let mut writes: Vec<(String, Option<String>)> = Vec::new();
+    for round in 0..ROUNDS {
+        writes.extend(
+            (0..KEYS).map(|key| (format!("key-{key:03}"), Some(compacted_value(key, round)))),
+        );
+    }
+    writes.extend((0..DELETED).map(|key| (format!("key-{key:03}"), None)));
+    writes.extend((0..FILLER).map(|i| (format!("filler-{i}"), Some(compacted_value(i, 0)))));
+    let raw_bytes: usize = writes
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+        .sum();
+    let produced = writes.len();
+    let producer: FutureProducer = producer_config(&bootstrap, "lz4")
+        .create()
+        .expect("producer");
+    // Awaiting every 50 records keeps batches well below segment.bytes (librdkafka would
+    // otherwise put everything queued into one batch).
+    for chunk in writes.chunks(50) {
+        let futures: Vec<_> = chunk
+            .iter()
+            .map(|(k, v)| {
+                let record = FutureRecord::<String, String>::to(COMPACTED).key(k);
+                let record = match v {
+                    Some(v) => record.payload(v),
+                    None => record,
+                };
+                producer
+                    .send_result(record)
+                    .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"))
+            })
+            .collect();
+        for future in futures {
+            match future.await {
+                Ok(Ok(_)) => {}
+                other => panic!("delivery failed: {other:?}"),
+            }
+        }
+    }
+
+    // Wait for the cleaner (every 300 ms) to bring the log down to about one record per key.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records = consume_all(&bootstrap, COMPACTED, 1, 0, Duration::from_secs(10));
+        if records.len() < produced / 10 || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let on_disk = disk_bytes(&broker, COMPACTED);
+    eprintln!(
+        "compaction: {produced} records ({raw_bytes} bytes of keys and values) -> {} records, \
+         {on_disk} bytes of segment files",
+        records.len()
+    );
+    assert!(
+        records.len() < produced / 10,
+        "not compacted: {} records",
+        records.len()
+    );
+    assert!(on_disk * 4 < raw_bytes as u64, "{on_disk} bytes on disk");
+    assert!(
+        records.windows(2).all(|w| w[0].offset < w[1].offset),
+        "offsets increase"
+    );
+
+    let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+    for r in &records {
+        let key = String::from_utf8(r.key.clone().expect("every record has a key")).expect("utf8");
+        latest.insert(key, r.value.clone());
+    }
+    for key in 0..KEYS {
+        let k = format!("key-{key:03}");
+        let seen = latest.get(&k).cloned().flatten();
+        if key < DELETED {
+            assert_eq!(seen, None, "{k} was deleted");
+        } else {
+            let want = compacted_value(key, ROUNDS - 1).into_bytes();
+            assert_eq!(seen, Some(want), "{k} must read as its latest value");
+        }
+    }
+    assert_eq!(
+        latest.keys().filter(|k| k.starts_with("filler-")).count(),
+        FILLER
     );
 }

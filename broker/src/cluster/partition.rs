@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use inlet_protocol::batch::BatchIter;
-use inlet_storage::{AppendOutcome, Log, LogConfig, StorageError};
+use inlet_storage::{AppendOutcome, CompactionOutcome, Log, LogConfig, StorageError};
 use tokio::sync::watch;
 
 /// Who is reading, which decides how far they may read.
@@ -148,6 +148,11 @@ impl Partition {
 
     pub fn apply_retention(&self, now_ms: i64) -> Result<(), PartitionError> {
         self.with_log(|log| log.apply_retention(now_ms).map(|_| ()))
+    }
+
+    /// Compacts the log if its topic uses `cleanup.policy=compact`.
+    pub fn compact(&self, now_ms: i64) -> Result<Option<CompactionOutcome>, PartitionError> {
+        self.with_log(|log| log.compact(now_ms))
     }
 
     pub fn set_config(&self, config: LogConfig) -> Result<(), PartitionError> {

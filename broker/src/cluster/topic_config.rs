@@ -75,14 +75,22 @@ fn one_of(allowed: &'static [&'static str]) -> impl Fn(&str) -> Result<(), Strin
 }
 
 /// The topic configs Inlet understands. Values a user may set but Inlet does not implement yet
-/// (`cleanup.policy=compact`, `LogAppendTime`) are refused rather than silently ignored.
+/// (`LogAppendTime`, for example) are refused rather than silently ignored.
 pub static TOPIC_CONFIGS: &[ConfigKey] = &[
     ConfigKey {
         name: "cleanup.policy",
         config_type: ConfigType::String,
-        doc: "What happens to old segments: delete them past retention.",
-        validate: |v| one_of(&["delete"])(v),
+        doc: "What happens to old segments: delete them past retention, compact them to the latest \
+              record per key, or both.",
+        validate: |v| one_of(&["delete", "compact", "compact,delete", "delete,compact"])(v),
         default: |_| "delete".to_string(),
+    },
+    ConfigKey {
+        name: "delete.retention.ms",
+        config_type: ConfigType::Long,
+        doc: "How long compaction keeps tombstones (records with a null value).",
+        validate: |v| long_at_least(0)(v),
+        default: |d| d.delete_retention_ms.to_string(),
     },
     ConfigKey {
         name: "retention.ms",
@@ -248,8 +256,16 @@ impl TopicConfig {
 
     /// The storage engine's view of this topic's settings.
     pub fn log_config(&self, defaults: &LogDefaults) -> LogConfig {
-        let positive = |n: i64| (n >= 0).then_some(n);
+        let policy = self
+            .overrides
+            .get("cleanup.policy")
+            .map_or("delete", String::as_str);
+        // Retention deletes segments only under the `delete` policy, as in Kafka.
+        let delete = policy.contains("delete");
+        let positive = |n: i64| (n >= 0 && delete).then_some(n);
         LogConfig {
+            compact: policy.contains("compact"),
+            delete_retention_ms: self.long("delete.retention.ms", defaults.delete_retention_ms),
             segment_bytes: self
                 .long("segment.bytes", defaults.segment_bytes as i64)
                 .max(1024) as u64,
@@ -306,9 +322,24 @@ mod tests {
             Err(TopicConfigError::InvalidValue { .. })
         ));
         assert!(matches!(
-            TopicConfig::from_pairs([("cleanup.policy", Some("compact"))]),
+            TopicConfig::from_pairs([("cleanup.policy", Some("shred"))]),
             Err(TopicConfigError::InvalidValue { .. })
         ));
+    }
+
+    #[test]
+    fn compact_policy_compacts_and_turns_retention_off() {
+        let config = TopicConfig::from_pairs([
+            ("cleanup.policy", Some("compact")),
+            ("delete.retention.ms", Some("5")),
+        ])
+        .unwrap();
+        let log = config.log_config(&LogDefaults::default());
+        assert!(log.compact);
+        assert_eq!((log.delete_retention_ms, log.retention_ms), (5, None));
+        let both = TopicConfig::from_pairs([("cleanup.policy", Some("compact,delete"))]).unwrap();
+        let log = both.log_config(&LogDefaults::default());
+        assert!(log.compact && log.retention_ms.is_some());
     }
 
     #[test]
