@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::cluster::load_or_create_cluster_id;
+use crate::cluster::partition::{Partition, PartitionError};
 use crate::cluster::producer_ids::ProducerIdAllocator;
 use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::topics::{validate_topic_name, Topic, TopicError, TopicRegistry};
@@ -109,24 +110,33 @@ impl Broker {
 
     /// Flushes partitions whose flush policy says so.
     pub fn flush_due(&self, now_ms: i64) {
+        self.for_each_partition("flush", |p| p.maybe_flush(now_ms));
+    }
+
+    /// Runs `work` on every partition, logging (not propagating) failures: one bad partition
+    /// must not stop maintenance of the others.
+    fn for_each_partition(
+        &self,
+        what: &str,
+        work: impl Fn(&Partition) -> Result<(), PartitionError>,
+    ) {
         for topic in self.topics.list() {
             for partition in topic.partitions() {
-                if let Err(error) = partition.maybe_flush(now_ms) {
-                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "flush failed");
+                if let Err(error) = work(&partition) {
+                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "{what} failed");
                 }
             }
         }
     }
 
+    /// Lets idle mapped data stop counting as resident memory.
+    pub fn release_idle_pages(&self, _now_ms: i64) {
+        self.for_each_partition("releasing idle pages", Partition::release_idle_pages);
+    }
+
     /// Deletes segments past retention.
     pub fn apply_retention(&self, now_ms: i64) {
-        for topic in self.topics.list() {
-            for partition in topic.partitions() {
-                if let Err(error) = partition.apply_retention(now_ms) {
-                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "retention failed");
-                }
-            }
-        }
+        self.for_each_partition("retention", |p| p.apply_retention(now_ms));
     }
 
     /// Compacts partitions of topics with `cleanup.policy=compact` (`__consumer_offsets` too).

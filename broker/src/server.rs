@@ -17,6 +17,8 @@ use crate::connection;
 
 /// How often flush policies are checked; `flush.ms` is honoured at this granularity.
 const FLUSH_CHECK: Duration = Duration::from_millis(100);
+/// How often idle mapped pages are released, so resident memory follows the working set.
+const RELEASE_IDLE_PAGES: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,27 +115,32 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
 }
 
 /// Background work: flush per policy, retention per `log.retention.check.interval.ms`,
-/// compaction per `log.cleaner.backoff.ms`.
+/// compaction per `log.cleaner.backoff.ms`, and releasing idle mapped pages.
 async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let retention_every =
-        Duration::from_millis(broker.config.log_retention_check_interval_ms.max(100));
-    let mut flush_tick = tokio::time::interval(FLUSH_CHECK);
-    let mut retention_tick = tokio::time::interval(retention_every);
-    let mut cleaner_tick = tokio::time::interval(Duration::from_millis(
-        broker.config.log_cleaner_backoff_ms.max(10),
+    let config = &broker.config;
+    let mut flush_tick = ticker(FLUSH_CHECK);
+    let mut retention_tick = ticker(Duration::from_millis(
+        config.log_retention_check_interval_ms.max(100),
     ));
-    cleaner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    retention_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cleaner_tick = ticker(Duration::from_millis(config.log_cleaner_backoff_ms.max(10)));
+    let mut idle_tick = ticker(RELEASE_IDLE_PAGES);
     loop {
         let work: fn(&Broker, i64) = tokio::select! {
             _ = flush_tick.tick() => Broker::flush_due,
             _ = retention_tick.tick() => Broker::apply_retention,
             _ = cleaner_tick.tick() => Broker::apply_compaction,
+            _ = idle_tick.tick() => Broker::release_idle_pages,
             _ = stop.wait_for(|stop| *stop) => return,
         };
         let broker = broker.clone();
         // Flushing and deleting files block; keep them off the request threads.
         let _ = tokio::task::spawn_blocking(move || work(&broker, now_ms())).await;
     }
+}
+
+/// An interval that, when work overruns, waits a full period rather than firing in a burst.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }

@@ -472,6 +472,17 @@ impl Log {
     }
 
     /// Replaces the configuration; takes effect for later appends, rolls and retention.
+    /// Lets idle mapped data stop counting as resident memory (see
+    /// [`Segment::release_idle_pages`]); call it now and then, e.g. every few seconds. Memory
+    /// then tracks what is being read and written, not how much the log holds.
+    pub fn release_idle_pages(&self) -> Result<(), StorageError> {
+        /// The recently written tail that tailing consumers read is kept mapped.
+        const KEEP_TAIL: usize = 16 * 1024 * 1024;
+        self.segments
+            .iter()
+            .try_for_each(|segment| segment.release_idle_pages(KEEP_TAIL))
+    }
+
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
     }

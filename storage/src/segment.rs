@@ -403,6 +403,20 @@ impl Segment {
         self.time_index.flush().context(ctx)
     }
 
+    /// Stops holding idle pages resident: all of a closed segment, all but the last
+    /// `keep_tail` flushed bytes of the active one (the tail consumers are reading).
+    pub fn release_idle_pages(&self, keep_tail: usize) -> Result<(), StorageError> {
+        let end = if self.writer.is_some() {
+            self.flushed.saturating_sub(keep_tail)
+        } else {
+            self.size()
+        };
+        let base = self.base_offset();
+        self.map
+            .release_pages(0..end)
+            .context(|| format!("releasing pages of segment {base}"))
+    }
+
     /// Writes the first `len` bytes to a temp file and renames it over this segment's `.log`.
     /// Readers keep the old inode through their mappings, so no mapped byte is ever changed.
     pub fn copy_prefix(&self, len: usize) -> Result<(), StorageError> {

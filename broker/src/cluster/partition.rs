@@ -155,6 +155,10 @@ impl Partition {
         self.with_log(|log| log.compact(now_ms))
     }
 
+    pub fn release_idle_pages(&self) -> Result<(), PartitionError> {
+        self.with_log(|log| log.release_idle_pages())
+    }
+
     pub fn set_config(&self, config: LogConfig) -> Result<(), PartitionError> {
         self.with_log(|log| {
             log.set_config(config);

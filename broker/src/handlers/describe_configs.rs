@@ -83,14 +83,13 @@ fn entry(
         (true, _) => STATIC_BROKER_CONFIG,
         (false, source) => source as i8,
     };
-    let result = DescribeConfigsResourceResult::default()
+    DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_static_str(config.key.name))
         .with_value(Some(StrBytes::from_string(config.value)))
         .with_read_only(broker_level)
         .with_config_source(source)
         .with_config_type(config.key.config_type as i8)
-        .with_documentation(documentation.then(|| StrBytes::from_static_str(config.key.doc)));
-    result
+        .with_documentation(documentation.then(|| StrBytes::from_static_str(config.key.doc)))
 }
 
 fn error(

@@ -32,7 +32,7 @@ use crate::broker::Broker;
 
 /// What the connection does after a request.
 pub enum Reply {
-    Send(ResponseKind),
+    Send(Box<ResponseKind>),
     /// acks=0 produce: the client expects nothing back.
     Nothing,
 }
@@ -105,5 +105,5 @@ pub async fn dispatch(
         }
         _ => return Err(format!("no handler for API key {}", header.request_api_key)),
     };
-    Ok(Reply::Send(response))
+    Ok(Reply::Send(Box::new(response)))
 }
