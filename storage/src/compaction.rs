@@ -15,8 +15,9 @@
 //! contiguity, recovery's hole check) rely on: a batch is widened backwards to start right after
 //! the previous surviving batch (its base sequence moves back by the same amount, so every
 //! record keeps its sequence), and the last one is widened to the end of the cleaned range, as
-//! Kafka keeps `lastOffsetDelta`. Clients skip offsets no record has. Each new batch gets a new
-//! CRC-32C.
+//! Kafka keeps `lastOffsetDelta` (for an idempotent producer's batch, whose last sequence must
+//! not move, an empty batch covers the rest instead). Clients skip offsets no record has. Each
+//! new batch gets a new CRC-32C.
 //!
 //! When nothing survives in the range, it is kept as one empty batch (no records) so the log
 //! start offset does not move; clients step over it by its `lastOffsetDelta`, as they do with
@@ -80,7 +81,8 @@ fn corrupt(segment: i64, reason: impl std::fmt::Display) -> StorageError {
 
 /// Decoded batches of one segment.
 fn batches(segment: &Segment) -> Result<Vec<(BatchHeader, Vec<Record>)>, StorageError> {
-    let bytes = Bytes::copy_from_slice(segment.bytes());
+    // Whole segment, zero-copy: the returned bytes point into its mapping.
+    let bytes = segment.read_at(0, usize::MAX);
     let mut out = Vec::new();
     for item in BatchIter::new(&bytes) {
         let (_, range) = item.map_err(|e| corrupt(segment.base_offset(), e))?;
@@ -169,16 +171,19 @@ pub(crate) fn compact(
     let mut cover_from = start;
     let count = kept.len();
     for (i, batch) in kept.into_iter().enumerate() {
-        let last = if i + 1 == count {
+        let own_last = batch.header.last_offset();
+        // The last batch is widened to the end of the range, unless that would change the
+        // sequence numbers of an idempotent producer's batch: then an empty batch fills the gap.
+        let last = if i + 1 == count && !batch.header.has_producer_id() {
             end - 1
         } else {
-            batch.header.last_offset()
+            own_last
         };
         data.extend_from_slice(&rebase(batch, cover_from, last)?);
         cover_from = last + 1;
     }
-    if data.is_empty() {
-        data = empty_batch(start, end - 1)?;
+    if cover_from < end {
+        data.extend_from_slice(&empty_batch(cover_from, end - 1)?);
     }
     outcome.bytes_after = data.len() as u64;
     swap(dir, start, end, &data)?;

@@ -190,3 +190,56 @@ fn an_interrupted_swap_is_completed_when_the_log_opens() {
     );
     assert!(!swap_path(dir.path(), 0, second).exists());
 }
+
+#[test]
+fn idempotent_batches_keep_every_records_sequence() {
+    use inlet_protocol::batch::TestBatchBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    // Producer 7 writes batches of 10 records with sequences equal to their offsets; "solo" in
+    // the first batch is never overwritten, everything else is.
+    for n in 0..40 {
+        let keys: Vec<String> = (0..10)
+            .map(|k| {
+                if n == 0 && k == 3 {
+                    "solo".to_string()
+                } else {
+                    format!("k{k}")
+                }
+            })
+            .collect();
+        let records: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_bytes(), &b"v"[..])).collect();
+        let mut batch = TestBatchBuilder {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: n * 10,
+            ..TestBatchBuilder::default()
+        }
+        .build(&records);
+        log.append(&mut batch, 0).unwrap();
+    }
+    log.compact(0).unwrap().expect("compacted");
+    let bytes = log.read(0, 1 << 20).unwrap();
+    let (first, range) = BatchIter::new(&bytes).next().unwrap().unwrap();
+    let (_, records) = decode_batch(&bytes.slice(range)).unwrap();
+    assert_eq!(records.len(), 1);
+    let offset = first.base_offset + i64::from(records[0].offset_delta);
+    assert_eq!(offset, 3);
+    assert_eq!(
+        i64::from(first.base_sequence + records[0].offset_delta),
+        offset
+    );
+    assert_eq!(
+        first.last_sequence(),
+        9,
+        "the batch's last sequence did not move"
+    );
+    // Everything after it up to the cleaned end is one empty batch; reads stay dense.
+    assert_eq!(
+        read_all(&log)
+            .iter()
+            .filter(|(_, k, _)| k == "solo")
+            .count(),
+        1
+    );
+}

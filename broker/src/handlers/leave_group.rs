@@ -46,3 +46,33 @@ pub fn handle(broker: &Broker, version: i16, request: LeaveGroupRequest) -> Leav
         .collect();
     LeaveGroupResponse::default().with_members(responses)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Buf;
+    use kafka_protocol::messages::leave_group_response::MemberResponse;
+    use kafka_protocol::messages::{ApiKey, LeaveGroupResponse, ResponseHeader, ResponseKind};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+
+    #[test]
+    fn batched_answers_decode_at_every_version() {
+        for version in 0..=5 {
+            let mut response = LeaveGroupResponse::default();
+            if version >= 3 {
+                response.members = vec![MemberResponse::default()
+                    .with_member_id(StrBytes::from_static_str("m"))
+                    .with_error_code(25)];
+            }
+            let kind = ResponseKind::LeaveGroup(response.clone());
+            let mut frame =
+                inlet_protocol::codec::encode_response(ApiKey::LeaveGroup, version, 7, &kind)
+                    .unwrap();
+            frame.advance(4);
+            let header_version = if version >= 4 { 1 } else { 0 };
+            let header = ResponseHeader::decode(&mut frame, header_version).unwrap();
+            assert_eq!(header.correlation_id, 7);
+            let back = LeaveGroupResponse::decode(&mut frame, version).unwrap();
+            assert_eq!(back, response, "v{version}");
+        }
+    }
+}
