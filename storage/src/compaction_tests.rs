@@ -70,7 +70,7 @@ fn fill(log: &mut Log, rounds: usize, codec_bits: i16, now: i64) {
             .collect();
         let records: Vec<(&str, Option<&str>)> =
             records.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        log.append(&mut batch(&records, now, codec_bits), 0)
+        log.append(batch(&records, now, codec_bits).as_mut_slice(), 0)
             .unwrap();
     }
 }
@@ -80,7 +80,7 @@ fn only_the_latest_value_per_key_survives_at_its_original_offset() {
     for codec_bits in [0, 1, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), config()).unwrap();
-        log.append(&mut batch(&[("k10", Some("once"))], 10_000, codec_bits), 0)
+        log.append(&batch(&[("k10", Some("once"))], 10_000, codec_bits), 0)
             .unwrap();
         fill(&mut log, 60, codec_bits, 10_000);
         let before = read_all(&log);
@@ -124,15 +124,15 @@ fn tombstones_are_kept_until_delete_retention_passes() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config()).unwrap();
     fill(&mut log, 10, 0, 0);
-    log.append(&mut batch(&[("k3", None)], 5_000, 0), 0)
+    log.append(batch(&[("k3", None)], 5_000, 0).as_mut_slice(), 0)
         .unwrap();
     fill(&mut log, 1, 0, 5_000); // k3 is written again after its tombstone...
-    log.append(&mut batch(&[("k4", None)], 5_000, 0), 0)
+    log.append(batch(&[("k4", None)], 5_000, 0).as_mut_slice(), 0)
         .unwrap();
     // ...and enough other data follows to close the segments holding both tombstones.
     for i in 0..40 {
         let key = format!("other{i}");
-        log.append(&mut batch(&[(key.as_str(), Some("x"))], 5_000, 0), 0)
+        log.append(&batch(&[(key.as_str(), Some("x"))], 5_000, 0), 0)
             .unwrap();
     }
     log.compact(5_500).unwrap();
@@ -216,7 +216,7 @@ fn idempotent_batches_keep_every_records_sequence() {
             ..TestBatchBuilder::default()
         }
         .build(&records);
-        log.append(&mut batch, 0).unwrap();
+        log.append(batch.as_mut_slice(), 0).unwrap();
     }
     log.compact(0).unwrap().expect("compacted");
     let bytes = log.read(0, 1 << 20).unwrap();

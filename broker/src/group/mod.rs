@@ -8,13 +8,16 @@
 //! * [`log_format`] is how groups and offsets are written to `__consumer_offsets`, and [`store`]
 //!   writes them through the ordinary partition log and replays them on startup.
 //! * [`coordinator`] owns all groups behind one lock, parks JoinGroup and SyncGroup requests until
-//!   their rebalance completes, and runs the timers (session, rebalance, initial-join delay).
+//!   their rebalance completes, and runs the timers (session, rebalance, initial-join delay);
+//!   [`offsets`] adds OffsetCommit / OffsetFetch / OffsetDelete to it.
 //!
 //! Errors are [`GroupError`]s; handlers turn them into Kafka error codes.
 
 pub mod coordinator;
 pub mod log_format;
 pub mod membership;
+pub mod offsets;
+mod restore;
 pub mod state;
 pub mod store;
 

@@ -90,7 +90,7 @@ impl OffsetsStore {
         let mut batch = simple_batch(0, crate::broker::now_ms(), &keyed)
             .map_err(|e| GroupError::Storage(e.to_string()))?;
         self.partition
-            .append(&mut batch)
+            .append(batch.as_mut_slice())
             .map_err(|e| GroupError::Storage(e.to_string()))?;
         Ok(())
     }

@@ -1,0 +1,212 @@
+//! Committed offsets: OffsetCommit (who may commit in which group state, as Kafka decides),
+//! OffsetFetch and OffsetDelete. Every change is written to `__consumer_offsets` before the
+//! in-memory map is updated, so an acknowledged commit survives a crash.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::coordinator::{FetchedOffsets, GroupCoordinator, PartitionResult};
+use super::log_format::{encode_key, encode_offset, RecordKey};
+use super::membership;
+use super::state::{CommittedOffset, Group, GroupState};
+use super::GroupError;
+use crate::broker::now_ms;
+
+impl GroupCoordinator {
+    /// Commits offsets for a group member (or, with generation < 0, for a group with no
+    /// members that only stores offsets here). Returns a per-partition result.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Vec<PartitionResult> {
+        let all = |error: GroupError| -> Vec<PartitionResult> {
+            offsets
+                .iter()
+                .map(|(t, p, _)| (t.clone(), *p, Err(error.clone())))
+                .collect()
+        };
+        if group_id.is_empty() {
+            return all(GroupError::InvalidGroupId);
+        }
+        let mut groups = self.lock();
+        let now = now_ms();
+        if !groups.contains_key(group_id) {
+            if generation >= 0 {
+                return all(GroupError::IllegalGeneration {
+                    received: generation,
+                    current: -1,
+                });
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id, now));
+        }
+        let Some(group) = groups.get_mut(group_id) else {
+            return all(GroupError::CoordinatorNotAvailable("group vanished"));
+        };
+        if let Err(error) = check_commit(group, generation, member_id, instance_id) {
+            return all(error);
+        }
+        if let Some(member) = group.members.get_mut(member_id) {
+            member.last_heartbeat_ms = now;
+        }
+        let records: Vec<(Bytes, Option<Bytes>)> = offsets
+            .iter()
+            .map(|(topic, partition, value)| {
+                let key = RecordKey::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                (encode_key(&key), Some(encode_offset(value)))
+            })
+            .collect();
+        if let Err(error) = self.store.append(&records) {
+            tracing::error!(group = %group_id, %error, "offset commit failed");
+            return all(error);
+        }
+        offsets
+            .into_iter()
+            .map(|(topic, partition, value)| {
+                group.offsets.insert((topic.clone(), partition), value);
+                (topic, partition, Ok(()))
+            })
+            .collect()
+    }
+
+    /// Committed offsets of `group_id`: the requested partitions (missing ones as `None`), or
+    /// every committed partition when `wanted` is `None`.
+    pub fn fetch(&self, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> FetchedOffsets {
+        let groups = self.lock();
+        let committed = groups.get(group_id).map(|g| &g.offsets);
+        let lookup = |topic: &str, partition: i32| {
+            committed.and_then(|o| o.get(&(topic.to_string(), partition)).cloned())
+        };
+        match wanted {
+            Some(wanted) => wanted
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions.iter().map(|&p| (p, lookup(&topic, p))).collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                for ((topic, partition), offset) in committed.into_iter().flatten() {
+                    by_topic
+                        .entry(topic.clone())
+                        .or_default()
+                        .push((*partition, Some(offset.clone())));
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// Forgets committed offsets of partitions no member is subscribed to (OffsetDelete).
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<PartitionResult>, GroupError> {
+        let mut groups = self.lock();
+        let group = groups
+            .get_mut(group_id)
+            .ok_or_else(|| GroupError::GroupIdNotFound(group_id.to_string()))?;
+        let subscribed = subscribed_topics(group);
+        let mut results = Vec::new();
+        let mut tombstones = Vec::new();
+        for (topic, partition) in partitions {
+            if subscribed.contains(&topic) {
+                results.push((
+                    topic.clone(),
+                    partition,
+                    Err(GroupError::GroupSubscribedToTopic(topic)),
+                ));
+                continue;
+            }
+            if group.offsets.contains_key(&(topic.clone(), partition)) {
+                let key = RecordKey::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition,
+                };
+                tombstones.push((encode_key(&key), None));
+            }
+            results.push((topic, partition, Ok(())));
+        }
+        self.store.append(&tombstones)?;
+        for (topic, partition, result) in &results {
+            if result.is_ok() {
+                group.offsets.remove(&(topic.clone(), *partition));
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Kafka's OffsetCommit rules for who may commit in which state.
+fn check_commit(
+    group: &Group,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> Result<(), GroupError> {
+    if group.is(GroupState::Dead) {
+        return Err(GroupError::CoordinatorNotAvailable(
+            "the group is being deleted",
+        ));
+    }
+    if generation < 0 && group.is(GroupState::Empty) {
+        return Ok(());
+    }
+    membership::check_member(group, member_id, instance_id)?;
+    if group.is(GroupState::CompletingRebalance) {
+        return Err(GroupError::RebalanceInProgress);
+    }
+    if generation != group.generation {
+        return Err(GroupError::IllegalGeneration {
+            received: generation,
+            current: group.generation,
+        });
+    }
+    Ok(())
+}
+
+/// Topics the members' subscriptions name (consumer protocol metadata v0+: version i16, then an
+/// array of topic strings).
+fn subscribed_topics(group: &Group) -> Vec<String> {
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let mut topics = Vec::new();
+    for member in group.members.values() {
+        let metadata = member.metadata_for(&protocol);
+        let mut at = 2;
+        let read_i32 = |b: &[u8], at: usize| {
+            b.get(at..at + 4)
+                .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        };
+        let Some(count) = read_i32(&metadata, at) else {
+            continue;
+        };
+        at += 4;
+        for _ in 0..count.max(0) {
+            let Some(len) = metadata
+                .get(at..at + 2)
+                .map(|s| i16::from_be_bytes([s[0], s[1]]))
+            else {
+                break;
+            };
+            at += 2;
+            let Some(name) = metadata.get(at..at + len.max(0) as usize) else {
+                break;
+            };
+            topics.push(String::from_utf8_lossy(name).into_owned());
+            at += len.max(0) as usize;
+        }
+    }
+    topics
+}
