@@ -54,8 +54,9 @@ pub async fn serve(
             let Some(frame) = frame else {
                 return Ok(());
             };
-            if let Some(response) = process(&broker, frame).await? {
-                writer.write_all(&response).await?;
+            for chunk in process(&broker, frame).await? {
+                // Large chunks (fetched records) bypass the buffer and go straight to the socket.
+                writer.write_all(&chunk).await?;
             }
             if !frames.has_buffered() {
                 writer.flush().await?;
@@ -84,19 +85,20 @@ impl ConnectionError {
     }
 }
 
-/// Decodes and handles one request; `Ok(None)` when no response is due.
-async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<Bytes>, ConnectionError> {
+/// Decodes and handles one request; returns the response frame's chunks (none when no response
+/// is due).
+async fn process(broker: &Broker, mut frame: Bytes) -> Result<Vec<Bytes>, ConnectionError> {
     let (api_key, header) = codec::decode_header(&mut frame)?;
     let version = header.request_api_version;
     if !api_versions::supports(api_key, version) {
         if api_key == ApiKey::ApiVersions {
             let response = ResponseKind::ApiVersions(api_versions::unsupported_version());
-            return Ok(Some(codec::encode_response(
+            return Ok(vec![codec::encode_response(
                 api_key,
                 0,
                 header.correlation_id,
                 &response,
-            )?));
+            )?]);
         }
         return Err(ConnectionError::UnsupportedVersion { api_key, version });
     }
@@ -105,12 +107,12 @@ async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<Bytes>, Con
         .await
         .map_err(ConnectionError::Handler)?
     {
-        Reply::Send(response) => Ok(Some(codec::encode_response(
+        Reply::Send(response) => Ok(codec::encode_response_chunks(
             api_key,
             version,
             header.correlation_id,
             &response,
-        )?)),
-        Reply::Nothing => Ok(None),
+        )?),
+        Reply::Nothing => Ok(Vec::new()),
     }
 }

@@ -125,6 +125,69 @@ pub fn encode_response(
     Ok(buf.freeze())
 }
 
+/// Encodes a response frame as a list of chunks to write in order. The record sets of a Fetch
+/// response are passed through by reference (see [`crate::chunked`]) instead of being copied
+/// into the frame; every other response is one chunk.
+pub fn encode_response_chunks(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<Vec<Bytes>, CodecError> {
+    let ResponseKind::Fetch(fetch) = response else {
+        return Ok(vec![encode_response(
+            api_key,
+            version,
+            correlation_id,
+            response,
+        )?]);
+    };
+    let records: Vec<Bytes> = fetch
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .filter_map(|partition| partition.records.clone())
+        .filter(|records| records.len() >= crate::chunked::ZERO_COPY_MIN)
+        .collect();
+    if records.is_empty() {
+        return Ok(vec![encode_response(
+            api_key,
+            version,
+            correlation_id,
+            response,
+        )?]);
+    }
+    let encode_error = |e: anyhow::Error| CodecError::Encode {
+        api_key,
+        version,
+        reason: e.to_string(),
+    };
+    let mut buf = crate::chunked::ChunkedBuf::new(records);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, response.header_version(version))
+        .map_err(encode_error)?;
+    fetch.encode(&mut buf, version).map_err(encode_error)?;
+    let Some(body) = buf.finish() else {
+        return Ok(vec![encode_response(
+            api_key,
+            version,
+            correlation_id,
+            response,
+        )?]);
+    };
+    let length: usize = body.iter().map(Bytes::len).sum();
+    let length = i32::try_from(length).map_err(|_| CodecError::Encode {
+        api_key,
+        version,
+        reason: format!("a {length}-byte response does not fit a frame"),
+    })?;
+    let mut chunks = Vec::with_capacity(body.len() + 1);
+    chunks.push(Bytes::copy_from_slice(&length.to_be_bytes()));
+    chunks.extend(body);
+    Ok(chunks)
+}
+
 /// ApiVersions always answers with header v0, whatever its version, so that a client that asked
 /// for a version we do not know can still read the error (KIP-511).
 fn response_header_version(api_key: ApiKey, version: i16, response: &ResponseKind) -> i16 {
@@ -208,6 +271,39 @@ mod tests {
         assert_eq!(header.client_id.as_deref(), Some("test"));
         let body = decode_body(api_key, 9, &mut frame).unwrap();
         assert_eq!(body, RequestKind::Metadata(request));
+    }
+
+    #[test]
+    fn chunked_fetch_response_equals_the_contiguous_encoding() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::{FetchResponse, TopicName};
+        let big = Bytes::from((0..40_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let small = Bytes::from_static(b"tiny records");
+        let partitions = vec![
+            PartitionData::default()
+                .with_partition_index(0)
+                .with_records(Some(big.clone())),
+            PartitionData::default()
+                .with_partition_index(1)
+                .with_records(Some(small)),
+            PartitionData::default()
+                .with_partition_index(2)
+                .with_records(Some(big.clone())),
+        ];
+        let response = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName("t".to_string().into()))
+                .with_partitions(partitions),
+        ]));
+        for version in [4, 11, 12] {
+            let whole = encode_response(ApiKey::Fetch, version, 9, &response).unwrap();
+            let chunks = encode_response_chunks(ApiKey::Fetch, version, 9, &response).unwrap();
+            assert!(
+                chunks.iter().any(|c| c.as_ptr() == big.as_ptr()),
+                "records passed by reference"
+            );
+            assert_eq!(chunks.concat(), whole.to_vec(), "v{version}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! broker-written batches ([`records`]) and a small async client ([`client`]).
 
 pub mod batch;
+pub mod chunked;
 pub mod client;
 pub mod codec;
 pub mod frame;
