@@ -62,7 +62,7 @@ fn read(c: &mut Criterion) {
     let mut log = Log::open(dir.path(), config()).expect("open log");
     let total_batches = 4096; // 64 MiB
     for _ in 0..total_batches {
-        log.append(&mut batch.clone(), 0).expect("append");
+        log.append(&batch, 0).expect("append");
     }
     let end = log.log_end_offset();
     let max_bytes = 1 << 20;

@@ -2,7 +2,7 @@
 //!
 //! A [`Log`] is a directory of segments (`.log` batches, `.index` offset index, `.timeindex`
 //! time index; formats in [`log`], [`segment`] and [`index`]). Producer batches are stored byte
-//! for byte (only `baseOffset` and `partitionLeaderEpoch` are rewritten in place), and reads hand
+//! for byte (only `baseOffset` and `partitionLeaderEpoch` are stamped into the stored copy), and reads hand
 //! out [`bytes::Bytes`] that point straight into the memory-mapped segment.
 //!
 //! * [`Log::append`] validates every batch (framing, magic, CRC-32C, idempotent-producer

@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use inlet_protocol::batch::{set_base_offset, set_partition_leader_epoch};
 
 use crate::append::{validate_request, AppendOutcome};
 use crate::compaction::{self, CompactionOutcome};
@@ -115,7 +114,7 @@ impl Log {
     /// Appends one or more v2 batches as a producer sent them (see the module doc).
     pub fn append(
         &mut self,
-        records: &mut [u8],
+        records: &[u8],
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
         // 1. Validate every batch: framing, magic, CRC, record count, size.
@@ -154,12 +153,7 @@ impl Log {
             .last_mut()
             .ok_or_else(|| corrupt(0, "log has no segment"))?;
         for (header, range) in &batches {
-            let batch = &mut records[range.clone()];
-            set_base_offset(batch, header.base_offset)
-                .map_err(|e| corrupt(range.start, e.to_string()))?;
-            set_partition_leader_epoch(batch, leader_epoch)
-                .map_err(|e| corrupt(range.start, e.to_string()))?;
-            active.append(batch, header)?;
+            active.append(&records[range.clone()], header)?;
             self.unflushed_messages += header.records_count as u64;
         }
         self.producers.apply(updates);

@@ -38,9 +38,23 @@ fn idempotent(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
 }
 
 /// Appends and returns the stored form of the batch (offset and epoch rewritten).
-fn append(log: &mut Log, mut b: Vec<u8>) -> (AppendOutcome, Vec<u8>) {
-    let outcome = log.append(&mut b, 3).unwrap();
-    (outcome, b)
+fn append(log: &mut Log, b: Vec<u8>) -> (AppendOutcome, Vec<u8>) {
+    let outcome = log.append(&b, 3).unwrap();
+    (outcome, stored_copy(&b, outcome.base_offset, 3))
+}
+
+/// What the log stores for `request` appended at `first_offset`: the same bytes with dense base
+/// offsets and the leader epoch stamped in.
+fn stored_copy(request: &[u8], first_offset: i64, epoch: i32) -> Vec<u8> {
+    let mut stored = request.to_vec();
+    let mut next = first_offset;
+    for item in inlet_protocol::batch::BatchIter::new(request) {
+        let (header, range) = item.unwrap();
+        inlet_protocol::batch::set_base_offset(&mut stored[range.clone()], next).unwrap();
+        inlet_protocol::batch::set_partition_leader_epoch(&mut stored[range], epoch).unwrap();
+        next += i64::from(header.last_offset_delta) + 1;
+    }
+    stored
 }
 
 fn base(b: &[u8]) -> i64 {
@@ -189,20 +203,20 @@ fn corrupt_crc_append_is_rejected_and_log_unchanged() {
     let mut bad = batch(1, 10, 0);
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let mut request = [good.clone(), bad.clone()].concat();
-    let err = log.append(&mut request, 0).unwrap_err();
+    let request = [good.clone(), bad.clone()].concat();
+    let err = log.append(&request, 0).unwrap_err();
     assert!(
         matches!(err, StorageError::CorruptBatch { position, .. } if position == good.len()),
         "{err}"
     );
     assert_eq!(&request[..good.len()], &good[..], "request bytes untouched");
-    let mut garbage_tail = [good.clone(), vec![0; 20]].concat();
+    let garbage_tail = [good.clone(), vec![0; 20]].concat();
     assert!(matches!(
-        log.append(&mut garbage_tail, 0),
+        log.append(&garbage_tail, 0),
         Err(StorageError::CorruptBatch { .. })
     ));
     assert!(matches!(
-        log.append(&mut [], 0),
+        log.append(&[], 0),
         Err(StorageError::CorruptBatch { .. })
     ));
     assert_eq!(log.log_end_offset(), 1);
@@ -213,9 +227,9 @@ fn corrupt_crc_append_is_rejected_and_log_unchanged() {
 fn batch_larger_than_a_segment_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(500)).unwrap();
-    let mut big = batch(1, 600, 0);
+    let big = batch(1, 600, 0);
     assert!(matches!(
-        log.append(&mut big, 0),
+        log.append(&big, 0),
         Err(StorageError::RecordTooLarge { max: 500, .. })
     ));
     assert_eq!(log.log_end_offset(), 0);
@@ -344,14 +358,14 @@ fn duplicates_out_of_order_and_epoch_checks_survive_reopen() {
     drop(log);
     let mut log = Log::open(dir.path(), config(1000)).unwrap();
     let end = log.log_end_offset();
-    let dup = log.append(&mut idempotent(7, 1, 0, 3), 0).unwrap();
+    let dup = log.append(&idempotent(7, 1, 0, 3), 0).unwrap();
     assert!(dup.duplicate);
     assert_eq!(
         (dup.base_offset, dup.last_offset),
         (first.base_offset, first.last_offset)
     );
     assert!(matches!(
-        log.append(&mut idempotent(7, 1, 5, 1), 0),
+        log.append(&idempotent(7, 1, 5, 1), 0),
         Err(StorageError::OutOfOrderSequence {
             expected: 3,
             received: 5,
@@ -359,7 +373,7 @@ fn duplicates_out_of_order_and_epoch_checks_survive_reopen() {
         })
     ));
     assert!(matches!(
-        log.append(&mut idempotent(7, 0, 3, 1), 0),
+        log.append(&idempotent(7, 0, 3, 1), 0),
         Err(StorageError::InvalidProducerEpoch {
             current: 1,
             received: 0,
@@ -367,20 +381,12 @@ fn duplicates_out_of_order_and_epoch_checks_survive_reopen() {
         })
     ));
     assert!(matches!(
-        log.append(&mut idempotent(7, 2, 3, 1), 0),
+        log.append(&idempotent(7, 2, 3, 1), 0),
         Err(StorageError::OutOfOrderSequence { expected: 0, .. })
     ));
     assert_eq!(log.log_end_offset(), end, "rejected appends wrote nothing");
-    assert!(
-        !log.append(&mut idempotent(7, 1, 3, 1), 0)
-            .unwrap()
-            .duplicate
-    );
-    assert!(
-        !log.append(&mut idempotent(7, 2, 0, 1), 0)
-            .unwrap()
-            .duplicate
-    );
+    assert!(!log.append(&idempotent(7, 1, 3, 1), 0).unwrap().duplicate);
+    assert!(!log.append(&idempotent(7, 2, 0, 1), 0).unwrap().duplicate);
 }
 
 #[test]
@@ -388,7 +394,7 @@ fn producer_state_comes_from_snapshot_plus_replay_and_truncation_forgets_removed
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(1000)).unwrap();
     for seq in 0..10 {
-        log.append(&mut idempotent(5, 0, seq, 1), 0).unwrap();
+        log.append(&idempotent(5, 0, seq, 1), 0).unwrap();
         append(&mut log, batch(1, 100, 0)); // rolls every few appends, writing snapshots
     }
     assert!(!snapshot::list(dir.path()).unwrap().is_empty());
@@ -399,16 +405,8 @@ fn producer_state_comes_from_snapshot_plus_replay_and_truncation_forgets_removed
     assert_eq!(log.producers, live);
     log.truncate_to(11).unwrap(); // keeps sequences 0..=5 (offsets 0, 2, ..., 10)
     assert!(snapshot::list(dir.path()).unwrap().iter().all(|&o| o <= 11));
-    assert!(
-        log.append(&mut idempotent(5, 0, 5, 1), 0)
-            .unwrap()
-            .duplicate
-    );
-    assert!(
-        !log.append(&mut idempotent(5, 0, 6, 1), 0)
-            .unwrap()
-            .duplicate
-    );
+    assert!(log.append(&idempotent(5, 0, 5, 1), 0).unwrap().duplicate);
+    assert!(!log.append(&idempotent(5, 0, 6, 1), 0).unwrap().duplicate);
     log.close().unwrap();
     let log = Log::open(dir.path(), config(1000)).unwrap();
     let at_close = snapshot::load_latest(dir.path(), log.log_end_offset())
@@ -646,8 +644,9 @@ proptest! {
             match op {
                 Op::Append { batches } => {
                     let parts: Vec<Vec<u8>> = batches.iter().map(|&(n, size)| batch(n, size, end)).collect();
-                    let mut request = parts.concat();
-                    let outcome = l.append(&mut request, 1).unwrap();
+                    let request = parts.concat();
+                    let outcome = l.append(&request, 1).unwrap();
+                    let request = stored_copy(&request, outcome.base_offset, 1);
                     prop_assert_eq!(outcome.base_offset, end);
                     let mut at = 0;
                     for p in &parts {
@@ -662,8 +661,8 @@ proptest! {
                 Op::Idempotent { records } => {
                     let seq = sent.last().map_or(0, |(b, _, _)| BatchHeader::parse(b).unwrap().last_sequence() + 1);
                     let original = idempotent(11, 0, seq, records);
-                    let mut request = original.clone();
-                    let outcome = l.append(&mut request, 1).unwrap();
+                    let outcome = l.append(&original, 1).unwrap();
+                    let request = stored_copy(&original, outcome.base_offset, 1);
                     prop_assert!(!outcome.duplicate);
                     prop_assert_eq!(outcome.base_offset, end);
                     end = outcome.last_offset + 1;
@@ -672,7 +671,7 @@ proptest! {
                 }
                 Op::RetryLast => {
                     if let Some((original, first, last)) = sent.last() {
-                        let outcome = l.append(&mut original.clone(), 1).unwrap();
+                        let outcome = l.append(&original.clone(), 1).unwrap();
                         prop_assert!(outcome.duplicate);
                         prop_assert_eq!((outcome.base_offset, outcome.last_offset), (*first, *last));
                     }

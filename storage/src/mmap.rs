@@ -179,6 +179,13 @@ impl MapWriter {
 
     /// Copies `data` right after the committed prefix and commits it.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.append_patched(data, |_| {})
+    }
+
+    /// Copies `data` right after the committed prefix, lets `patch` edit the copy while no
+    /// reader can see it yet (the log stamps offsets this way, without a staging copy), then
+    /// commits it.
+    pub fn append_patched(&mut self, data: &[u8], patch: impl FnOnce(&mut [u8])) -> io::Result<()> {
         let at = self.map.committed();
         if data.len() > self.remaining() {
             return Err(io::Error::new(
@@ -195,13 +202,12 @@ impl MapWriter {
         // `committed`, so no reader view overlaps it; `self` is the only writer (`&mut self`, one
         // writer per mapping), so no other write overlaps it; `data` lies outside the mapping or
         // in its committed prefix (the only part ever handed out), so it does not overlap the
-        // destination. The mapping was created writable in `MappedFile::writable`.
+        // destination. The mapping was created writable in `MappedFile::writable`. The mutable
+        // slice given to `patch` covers the same uncommitted range and ends before the commit.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.map.raw.as_mut_ptr().add(at),
-                data.len(),
-            );
+            let destination = self.map.raw.as_mut_ptr().add(at);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), destination, data.len());
+            patch(std::slice::from_raw_parts_mut(destination, data.len()));
         }
         self.map.committed.store(at + data.len(), Ordering::Release);
         Ok(())

@@ -73,8 +73,9 @@ impl Partition {
         Ok(f(log)?)
     }
 
-    /// Appends producer batches (validated, offsets assigned in place) and wakes waiting fetches.
-    pub fn append(&self, records: &mut [u8]) -> Result<AppendOutcome, PartitionError> {
+    /// Appends producer batches (validated; offsets stamped into the stored copy) and wakes
+    /// waiting fetches.
+    pub fn append(&self, records: &[u8]) -> Result<AppendOutcome, PartitionError> {
         let outcome = self.with_log(|log| {
             let outcome = log.append(records, self.leader_epoch)?;
             self.high_watermark

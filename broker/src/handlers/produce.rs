@@ -3,7 +3,6 @@
 //! is the whole ISR, so acks=1 and acks=all are both satisfied once the local append returns;
 //! acks=0 gets no response at all (the connection layer drops it).
 
-use bytes::BytesMut;
 use inlet_protocol::batch::BatchIter;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -48,14 +47,16 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
                     let Some(records) = data.records else {
                         return failed(response, ResponseError::CorruptMessage, "no records");
                     };
+                    if topic.name == crate::group::OFFSETS_TOPIC {
+                        // Only the group coordinator writes there (Kafka refuses this too).
+                        return failed(response, ResponseError::InvalidTopicException, "cannot append to an internal topic");
+                    }
                     let max_batch = topic.config().max_message_bytes(broker.topics.defaults());
                     if let Some(size) = oversized_batch(&records, max_batch) {
                         let reason = format!("a {size}-byte batch exceeds max.message.bytes ({max_batch})");
                         return failed(response, ResponseError::MessageTooLarge, &reason);
                     }
-                    // The log rewrites base offsets in place; the request buffer is shared.
-                    let mut owned = BytesMut::from(&records[..]);
-                    match partition.append(&mut owned) {
+                    match partition.append(&records) {
                         Ok(outcome) => response
                             .with_base_offset(outcome.base_offset)
                             .with_log_append_time_ms(-1)
