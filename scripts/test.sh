@@ -77,7 +77,7 @@ step "cargo test --workspace"
 "$CARGO" test --workspace --no-fail-fast || failed+=("cargo test")
 
 step "pytest integration-tests/python"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider integration-tests/python || failed+=("pytest")
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=8 integration-tests/python || failed+=("pytest")
 
 if ((${#failed[@]})); then
     step "FAILED: ${failed[*]} ($((SECONDS - START)) s)"
