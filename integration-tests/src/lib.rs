@@ -273,11 +273,18 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        let mut exited_early = None;
         if let Some(mut child) = self.child.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited_early = Some(status);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
         if thread::panicking() {
+            if let Some(status) = exited_early {
+                eprintln!("the broker had already exited during the test: {status}");
+            }
             eprintln!(
                 "---- inlet broker log {} (last 60 lines) ----\n{}\n---- end of broker log ----",
                 self.log_path.display(),
