@@ -105,6 +105,7 @@ def test_committed_offset_survives_kill9_and_restart(group_broker):
     try:
         offsets = admin.list_group_offsets(group)[group]
         assert offsets[tp].offset == 40, offsets
+        assert "__consumer_offsets" not in admin.list_topics(), "internal topics are not listed"
         listed = admin.list_groups()
         assert group in [g[0] if isinstance(g, tuple) else g["group_id"] for g in listed], listed
         admin.delete_groups([group])

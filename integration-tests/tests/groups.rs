@@ -463,3 +463,46 @@ async fn compacted_topic_shrinks_to_the_latest_value_of_each_key() {
         FILLER
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_topic_is_internal_and_protected() {
+    use rdkafka::consumer::BaseConsumer;
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let offsets_topic = "__consumer_offsets";
+    let client: BaseConsumer = client_config(&bootstrap).create().expect("client");
+    // (Listings without it are checked from kafka-python in test_groups.py: librdkafka 2.12's
+    // all-topics Metadata v12 request carries 3 bytes the broker's strict decoder refuses.)
+    let named = client
+        .fetch_metadata(Some(offsets_topic), Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(named.topics().len(), 1);
+    assert_eq!(
+        named.topics()[0].partitions().len(),
+        1,
+        "asked by name, it is there"
+    );
+
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(&bootstrap).create().expect("admin");
+    let deleted = admin
+        .delete_topics(&[offsets_topic], &AdminOptions::new())
+        .await
+        .expect("DeleteTopics request");
+    assert!(deleted.iter().all(|r| r.is_err()), "{deleted:?}");
+
+    let producer: FutureProducer = client_config(&bootstrap)
+        .set("message.send.max.retries", "0")
+        .create()
+        .expect("producer");
+    let sent = producer
+        .send(
+            FutureRecord::to(offsets_topic).key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        sent.is_err(),
+        "a client append to the offsets topic must fail"
+    );
+}

@@ -1,4 +1,5 @@
-//! DeleteTopics: by name (all versions) or by topic id (v6+).
+//! DeleteTopics: by name (all versions) or by topic id (v6+). The internal `__consumer_offsets`
+//! cannot be deleted.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
@@ -37,6 +38,14 @@ pub fn handle(broker: &Broker, version: i16, request: DeleteTopicsRequest) -> De
             let Some(name) = name else {
                 return result.with_error_code(ResponseError::UnknownTopicId.code());
             };
+            if name.as_str() == crate::group::OFFSETS_TOPIC {
+                // The group coordinator lives in it; deleting it would lose every group's offsets.
+                return result
+                    .with_error_code(ResponseError::InvalidTopicException.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "internal topics cannot be deleted",
+                    )));
+            }
             match broker.topics.delete(&name) {
                 Ok(topic) => result.with_topic_id(topic.id),
                 Err(error) => result
