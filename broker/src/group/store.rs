@@ -184,3 +184,71 @@ fn apply(replayed: &mut Replayed, key: Option<Bytes>, value: Option<Bytes>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::config::LogDefaults;
+    use crate::group::{GroupConfig, GroupCoordinator};
+
+    fn registry(dir: &Path) -> TopicRegistry {
+        TopicRegistry::open(dir, LogDefaults::default(), Arc::new(watch::channel(0).0)).unwrap()
+    }
+
+    fn commit(groups: &GroupCoordinator, group: &str, partition: i32, offset: i64) {
+        let value = CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
+        let results = groups.commit(group, -1, "", None, vec![("t".into(), partition, value)]);
+        assert!(results.iter().all(|(_, _, r)| r.is_ok()), "{results:?}");
+    }
+
+    fn committed(groups: &GroupCoordinator, group: &str) -> Vec<(i32, i64)> {
+        groups
+            .fetch(group, None)
+            .into_iter()
+            .flat_map(|(_, partitions)| partitions)
+            .map(|(p, o)| (p, o.map_or(-1, |o| o.offset)))
+            .collect()
+    }
+
+    #[test]
+    fn offsets_survive_a_restart_after_the_offsets_topic_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let topics = registry(dir.path());
+            let groups = GroupCoordinator::open(&topics, GroupConfig::default()).unwrap();
+            // Small segments, so the many commits below fill closed segments to compact.
+            let mut config = offsets_topic_config();
+            config.set("segment.bytes", "1024").unwrap();
+            topics.set_config(OFFSETS_TOPIC, config).unwrap();
+            for round in 0..200 {
+                commit(&groups, "a", round % 3, i64::from(round));
+                commit(&groups, "b", 0, 1000 + i64::from(round));
+            }
+            commit(&groups, "gone", 0, 5);
+            groups.delete("gone").unwrap();
+            let partition = topics.get(OFFSETS_TOPIC).unwrap().partition(0).unwrap();
+            let outcome = partition.compact(crate::broker::now_ms()).unwrap().unwrap();
+            assert!(
+                outcome.records_after * 10 < outcome.records_before,
+                "{outcome:?}"
+            );
+            topics.close_all();
+        }
+        let topics = registry(dir.path());
+        let groups = GroupCoordinator::open(&topics, GroupConfig::default()).unwrap();
+        assert_eq!(committed(&groups, "a"), vec![(0, 198), (1, 199), (2, 197)]);
+        assert_eq!(committed(&groups, "b"), vec![(0, 1199)]);
+        assert!(committed(&groups, "gone").is_empty());
+        assert!(groups.describe("gone").is_none());
+    }
+}
