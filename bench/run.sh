@@ -10,7 +10,7 @@
 #   1. produce 1 KiB records, acks=1, 6 partitions
 #   2. the same with acks=all, and with lz4 compression
 #   3. consume the whole acks=1 topic from the beginning with one consumer
-#   4. end-to-end latency at a fixed 20 MB/s
+#   4. end-to-end latency at a fixed 20 MB/s (linger.ms=0: latency, not batching, is measured)
 # For each run it samples the broker's CPU time and resident memory. Results go to
 # bench/results/latest.json and a Markdown table (bench/results/latest.md, also printed); every
 # broker figure is also given as a ratio of the machine limits measured in the same run, since
@@ -98,7 +98,7 @@ run "produce acks=1" --topic bench-acks1 produce --seconds "$RUN_SECONDS" --acks
 run "produce acks=all" --topic bench-acksall produce --seconds "$RUN_SECONDS" --acks all
 run "produce acks=1 lz4" --topic bench-lz4 produce --seconds "$RUN_SECONDS" --acks 1 --compression lz4
 run "consume from beginning" --topic bench-acks1 consume
-run "end-to-end at 20 MB/s" --topic bench-e2e end-to-end --seconds "$RUN_SECONDS" --acks 1 --rate-mb 20
+run "end-to-end at 20 MB/s" --topic bench-e2e end-to-end --seconds "$RUN_SECONDS" --acks 1 --rate-mb 20 --linger-ms 0
 
 python3 - "$WORK/runs.jsonl" "$LOOPBACK_MBPS" "$DISK_MBPS" "$RESULTS" <<'PY'
 import json, sys, datetime, platform, os

@@ -18,7 +18,7 @@ use crate::connection;
 /// How often flush policies are checked; `flush.ms` is honoured at this granularity.
 const FLUSH_CHECK: Duration = Duration::from_millis(100);
 /// How often idle mapped pages are released, so resident memory follows the working set.
-const RELEASE_IDLE_PAGES: Duration = Duration::from_secs(10);
+const RELEASE_IDLE_PAGES: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

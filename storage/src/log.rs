@@ -469,11 +469,11 @@ impl Log {
     /// Lets idle mapped data stop counting as resident memory (see
     /// [`Segment::release_idle_pages`]); call it now and then, e.g. every few seconds. Memory
     /// then tracks what is being read and written, not how much the log holds.
-    pub fn release_idle_pages(&self) -> Result<(), StorageError> {
+    pub fn release_idle_pages(&mut self) -> Result<(), StorageError> {
         /// The recently written tail that tailing consumers read is kept mapped.
         const KEEP_TAIL: usize = 16 * 1024 * 1024;
         self.segments
-            .iter()
+            .iter_mut()
             .try_for_each(|segment| segment.release_idle_pages(KEEP_TAIL))
     }
 

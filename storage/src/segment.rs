@@ -18,6 +18,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -49,6 +50,10 @@ pub struct Segment {
     /// Bytes known to be on disk (active), or whether a closed file still needs a sync.
     flushed: usize,
     needs_sync: bool,
+    /// Pages below this were released and not written since (see `release_idle_pages`).
+    released_upto: usize,
+    /// A read faulted pages in since the last release.
+    read_since_release: AtomicBool,
 }
 
 impl Segment {
@@ -128,6 +133,8 @@ impl Segment {
             flushed: scan.valid_len,
             // The file was created, preallocated or cut: its metadata needs a sync.
             needs_sync: true,
+            released_upto: 0,
+            read_since_release: AtomicBool::new(false),
         })
     }
 
@@ -191,6 +198,8 @@ impl Segment {
             created_ms: now_ms,
             flushed: scan.valid_len,
             needs_sync: false,
+            released_upto: 0,
+            read_since_release: AtomicBool::new(false),
         })
     }
 
@@ -249,6 +258,8 @@ impl Segment {
             created_ms: now_ms,
             flushed: bytes.len(),
             needs_sync: false,
+            released_upto: 0,
+            read_since_release: AtomicBool::new(false),
         }))
     }
 
@@ -347,6 +358,7 @@ impl Segment {
 
     /// Whole batches from `position`: the first always, then more while the total fits `max_bytes`.
     pub fn read_at(&self, position: usize, max_bytes: usize) -> Bytes {
+        self.read_since_release.store(true, Ordering::Relaxed);
         let bytes = self.bytes();
         let mut end = position;
         for item in BatchIter::new(bytes.get(position..).unwrap_or_default()) {
@@ -415,17 +427,25 @@ impl Segment {
     }
 
     /// Stops holding idle pages resident: all of a closed segment, all but the last
-    /// `keep_tail` flushed bytes of the active one (the tail consumers are reading).
-    pub fn release_idle_pages(&self, keep_tail: usize) -> Result<(), StorageError> {
+    /// `keep_tail` flushed bytes of the active one (the tail consumers are reading). Only what
+    /// was written or read since the last call is touched, so calling it often is cheap.
+    pub fn release_idle_pages(&mut self, keep_tail: usize) -> Result<(), StorageError> {
         let end = if self.writer.is_some() {
             self.flushed.saturating_sub(keep_tail)
         } else {
             self.size()
         };
+        let start = if self.read_since_release.swap(false, Ordering::Relaxed) {
+            0
+        } else {
+            self.released_upto.min(end)
+        };
         let base = self.base_offset();
         self.map
-            .release_pages(0..end)
-            .context(|| format!("releasing pages of segment {base}"))
+            .release_pages(start..end)
+            .context(|| format!("releasing pages of segment {base}"))?;
+        self.released_upto = self.released_upto.max(end);
+        Ok(())
     }
 
     /// Writes the first `len` bytes to a temp file and renames it over this segment's `.log`.

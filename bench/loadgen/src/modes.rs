@@ -36,6 +36,9 @@ pub struct ProduceArgs {
     /// Cap the send rate (MB/s); 0 sends as fast as the client can.
     #[arg(long, default_value_t = 0.0)]
     rate_mb: f64,
+    /// librdkafka's linger.ms: batching delay traded for throughput.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u32,
 }
 
 #[derive(Args)]
@@ -130,7 +133,7 @@ fn producer(bootstrap: &str, args: &ProduceArgs) -> anyhow::Result<ThreadedProdu
         .set("bootstrap.servers", bootstrap)
         .set("acks", &args.acks)
         .set("compression.codec", &args.compression)
-        .set("linger.ms", "5")
+        .set("linger.ms", args.linger_ms.to_string())
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
