@@ -107,8 +107,9 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
 pub async fn run(context: &Context, args: ProduceArgs) -> anyhow::Result<()> {
     let mut cluster = context.connect().await?;
     // Like Kafka's console producer, producing may auto-create the topic if the broker allows.
-    let metadata = cluster.metadata(Some(&[args.topic.clone()]), true).await?;
-    drop(metadata);
+    cluster
+        .metadata(Some(std::slice::from_ref(&args.topic)), true)
+        .await?;
     let topic = cluster.topic(&args.topic).await?;
     let count = topic.partitions.len() as i32;
     if let Some(p) = args.partition {

@@ -133,6 +133,10 @@ pub struct Client {
     /// api key -> (min, max) version the broker supports.
     broker_versions: HashMap<i16, (i16, i16)>,
     timeout: Duration,
+    /// Correlation id of a request written whose answer was never read, because the caller
+    /// dropped the exchange (a `select!` on Ctrl-C, a timeout): that answer is still on its way
+    /// and must be skipped before the next one is read.
+    unanswered: Option<i32>,
 }
 
 impl Client {
@@ -160,6 +164,7 @@ impl Client {
             next_correlation_id: 0,
             broker_versions: HashMap::new(),
             timeout,
+            unanswered: None,
         };
         client.negotiate_versions().await?;
         Ok(client)
@@ -256,8 +261,24 @@ impl Client {
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let frame = codec::encode_request(&request, version, correlation_id, &self.client_id)?;
         let exchange = async {
+            if let Some(stale) = self.unanswered {
+                let frame = self.reader.next_frame().await?.ok_or(ClientError::Closed)?;
+                let got = frame
+                    .get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(-1, i32::from_be_bytes);
+                if got != stale {
+                    return Err(ClientError::CorrelationMismatch {
+                        expected: stale,
+                        got,
+                    });
+                }
+            }
+            // Set until the answer is read: if this future is dropped, the next call skips it.
+            self.unanswered = Some(correlation_id);
             self.writer.write_all(&frame).await?;
             let mut response = self.reader.next_frame().await?.ok_or(ClientError::Closed)?;
+            self.unanswered = None;
             let (got, body) = codec::decode_response::<R>(&mut response, version)?;
             if got != correlation_id {
                 return Err(ClientError::CorrelationMismatch {

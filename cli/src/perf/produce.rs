@@ -64,7 +64,9 @@ pub async fn run(context: &Context, args: PerfProduceArgs) -> anyhow::Result<Rep
         bail!("--record-size and --max-in-flight must be at least 1");
     }
     let mut cluster = context.connect().await?;
-    cluster.metadata(Some(&[args.topic.clone()]), true).await?;
+    cluster
+        .metadata(Some(std::slice::from_ref(&args.topic)), true)
+        .await?;
     let topic = cluster.topic(&args.topic).await?;
     let mut pipelines: BTreeMap<i32, Pipeline> = BTreeMap::new();
     for p in &topic.partitions {
