@@ -14,6 +14,7 @@
 //! Errors are [`GroupError`]s; handlers turn them into Kafka error codes.
 
 pub mod coordinator;
+mod expiry;
 pub mod log_format;
 pub mod membership;
 pub mod offsets;

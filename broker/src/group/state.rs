@@ -9,7 +9,8 @@
 //!     └──────────────────────────────┴── Empty        join/leave/expiry ◀──── Stable
 //! ```
 //!
-//! Dead is a deleted group. Times are milliseconds passed in by the caller, so the whole machine
+//! Dead is a deleted group. What time alone changes (expired sessions and deadlines) is in
+//! [`super::expiry`]. Times are milliseconds passed in by the caller, so the whole machine
 //! is deterministic under test. Parked JoinGroup/SyncGroup requests are `oneshot` senders kept on
 //! their member and answered when the rebalance moves on.
 
@@ -282,7 +283,7 @@ impl Group {
     }
 
     /// Drops members that did not rejoin, starts the next generation and answers the joins.
-    fn complete_join(&mut self, now_ms: i64) {
+    pub(super) fn complete_join(&mut self, now_ms: i64) {
         let absent: Vec<String> = self
             .members
             .values()
@@ -368,71 +369,6 @@ impl Group {
         self.needs_persist = true;
         self.set_state(GroupState::Stable, now_ms);
         tracing::info!(group = %self.id, generation = self.generation, members = self.members.len(), "rebalance complete: stable");
-    }
-
-    /// What changes with time alone: expired sessions, ended join phases, missed syncs.
-    pub fn tick(&mut self, now_ms: i64, initial_delay_ms: i64) {
-        self.pending_members.retain(|_, expiry| *expiry > now_ms);
-        // Members parked in JoinGroup/SyncGroup are alive by definition (Kafka keeps them too).
-        let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none())
-            .filter(|m| now_ms - m.last_heartbeat_ms > i64::from(m.session_timeout_ms))
-            .map(|m| m.id.clone())
-            .collect();
-        for id in &expired {
-            tracing::info!(group = %self.id, member = %id, "session timed out; member removed");
-            self.remove_member(id);
-        }
-        if self.is(GroupState::CompletingRebalance) && now_ms >= self.sync_deadline_ms {
-            let unsynced: Vec<String> = self
-                .members
-                .values()
-                .filter(|m| m.sync_waiter.is_none())
-                .map(|m| m.id.clone())
-                .collect();
-            for id in &unsynced {
-                tracing::info!(group = %self.id, member = %id, "no SyncGroup within the rebalance timeout; member removed");
-                self.remove_member(id);
-            }
-            if !unsynced.is_empty() {
-                self.after_membership_change(now_ms, initial_delay_ms, "members did not sync");
-            }
-        }
-        if !expired.is_empty() {
-            self.after_membership_change(now_ms, initial_delay_ms, "session timeout");
-        }
-        self.maybe_complete_join(now_ms);
-    }
-
-    /// After members left: rebalance, or become Empty when nobody is left.
-    pub fn after_membership_change(&mut self, now_ms: i64, initial_delay_ms: i64, reason: &str) {
-        match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                if self.members.is_empty() {
-                    // Kafka goes through a (trivial) rebalance to Empty with a new generation.
-                    self.prepare_rebalance(now_ms, 0, reason);
-                    self.complete_join(now_ms);
-                } else {
-                    self.prepare_rebalance(now_ms, initial_delay_ms, reason);
-                }
-            }
-            GroupState::PreparingRebalance => self.maybe_complete_join(now_ms),
-            GroupState::Empty | GroupState::Dead => {}
-        }
-    }
-
-    /// Fails every parked request (broker shutdown or group deletion).
-    pub fn fail_waiters(&mut self, error: GroupError) {
-        for member in self.members.values_mut() {
-            if let Some(waiter) = member.join_waiter.take() {
-                let _ = waiter.send(Err(error.clone()));
-            }
-            if let Some(waiter) = member.sync_waiter.take() {
-                let _ = waiter.send(Err(error.clone()));
-            }
-        }
     }
 }
 
