@@ -3,7 +3,8 @@
 //!
 //! * [`state`] is one group's state machine (Empty, PreparingRebalance, CompletingRebalance,
 //!   Stable, Dead) with its members, timers and committed offsets; it is plain data driven by
-//!   explicit timestamps so it can be tested without a runtime.
+//!   explicit timestamps so it can be tested without a runtime; [`expiry`] is what time alone
+//!   changes in it.
 //! * [`membership`] holds the JoinGroup / SyncGroup / Heartbeat / LeaveGroup rules on top of it.
 //! * [`log_format`] is how groups and offsets are written to `__consumer_offsets`, and [`store`]
 //!   writes them through the ordinary partition log and replays them on startup.
@@ -14,7 +15,7 @@
 //! Errors are [`GroupError`]s; handlers turn them into Kafka error codes.
 
 pub mod coordinator;
-mod expiry;
+pub mod expiry;
 pub mod log_format;
 pub mod membership;
 pub mod offsets;
