@@ -143,7 +143,7 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let mut positions = start_positions(&mut cluster, &topic, &args, member.as_ref()).await?;
+    let mut positions = start_positions(&mut cluster, &topic, &args, member.as_ref(), true).await?;
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
@@ -192,11 +192,16 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
         if let Some(m) = member.as_mut() {
-            commit_if_moved(&mut cluster, m, &args.topic, &positions, &mut committed).await?;
-            if m.heartbeat_if_due(&mut cluster).await? {
-                // A rebalance: the partitions (and where to start in them) may have changed.
+            let mut rebalanced =
+                commit_if_moved(&mut cluster, m, &args.topic, &positions, &mut committed).await?;
+            if !rebalanced {
+                rebalanced = m.heartbeat_if_due(&mut cluster).await?;
+            }
+            if rebalanced {
+                // The partitions may have changed: continue from the group's committed offsets
+                // (--offset and --from-time applied to the first generation only).
                 topic = cluster.topic(&args.topic).await?;
-                positions = start_positions(&mut cluster, &topic, &args, Some(m)).await?;
+                positions = start_positions(&mut cluster, &topic, &args, Some(m), false).await?;
                 committed.clear();
             }
         }
@@ -219,35 +224,44 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commits the positions that moved since the last commit.
+/// Commits the positions that moved since the last commit. Returns `true` when the group
+/// rebalanced instead (the member has rejoined; the commit was refused).
 async fn commit_if_moved(
     cluster: &mut Cluster,
     member: &mut Member,
     topic: &str,
     positions: &BTreeMap<i32, i64>,
     committed: &mut BTreeMap<i32, i64>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let moved: Offsets = positions
         .iter()
         .filter(|(p, o)| committed.get(p) != Some(o))
         .map(|(&p, &o)| ((topic.to_string(), p), o))
         .collect();
     if moved.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
-    if !member.commit(cluster, &moved).await? {
-        committed.extend(moved.into_iter().map(|((_, p), o)| (p, o)));
+    if member.commit(cluster, &moved).await? {
+        return Ok(true);
     }
-    Ok(())
+    committed.extend(moved.into_iter().map(|((_, p), o)| (p, o)));
+    Ok(false)
 }
 
 /// partition -> first offset to read, from the flags or (in a group) the committed offsets.
+/// `explicit: false` ignores `--offset` and `--from-time` (a later generation of the group).
 async fn start_positions(
     cluster: &mut Cluster,
     topic: &TopicInfo,
     args: &ConsumeArgs,
     member: Option<&Member>,
+    explicit: bool,
 ) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let (offset, from_time) = if explicit {
+        (args.offset, args.from_time)
+    } else {
+        (None, None)
+    };
     let partitions: Vec<i32> = match member {
         Some(m) => m.assignment().get(&topic.name).cloned().unwrap_or_default(),
         None if args.partition.is_empty() => topic.partitions.iter().map(|p| p.index).collect(),
@@ -262,7 +276,7 @@ async fn start_positions(
     };
     let mut positions = BTreeMap::new();
     let mut unresolved = partitions.clone();
-    if let (Some(m), None, None) = (member, args.offset, args.from_time) {
+    if let (Some(m), None, None) = (member, offset, from_time) {
         let wanted = BTreeMap::from([(topic.name.clone(), partitions.clone())]);
         let committed = fetch_offsets(cluster, m.group(), Some(&wanted)).await?;
         for ((_, p), o) in committed {
@@ -273,17 +287,17 @@ async fn start_positions(
     if unresolved.is_empty() {
         return Ok(positions);
     }
-    if let Some(offset) = args.offset {
+    if let Some(offset) = offset {
         positions.extend(unresolved.iter().map(|&p| (p, offset)));
         return Ok(positions);
     }
-    let timestamp = match args.from_time {
+    let timestamp = match from_time {
         Some(ms) => ms,
         None if args.from_beginning => EARLIEST,
         None => LATEST,
     };
     let offsets = cluster.list_offsets(topic, &unresolved, timestamp).await?;
-    let latest = if args.from_time.is_some() {
+    let latest = if from_time.is_some() {
         cluster.list_offsets(topic, &unresolved, LATEST).await?
     } else {
         BTreeMap::new()
