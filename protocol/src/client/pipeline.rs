@@ -144,3 +144,135 @@ impl Drop for Pipeline {
         self.reader.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
+    };
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::frame::FrameReader;
+
+    /// A broker that answers ApiVersions, then every Produce with the correlation id as the
+    /// partition index (so a test can see which answer went to which request), then hangs up
+    /// after `answers` Produce answers.
+    async fn fake_broker(answers: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut frames = FrameReader::new(read, 1 << 20);
+            let mut answered = 0;
+            while let Ok(Some(mut frame)) = frames.next_frame().await {
+                let (key, header) = codec::decode_header(&mut frame).unwrap();
+                let version = header.request_api_version;
+                let response = match codec::decode_body(key, version, &mut frame).unwrap() {
+                    RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(
+                        ApiVersionsResponse::default().with_api_keys(
+                            [(ApiKey::ApiVersions, 0, 3), (ApiKey::Produce, 3, 9)]
+                                .iter()
+                                .map(|&(k, min, max)| {
+                                    ApiVersion::default()
+                                        .with_api_key(k as i16)
+                                        .with_min_version(min)
+                                        .with_max_version(max)
+                                })
+                                .collect(),
+                        ),
+                    ),
+                    _ if answered == answers => return,
+                    _ => {
+                        answered += 1;
+                        ResponseKind::Produce(ProduceResponse::default().with_responses(vec![
+                            TopicProduceResponse::default().with_partition_responses(vec![
+                                PartitionProduceResponse::default()
+                                    .with_index(header.correlation_id),
+                            ]),
+                        ]))
+                    }
+                };
+                let bytes =
+                    codec::encode_response(key, version, header.correlation_id, &response).unwrap();
+                write.write_all(&bytes).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn answers_are_paired_with_requests_in_order() {
+        let addr = fake_broker(usize::MAX).await;
+        let mut pipeline = Pipeline::new(Client::connect(addr.as_str(), "t").await.unwrap());
+        let version = pipeline.version_capped::<ProduceRequest>(12).unwrap();
+        assert_eq!(version, 9);
+        let mut waiting = Vec::new();
+        for _ in 0..50 {
+            let future = pipeline
+                .send(&ProduceRequest::default().with_acks(1), version, true)
+                .await
+                .unwrap();
+            waiting.push(future.unwrap());
+        }
+        let mut indexes = Vec::new();
+        for future in waiting {
+            let response = future.wait().await.unwrap();
+            indexes.push(response.responses[0].partition_responses[0].index);
+        }
+        // ApiVersions took correlation id 0; the Produce requests 1..=50, answered in order.
+        assert_eq!(indexes, (1..=50).collect::<Vec<i32>>());
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_fails_every_outstanding_request() {
+        let addr = fake_broker(2).await;
+        let mut pipeline = Pipeline::new(Client::connect(addr.as_str(), "t").await.unwrap());
+        let mut waiting = Vec::new();
+        for _ in 0..5 {
+            let future = pipeline
+                .send(&ProduceRequest::default().with_acks(1), 9, true)
+                .await
+                .unwrap();
+            waiting.push(future.unwrap());
+        }
+        let results: Vec<bool> = futures_ok(waiting).await;
+        assert_eq!(results, [true, true, false, false, false]);
+    }
+
+    /// (A [`Client`] test, here for the fake broker.) An exchange dropped after its request was
+    /// written, as `select!` on Ctrl-C does, must not hand its answer to the next request.
+    #[tokio::test]
+    async fn a_dropped_exchange_does_not_shift_later_answers() {
+        let addr = fake_broker(usize::MAX).await;
+        let mut client = Client::connect(addr.as_str(), "t").await.unwrap();
+        {
+            let first = client.send_version(ProduceRequest::default().with_acks(1), 9);
+            // The current-thread runtime cannot run the broker before `first` has written its
+            // request and started waiting, so this drops it mid-exchange.
+            tokio::select! {
+                biased;
+                _ = first => panic!("answered before the broker ran"),
+                _ = std::future::ready(()) => {}
+            }
+        }
+        let second = client
+            .send_version(ProduceRequest::default().with_acks(1), 9)
+            .await
+            .unwrap();
+        assert_eq!(second.responses[0].partition_responses[0].index, 2);
+    }
+
+    async fn futures_ok(futures: Vec<ResponseFuture<ProduceRequest>>) -> Vec<bool> {
+        let mut ok = Vec::new();
+        for future in futures {
+            ok.push(future.wait().await.is_ok());
+        }
+        ok
+    }
+}
