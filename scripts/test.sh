@@ -74,7 +74,8 @@ step "building the tests"
 # Both suites run even if the first fails, so one run shows every failure.
 failed=()
 step "cargo test --workspace"
-"$CARGO" test --workspace --no-fail-fast || failed+=("cargo test")
+# --show-output: passing tests' stderr too, e.g. the 100,000-record round-trip time.
+"$CARGO" test --workspace --no-fail-fast -- --show-output || failed+=("cargo test")
 
 step "pytest integration-tests/python"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=8 integration-tests/python || failed+=("pytest")
