@@ -144,6 +144,18 @@ fn every_codec_and_time_based_start() {
         .collect();
     assert_eq!(run.stdout.lines().collect::<Vec<_>>(), expected);
 
+    // --file instead of stdin, and acks=0 (nothing comes back; the records still land).
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(file.path(), "from file 1\r\nfrom file 2\n").expect("write the input file");
+    let path = file.path().to_str().expect("a UTF-8 path");
+    let run = inlet(&b, &["produce", "codecs", "--file", path, "--acks", "0"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = inlet(
+        &b,
+        &["consume", "codecs", "--offset", "250", "--count", "2"],
+    );
+    assert_eq!(run.stdout, "from file 1\nfrom file 2\n");
+
     // A time after every record: nothing to read; a time long ago: everything.
     let run = inlet(
         &b,
