@@ -19,6 +19,14 @@ use serde_json::json;
 
 use crate::connect::Context;
 
+/// Fetch errors that mean "ask the cluster who leads this partition now".
+const LEADER_MOVED: [ResponseError; 4] = [
+    ResponseError::NotLeaderOrFollower,
+    ResponseError::LeaderNotAvailable,
+    ResponseError::FencedLeaderEpoch,
+    ResponseError::UnknownLeaderEpoch,
+];
+
 /// Fetch v13+ addresses topics by id; v4-12 by name.
 const FETCH_CAP: i16 = 12;
 /// Short enough that heartbeats (every 3 s) are never late by much.
@@ -158,7 +166,14 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
             fetched = fetch(&mut cluster, &topic, &positions, MAX_WAIT_MS, 1024 * 1024) => fetched?,
         };
         let mut at_end = true;
+        let mut stale_metadata = false;
         for f in fetched {
+            if LEADER_MOVED.iter().any(|e| e.code() == f.error_code) {
+                // Leadership moved (another broker of a cluster): look it up again and retry.
+                stale_metadata = true;
+                at_end = false;
+                continue;
+            }
             if f.error_code == ResponseError::OffsetOutOfRange.code() {
                 // The position fell off the log (retention) or past its end: reset like
                 // auto.offset.reset (earliest with --from-beginning, else latest).
@@ -191,6 +206,10 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
             }
         }
         out.flush()?;
+        if stale_metadata {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            topic = cluster.topic(&args.topic).await?;
+        }
         if let Some(m) = member.as_mut() {
             let mut rebalanced =
                 commit_if_moved(&mut cluster, m, &args.topic, &positions, &mut committed).await?;
