@@ -31,12 +31,6 @@ pub enum CodecError {
         version: i16,
         reason: String,
     },
-    #[error("{len} trailing bytes after the {api_key:?} v{version} body")]
-    TrailingBytes {
-        api_key: ApiKey,
-        version: i16,
-        len: usize,
-    },
     #[error("cannot encode {api_key:?} v{version}: {reason}")]
     Encode {
         api_key: ApiKey,
@@ -74,8 +68,9 @@ pub fn decode_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader), Codec
     Ok((api_key, header))
 }
 
-/// Decodes a request body of a version the caller has already accepted. The whole frame must be
-/// consumed: leftover bytes mean the peer and we disagree about the schema.
+/// Decodes a request body of a version the caller has already accepted. Bytes left after the
+/// body are ignored, as Kafka's own brokers do: librdkafka 2.12, for one, pads some Metadata
+/// requests with zeros, and refusing them would cut off real clients.
 pub fn decode_body(
     api_key: ApiKey,
     version: i16,
@@ -89,11 +84,12 @@ pub fn decode_body(
             reason: e.to_string(),
         })?;
     if !body.is_empty() {
-        return Err(CodecError::TrailingBytes {
-            api_key,
+        tracing::debug!(
+            ?api_key,
             version,
-            len: body.len(),
-        });
+            trailing = body.len(),
+            "ignoring bytes after the request body"
+        );
     }
     Ok(request)
 }
@@ -304,6 +300,18 @@ mod tests {
             );
             assert_eq!(chunks.concat(), whole.to_vec(), "v{version}");
         }
+    }
+
+    #[test]
+    fn bytes_after_the_body_are_ignored_like_kafka_does() {
+        let request = MetadataRequest::default();
+        let frame = encode_request(&request, 12, 5, "padded").unwrap();
+        let mut padded = BytesMut::from(&frame[4..]);
+        padded.extend_from_slice(&[0, 0, 0]);
+        let mut padded = padded.freeze();
+        let (api_key, header) = decode_header(&mut padded).unwrap();
+        let body = decode_body(api_key, header.request_api_version, &mut padded).unwrap();
+        assert_eq!(body, RequestKind::Metadata(request));
     }
 
     #[test]
