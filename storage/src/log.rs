@@ -25,6 +25,7 @@
 //! and does no disk sync, except `flush`, `close` and `truncate_to` (rare, replication only).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -33,6 +34,7 @@ use crate::append::{validate_request, AppendOutcome};
 use crate::compaction::{self, CompactionOutcome};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
+use crate::mmap::MappedFile;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::recovery::{self, rebuild_producers, CLEAN_SHUTDOWN_FILE};
 use crate::retention::{segments_to_delete, RetentionOutcome, SegmentFacts};
@@ -386,6 +388,15 @@ impl Log {
 
     /// Flushes if `flush_messages` records are unflushed or `flush_ms` passed since the last flush.
     pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        if self.flush_is_due(now_ms) {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// Whether the flush policy asks for a flush now.
+    pub fn flush_is_due(&self, now_ms: i64) -> bool {
         let by_count = self
             .config
             .flush_messages
@@ -394,11 +405,17 @@ impl Log {
             .config
             .flush_ms
             .is_some_and(|ms| now_ms.saturating_sub(self.last_flush_ms) >= ms as i64);
-        if by_count || by_time {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
-        Ok(())
+        by_count || by_time
+    }
+
+    /// Unflushed data ranges and their mappings. Writing these back (`MappedFile::flush_range`)
+    /// is the slow part of a flush and needs no lock on the log: appends land past them and
+    /// mappings outlive truncation. A following [`Log::flush`] then finds them clean.
+    pub fn unflushed_data(&self) -> Vec<(Arc<MappedFile>, std::ops::Range<usize>)> {
+        self.segments
+            .iter()
+            .filter_map(Segment::unflushed)
+            .collect()
     }
 
     /// Deletes old closed segments per `retention_ms` / `retention_bytes`.

@@ -409,6 +409,14 @@ impl Segment {
         Ok(())
     }
 
+    /// The active segment's written but unflushed bytes, with the mapping they live in, so a
+    /// caller can write them back without holding the log (see `Log::unflushed_data`).
+    pub fn unflushed(&self) -> Option<(Arc<MappedFile>, std::ops::Range<usize>)> {
+        let size = self.size();
+        (self.writer.is_some() && self.flushed < size)
+            .then(|| (Arc::clone(&self.map), self.flushed..size))
+    }
+
     /// Writes data and indexes durably to disk.
     pub fn flush(&mut self) -> Result<(), StorageError> {
         let base = self.base_offset();

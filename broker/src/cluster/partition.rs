@@ -139,7 +139,22 @@ impl Partition {
         })
     }
 
+    /// Flushes per policy. The dirty data is written back before taking the log's lock for the
+    /// bookkeeping part, so producers and fetches on this partition do not wait on the disk.
     pub fn maybe_flush(&self, now_ms: i64) -> Result<(), PartitionError> {
+        let pending = self.with_log(|log| {
+            Ok(if log.flush_is_due(now_ms) {
+                log.unflushed_data()
+            } else {
+                Vec::new()
+            })
+        })?;
+        for (map, range) in pending {
+            map.flush_range(range).map_err(|source| StorageError::Io {
+                context: format!("flushing {}-{}", self.topic, self.index),
+                source,
+            })?;
+        }
         self.with_log(|log| log.maybe_flush(now_ms))
     }
 
