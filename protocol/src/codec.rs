@@ -130,13 +130,16 @@ pub fn encode_response_chunks(
     correlation_id: i32,
     response: &ResponseKind,
 ) -> Result<Vec<Bytes>, CodecError> {
-    let ResponseKind::Fetch(fetch) = response else {
-        return Ok(vec![encode_response(
+    let contiguous = || {
+        Ok(vec![encode_response(
             api_key,
             version,
             correlation_id,
             response,
-        )?]);
+        )?])
+    };
+    let ResponseKind::Fetch(fetch) = response else {
+        return contiguous();
     };
     let records: Vec<Bytes> = fetch
         .responses
@@ -146,12 +149,7 @@ pub fn encode_response_chunks(
         .filter(|records| records.len() >= crate::chunked::ZERO_COPY_MIN)
         .collect();
     if records.is_empty() {
-        return Ok(vec![encode_response(
-            api_key,
-            version,
-            correlation_id,
-            response,
-        )?]);
+        return contiguous();
     }
     let encode_error = |e: anyhow::Error| CodecError::Encode {
         api_key,
@@ -165,12 +163,7 @@ pub fn encode_response_chunks(
         .map_err(encode_error)?;
     fetch.encode(&mut buf, version).map_err(encode_error)?;
     let Some(body) = buf.finish() else {
-        return Ok(vec![encode_response(
-            api_key,
-            version,
-            correlation_id,
-            response,
-        )?]);
+        return contiguous();
     };
     let length: usize = body.iter().map(Bytes::len).sum();
     let length = i32::try_from(length).map_err(|_| CodecError::Encode {
