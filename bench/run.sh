@@ -75,6 +75,9 @@ run() {
     local name=$1; shift
     echo "==> $name"
     local cpu0 wall0 out cpu1 wall1
+    # Start each run with the previous run's dirty pages written back, so one run's disk
+    # writeback does not land in the next run's latencies.
+    sync
     cpu0=$(cpu_seconds "$BROKER_PID"); wall0=$(date +%s.%N)
     out=$("$LOADGEN" --bootstrap 127.0.0.1:$PORT "$@")
     cpu1=$(cpu_seconds "$BROKER_PID"); wall1=$(date +%s.%N)
