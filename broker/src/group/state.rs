@@ -151,6 +151,15 @@ impl Group {
         self.state_since_ms = now_ms;
     }
 
+    /// The longest rebalance timeout any member asked for: how long a rebalance phase may wait.
+    fn max_rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn is(&self, state: GroupState) -> bool {
         self.state == state
     }
@@ -240,12 +249,7 @@ impl Group {
                 }
             }
         }
-        let rebalance_timeout = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms))
-            .max()
-            .unwrap_or(0);
+        let rebalance_timeout = self.max_rebalance_timeout_ms();
         if self.is(GroupState::Empty) && initial_delay_ms > 0 {
             self.join_deadline_ms = now_ms + initial_delay_ms.min(rebalance_timeout.max(1));
             self.initial_delay_limit_ms = Some(now_ms + rebalance_timeout.max(initial_delay_ms));
@@ -325,12 +329,7 @@ impl Group {
                 )
             })
             .collect();
-        let rebalance_timeout = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms))
-            .max()
-            .unwrap_or(0);
+        let rebalance_timeout = self.max_rebalance_timeout_ms();
         self.sync_deadline_ms = now_ms + rebalance_timeout;
         self.set_state(GroupState::CompletingRebalance, now_ms);
         tracing::info!(group = %self.id, generation = self.generation, protocol = %protocol, leader = %leader, members = self.members.len(), "rebalance: join phase complete");
