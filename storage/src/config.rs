@@ -1,6 +1,7 @@
 //! Per-log configuration. Field names follow Kafka's topic configs (`segment.bytes`,
 //! `segment.ms`, `index.interval.bytes`, `flush.messages`, `flush.ms`, `retention.ms`,
-//! `retention.bytes`).
+//! `retention.bytes`, `remote.storage.enable`, `local.retention.ms`, `local.retention.bytes`,
+//! `lake.parquet.enable`).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,17 @@ pub struct LogConfig {
     pub compact: bool,
     /// `delete.retention.ms`: how long compaction keeps tombstones (default 1 day).
     pub delete_retention_ms: i64,
+    /// `remote.storage.enable`: closed segments are copied to the lake (see [`crate::tier`])
+    /// (default false here; the broker turns it on).
+    pub remote_storage: bool,
+    /// `local.retention.ms`, with Kafka's -2 ("same as `retention.ms`") already resolved:
+    /// closed segments already in the lake are deleted locally once older than this.
+    pub local_retention_ms: Option<i64>,
+    /// `local.retention.bytes`, resolved like `local_retention_ms`: segments already in the
+    /// lake are deleted locally while the local log is larger than this.
+    pub local_retention_bytes: Option<u64>,
+    /// `lake.parquet.enable`: every tiered segment is also written as a Parquet file.
+    pub lake_parquet: bool,
 }
 
 impl Default for LogConfig {
@@ -49,6 +61,10 @@ impl Default for LogConfig {
             retention_bytes: None,
             compact: false,
             delete_retention_ms: 24 * 60 * 60 * 1000,
+            remote_storage: false,
+            local_retention_ms: None,
+            local_retention_bytes: None,
+            lake_parquet: true,
         }
     }
 }

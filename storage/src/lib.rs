@@ -32,6 +32,7 @@ pub mod retention;
 pub mod scan;
 pub mod segment;
 pub mod snapshot;
+pub mod tier;
 
 pub use append::AppendOutcome;
 pub use compaction::CompactionOutcome;

@@ -282,6 +282,7 @@ impl TopicConfig {
             retention_ms: positive(self.long("retention.ms", defaults.retention_ms)),
             retention_bytes: positive(self.long("retention.bytes", defaults.retention_bytes))
                 .map(|n| n as u64),
+            ..LogConfig::default()
         }
     }
 }
