@@ -122,6 +122,19 @@ impl BatchHeader {
     /// the compression codec is known, and the whole batch (`12 + batchLength` bytes) fits in `buf`.
     /// Does not check the CRC (see [`verify_crc`]).
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        let header = BatchHeader::parse_header_only(buf)?;
+        if header.total_len() > buf.len() {
+            return Err(BatchError::Truncated {
+                needed: header.total_len(),
+                available: buf.len(),
+            });
+        }
+        Ok(header)
+    }
+
+    /// Like [`parse`](Self::parse) but needs only the first [`HEADER_LEN`] bytes, for walking a
+    /// log whose batches are read piecemeal (the lake reader).
+    pub fn parse_header_only(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < HEADER_LEN {
             return Err(BatchError::Truncated {
                 needed: HEADER_LEN,
@@ -135,13 +148,6 @@ impl BatchHeader {
         let magic = buf[MAGIC_AT] as i8;
         if magic != MAGIC_V2 {
             return Err(BatchError::UnsupportedMagic(magic));
-        }
-        let total = LOG_OVERHEAD + batch_length as usize;
-        if total > buf.len() {
-            return Err(BatchError::Truncated {
-                needed: total,
-                available: buf.len(),
-            });
         }
         let attributes = be_i16(buf, ATTRIBUTES_AT);
         Compression::from_attributes(attributes)?;

@@ -78,6 +78,19 @@ impl<const W: usize> IndexFile<W> {
         }))
     }
 
+    /// An index held only in memory, e.g. one read back from the lake. `None` unless `bytes`
+    /// are whole entries. Never written anywhere: everything counts as persisted.
+    fn detached(bytes: Vec<u8>) -> Option<Self> {
+        bytes.len().is_multiple_of(W).then(|| IndexFile {
+            path: PathBuf::new(),
+            entries: Entries::Memory {
+                persisted: bytes.len(),
+                bytes,
+            },
+            dirty: false,
+        })
+    }
+
     fn bytes(&self) -> &[u8] {
         match &self.entries {
             Entries::Memory { bytes, .. } => bytes,
@@ -206,6 +219,17 @@ impl OffsetIndex {
         Ok(Some(OffsetIndex(file)))
     }
 
+    /// An index over encoded entries kept in memory (a copy fetched from the lake); `None` if
+    /// `bytes` are not whole entries.
+    pub fn detached(bytes: Vec<u8>) -> Option<OffsetIndex> {
+        IndexFile::detached(bytes).map(OffsetIndex)
+    }
+
+    /// The encoded entries, as the `.index` file holds them.
+    pub fn entry_bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+
     pub fn append(&mut self, relative_offset: u32, position: u32) {
         self.0.push(encode_offset_entry(relative_offset, position));
     }
@@ -278,6 +302,16 @@ impl TimeIndex {
             prev = Some((t, o));
         }
         Ok(Some(TimeIndex(file)))
+    }
+
+    /// A time index over encoded entries kept in memory; `None` if not whole entries.
+    pub fn detached(bytes: Vec<u8>) -> Option<TimeIndex> {
+        IndexFile::detached(bytes).map(TimeIndex)
+    }
+
+    /// The encoded entries, as the `.timeindex` file holds them.
+    pub fn entry_bytes(&self) -> &[u8] {
+        self.0.bytes()
     }
 
     /// Adds an entry if `timestamp` is newer than the last one.

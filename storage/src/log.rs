@@ -68,6 +68,8 @@ pub struct Log {
     dir_dirty: bool,
     /// Last value written to the recovery-point file: every closed segment below it is synced.
     recovery_point: i64,
+    /// Offsets below this are safely in the lake, so local retention may delete them.
+    tiered_end: i64,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -101,6 +103,7 @@ impl Log {
             last_flush_ms: now,
             dir_dirty: false,
             recovery_point: recovery::read_recovery_point(dir),
+            tiered_end: 0,
         })
     }
 
@@ -418,7 +421,21 @@ impl Log {
             .collect()
     }
 
-    /// Deletes old closed segments per `retention_ms` / `retention_bytes`.
+    /// The first closed, non-empty segment starting at or after `offset`: the next one to tier.
+    pub fn closed_segment_from(&self, offset: i64) -> Option<crate::tier::ClosedSegment> {
+        self.segments
+            .iter()
+            .filter(|s| s.base_offset() >= offset)
+            .find_map(Segment::closed_copy)
+    }
+
+    /// Records that every offset below `offset` is in the lake (see `local_retention_*`).
+    pub fn set_tiered_end(&mut self, offset: i64) {
+        self.tiered_end = offset;
+    }
+
+    /// Deletes old closed segments per `retention_ms` / `retention_bytes`, and, with remote
+    /// storage, segments already in the lake per `local_retention_ms` / `local_retention_bytes`.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
         let facts: Vec<SegmentFacts> = self
             .segments
@@ -427,6 +444,7 @@ impl Log {
                 size: s.size() as u64,
                 max_timestamp: s.max_timestamp(),
                 closed: !s.is_active(),
+                tiered: s.next_offset() <= self.tiered_end,
             })
             .collect();
         let count = segments_to_delete(&facts, &self.config, now_ms)

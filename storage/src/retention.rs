@@ -7,6 +7,9 @@
 //! * by size (`retention_bytes`): while the log would still be at least `retention_bytes` large
 //!   after removing the oldest segment.
 //!
+//! With remote storage on, segments that are already in the lake are also deleted per the local
+//! retention (`local_retention_ms` / `local_retention_bytes`), which is usually much shorter.
+//!
 //! The last (active) segment is never deleted, so the log end offset is kept.
 //!
 //! [`Log`]: crate::Log
@@ -27,6 +30,8 @@ pub struct SegmentFacts {
     pub size: u64,
     pub max_timestamp: i64,
     pub closed: bool,
+    /// Every offset of the segment is in the lake.
+    pub tiered: bool,
 }
 
 /// How many segments from the start of `segments` (oldest first) to delete.
@@ -36,18 +41,52 @@ pub fn segments_to_delete(segments: &[SegmentFacts], config: &LogConfig, now_ms:
         .take(segments.len().saturating_sub(1))
         .take_while(|s| s.closed)
         .count();
-    let by_time = match config.retention_ms {
-        Some(ms) if ms >= 0 => segments[..deletable]
+    let total = expired_prefix(
+        &segments[..deletable],
+        segments,
+        config.retention_ms,
+        config.retention_bytes,
+        now_ms,
+    );
+    let local = if config.remote_storage {
+        let tiered = segments[..deletable]
+            .iter()
+            .take_while(|s| s.tiered)
+            .count();
+        expired_prefix(
+            &segments[..tiered],
+            segments,
+            config.local_retention_ms,
+            config.local_retention_bytes,
+            now_ms,
+        )
+    } else {
+        0
+    };
+    total.max(local)
+}
+
+/// How many of `candidates` (a prefix of `segments`) are past `retention_ms` or must go to get
+/// `segments` under `retention_bytes`.
+fn expired_prefix(
+    candidates: &[SegmentFacts],
+    segments: &[SegmentFacts],
+    retention_ms: Option<i64>,
+    retention_bytes: Option<u64>,
+    now_ms: i64,
+) -> usize {
+    let by_time = match retention_ms {
+        Some(ms) if ms >= 0 => candidates
             .iter()
             .take_while(|s| now_ms.saturating_sub(s.max_timestamp) > ms)
             .count(),
         _ => 0,
     };
-    let by_size = match config.retention_bytes {
+    let by_size = match retention_bytes {
         Some(limit) => {
             let total: u64 = segments.iter().map(|s| s.size).sum();
             let mut excess = total.saturating_sub(limit);
-            segments[..deletable]
+            candidates
                 .iter()
                 .take_while(|s| {
                     let fits = s.size <= excess;
@@ -72,6 +111,7 @@ mod tests {
             size,
             max_timestamp,
             closed: true,
+            tiered: false,
         }
     }
 
@@ -104,6 +144,31 @@ mod tests {
         assert_eq!(segments_to_delete(&segs, &config(None, Some(150)), 0), 2);
         assert_eq!(segments_to_delete(&segs, &config(None, Some(0)), 0), 3);
         assert_eq!(segments_to_delete(&segs, &config(None, Some(1000)), 0), 0);
+    }
+
+    #[test]
+    fn local_retention_deletes_only_what_the_lake_holds() {
+        let mut segs = [seg(100, 0), seg(100, 0), seg(100, 0), seg(100, 0)];
+        segs[0].tiered = true;
+        segs[1].tiered = true;
+        let config = LogConfig {
+            remote_storage: true,
+            local_retention_bytes: Some(0),
+            local_retention_ms: Some(10),
+            ..config(None, None)
+        };
+        assert_eq!(segments_to_delete(&segs, &config, 1_000), 2);
+        let off = LogConfig {
+            remote_storage: false,
+            ..config.clone()
+        };
+        assert_eq!(segments_to_delete(&segs, &off, 1_000), 0);
+        // Total retention still applies to segments not yet tiered.
+        let total = LogConfig {
+            retention_bytes: Some(100),
+            ..config
+        };
+        assert_eq!(segments_to_delete(&segs, &total, 1_000), 3);
     }
 
     #[test]

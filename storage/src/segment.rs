@@ -327,6 +327,22 @@ impl Segment {
         Ok(())
     }
 
+    /// The immutable contents of a closed, non-empty segment, for copying to the lake without
+    /// holding the log. The batches are shared with the mapping, not copied.
+    pub fn closed_copy(&self) -> Option<crate::tier::ClosedSegment> {
+        if self.is_active() || self.is_empty() {
+            return None;
+        }
+        Some(crate::tier::ClosedSegment {
+            base_offset: self.base_offset(),
+            last_offset: self.next_offset() - 1,
+            max_timestamp: self.max_timestamp(),
+            log: self.map.slice(0..self.size())?,
+            offset_index: Bytes::copy_from_slice(self.offset_index.entry_bytes()),
+            time_index: Bytes::copy_from_slice(self.time_index.entry_bytes()),
+        })
+    }
+
     /// Byte position of the batch containing `offset`, if this segment holds it.
     pub fn find_position(&self, offset: i64) -> Result<Option<usize>, StorageError> {
         if offset < self.base_offset() || offset >= self.next_offset() {

@@ -1,0 +1,239 @@
+//! Reading tiered segments back: Fetch and ListOffsets for offsets only the lake holds.
+//!
+//! A read looks the offset up in the segment's remote offset index (fetched once and cached),
+//! then reads the `.log` object in aligned chunks of [`CHUNK_BYTES`] with ranged GETs. Chunks
+//! stay in an LRU cache bounded by the configured size, so a consumer reading a segment from
+//! start to end costs one GET per chunk, and several consumers replaying the same history share
+//! them. Like a local read, the answer is whole batches: the first one always, then more while
+//! they fit `max_bytes`.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use inlet_protocol::batch::{BatchHeader, HEADER_LEN};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::tier::lru::Lru;
+use crate::tier::manifest::{PartitionPaths, RemoteSegment};
+use crate::tier::TierError;
+
+/// Size of one cached piece of a remote `.log` object.
+pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// How many segments' indexes stay cached.
+const CACHED_INDEXES: usize = 256;
+
+type ChunkKey = (ObjectPath, u64);
+
+#[derive(Clone)]
+struct Indexes {
+    offsets: Arc<OffsetIndex>,
+    times: Arc<TimeIndex>,
+}
+
+/// Serves reads from the lake; shared by every fetch.
+pub struct LakeReader {
+    store: Arc<dyn ObjectStore>,
+    chunks: Mutex<Lru<ChunkKey, Bytes>>,
+    indexes: Mutex<Lru<ObjectPath, Indexes>>,
+}
+
+impl LakeReader {
+    /// A reader keeping up to `cache_bytes` of recently read segment data in memory.
+    pub fn new(store: Arc<dyn ObjectStore>, cache_bytes: u64) -> LakeReader {
+        LakeReader {
+            store,
+            chunks: Mutex::new(Lru::new(cache_bytes.min(usize::MAX as u64) as usize)),
+            indexes: Mutex::new(Lru::new(CACHED_INDEXES)),
+        }
+    }
+
+    /// Whole batches of `segment` from the one containing `offset`, at most about `max_bytes`.
+    pub async fn read(
+        &self,
+        paths: &PartitionPaths,
+        segment: &RemoteSegment,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, TierError> {
+        let log = paths.segment_object(segment.base_offset, segment.last_offset, "log");
+        let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let indexes = self.indexes(paths, segment).await?;
+        let start = indexes
+            .offsets
+            .lookup(relative)
+            .map_or(0, |(_, p)| u64::from(p));
+        let Some((start, first)) = self
+            .find_batch(&log, segment, start, |h| h.last_offset() >= offset)
+            .await?
+        else {
+            return Ok(Bytes::new());
+        };
+        let mut end = start + first.total_len() as u64;
+        while end < segment.size_bytes {
+            let next = self.header_at(&log, segment, end).await?;
+            if end + next.total_len() as u64 - start > max_bytes as u64 {
+                break;
+            }
+            end += next.total_len() as u64;
+        }
+        self.read_range(&log, segment, start, end).await
+    }
+
+    /// The first batch of `segment` whose max timestamp is `>= timestamp`: its base offset and
+    /// max timestamp.
+    pub async fn offset_for_timestamp(
+        &self,
+        paths: &PartitionPaths,
+        segment: &RemoteSegment,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, TierError> {
+        if segment.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let log = paths.segment_object(segment.base_offset, segment.last_offset, "log");
+        let indexes = self.indexes(paths, segment).await?;
+        let start = match indexes.times.last_before(timestamp) {
+            Some((_, rel)) => indexes.offsets.lookup(rel).map_or(0, |(_, p)| u64::from(p)),
+            None => 0,
+        };
+        let found = self
+            .find_batch(&log, segment, start, |h| h.max_timestamp >= timestamp)
+            .await?;
+        Ok(found.map(|(_, h)| (h.base_offset, h.max_timestamp)))
+    }
+
+    /// Forgets cached data of segments the lake no longer holds.
+    pub fn evict(&self, paths: &PartitionPaths, segment: &RemoteSegment) {
+        let log = paths.segment_object(segment.base_offset, segment.last_offset, "log");
+        lock(&self.chunks).remove_where(|(path, _)| *path == log);
+        lock(&self.indexes).remove_where(|path| *path == log);
+    }
+
+    async fn indexes(
+        &self,
+        paths: &PartitionPaths,
+        segment: &RemoteSegment,
+    ) -> Result<Indexes, TierError> {
+        let (base, last) = (segment.base_offset, segment.last_offset);
+        let key = paths.segment_object(base, last, "log");
+        if let Some(found) = lock(&self.indexes).get(&key) {
+            return Ok(found);
+        }
+        let fetch = |ext| async move {
+            let path = paths.segment_object(base, last, ext);
+            let bytes = self.store.get(&path).await?.bytes().await?;
+            Ok::<_, TierError>((path, bytes.to_vec()))
+        };
+        let (offset_path, offsets) = fetch("index").await?;
+        let (time_path, times) = fetch("timeindex").await?;
+        let corrupt = |path: ObjectPath| TierError::Corrupt {
+            path: path.to_string(),
+            reason: "not a whole number of index entries".into(),
+        };
+        let found = Indexes {
+            offsets: Arc::new(OffsetIndex::detached(offsets).ok_or_else(|| corrupt(offset_path))?),
+            times: Arc::new(TimeIndex::detached(times).ok_or_else(|| corrupt(time_path))?),
+        };
+        lock(&self.indexes).insert(key, found.clone(), 1);
+        Ok(found)
+    }
+
+    /// Walks batch headers from `position` to the first batch matching `want`.
+    async fn find_batch(
+        &self,
+        log: &ObjectPath,
+        segment: &RemoteSegment,
+        mut position: u64,
+        want: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, TierError> {
+        while position < segment.size_bytes {
+            let header = self.header_at(log, segment, position).await?;
+            if want(&header) {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    async fn header_at(
+        &self,
+        log: &ObjectPath,
+        segment: &RemoteSegment,
+        position: u64,
+    ) -> Result<BatchHeader, TierError> {
+        let end = (position + HEADER_LEN as u64).min(segment.size_bytes);
+        let bytes = self.read_range(log, segment, position, end).await?;
+        let corrupt = |reason: String| TierError::Corrupt {
+            path: log.to_string(),
+            reason: format!("batch at byte {position}: {reason}"),
+        };
+        let header = BatchHeader::parse_header_only(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if header.total_len() == 0 || position + header.total_len() as u64 > segment.size_bytes {
+            return Err(corrupt("length runs past the end of the segment".into()));
+        }
+        Ok(header)
+    }
+
+    /// Bytes `start..end` of the `.log` object, from cached chunks where possible. A range
+    /// inside one chunk is shared with the cache, not copied.
+    async fn read_range(
+        &self,
+        log: &ObjectPath,
+        segment: &RemoteSegment,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes, TierError> {
+        let first = start / CHUNK_BYTES;
+        let last = end.saturating_sub(1) / CHUNK_BYTES;
+        if end <= start {
+            return Ok(Bytes::new());
+        }
+        let mut out = BytesMut::new();
+        for chunk_no in first..=last {
+            let chunk = self.chunk(log, segment, chunk_no).await?;
+            let chunk_start = chunk_no * CHUNK_BYTES;
+            let from = (start.max(chunk_start) - chunk_start) as usize;
+            let to = ((end - chunk_start) as usize).min(chunk.len());
+            let piece = chunk.slice(from.min(to)..to);
+            if first == last {
+                return Ok(piece);
+            }
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn chunk(
+        &self,
+        log: &ObjectPath,
+        segment: &RemoteSegment,
+        chunk_no: u64,
+    ) -> Result<Bytes, TierError> {
+        let key = (log.clone(), chunk_no);
+        if let Some(found) = lock(&self.chunks).get(&key) {
+            return Ok(found);
+        }
+        let start = chunk_no * CHUNK_BYTES;
+        let end = (start + CHUNK_BYTES).min(segment.size_bytes);
+        let bytes = self.store.get_range(log, start..end).await?;
+        if (bytes.len() as u64) < end - start {
+            return Err(TierError::Corrupt {
+                path: log.to_string(),
+                reason: format!(
+                    "object shorter than the {} bytes the manifest records",
+                    segment.size_bytes
+                ),
+            });
+        }
+        lock(&self.chunks).insert(key, bytes.clone(), bytes.len());
+        Ok(bytes)
+    }
+}
+
+/// A poisoned cache is still a valid cache: every update leaves it consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
