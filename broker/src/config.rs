@@ -1,10 +1,12 @@
 //! Broker configuration: one `BrokerConfig` with embedded defaults, loaded from TOML and then
 //! overridden by the command line and `INLET_*` environment variables (the binary owns that layer).
 //! Every topic-level default (`log.*`) maps to the Kafka topic config a user would look for.
+//! `[lake]` says where closed segments are tiered (KIP-405 style): a directory or an S3 bucket.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use inlet_storage::tier::{LakeLocation, S3Location};
 use serde::{Deserialize, Serialize};
 
 /// Everything a broker needs to start. `Default` is what `inlet serve` runs with no arguments.
@@ -44,6 +46,30 @@ pub struct BrokerConfig {
     pub log_cleaner_backoff_ms: u64,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
     pub log: LogDefaults,
+    /// The lake: where closed segments of `remote.storage.enable` topics are tiered.
+    pub lake: LakeConfig,
+}
+
+/// The lake tier (`[lake]`). Which topics are tiered is the topic config `remote.storage.enable`
+/// (broker default `log.remote_storage_enable`); this section says whether the broker tiers at
+/// all and where to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Run the tiering task: closed segments of topics with `remote.storage.enable=true` are
+    /// copied into the lake (default true). When false nothing is tiered, so nothing is deleted
+    /// locally by `local.retention.*` either.
+    pub enable: bool,
+    /// Directory of the lake when `s3` is not set (default None: `<data_dir>/lake`).
+    pub dir: Option<PathBuf>,
+    /// An S3-compatible bucket; when set, the lake is that bucket instead of `dir`. Credentials
+    /// left out here come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and the other
+    /// `AWS_*` variables).
+    pub s3: Option<S3Location>,
+    /// How often the tiering task looks for closed segments to copy, in ms (default 1000).
+    pub tier_interval_ms: u64,
+    /// Memory for recently read lake data, in bytes (default 256 MiB).
+    pub cache_bytes: u64,
 }
 
 /// Broker-wide defaults for topic configs; each field names the topic config it is the default of.
@@ -68,6 +94,16 @@ pub struct LogDefaults {
     pub max_message_bytes: i32,
     /// `delete.retention.ms`: how long compaction keeps tombstones
     pub delete_retention_ms: i64,
+    /// `remote.storage.enable`: tier closed segments into the lake (never for compacted topics)
+    pub remote_storage_enable: bool,
+    /// `local.retention.ms`: how long tiered segments also stay on local disk (-2: as long as
+    /// `retention.ms`, -1: unlimited; never more than `retention.ms`)
+    pub local_retention_ms: i64,
+    /// `local.retention.bytes`: local size kept of tiered segments (-2: `retention.bytes`,
+    /// -1: unlimited; never more than `retention.bytes`)
+    pub local_retention_bytes: i64,
+    /// `lake.parquet.enable`: also write every tiered segment as a Parquet file
+    pub lake_parquet_enable: bool,
 }
 
 impl Default for BrokerConfig {
@@ -89,6 +125,19 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             log_cleaner_backoff_ms: 15_000,
             log: LogDefaults::default(),
+            lake: LakeConfig::default(),
+        }
+    }
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            enable: true,
+            dir: None,
+            s3: None,
+            tier_interval_ms: 1000,
+            cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -105,6 +154,10 @@ impl Default for LogDefaults {
             index_interval_bytes: 4096,
             max_message_bytes: 1024 * 1024 + 12,
             delete_retention_ms: 24 * 60 * 60 * 1000,
+            remote_storage_enable: true,
+            local_retention_ms: -2,
+            local_retention_bytes: -2,
+            lake_parquet_enable: true,
         }
     }
 }
@@ -123,6 +176,11 @@ pub enum ConfigError {
     },
     #[error("invalid advertised listener {0:?}: expected host:port")]
     AdvertisedListener(String),
+    #[error(
+        "the lake is on S3 but names no bucket: set `bucket` under [lake.s3] \
+         (or --lake-s3-bucket / INLET_LAKE_S3_BUCKET)"
+    )]
+    LakeBucketMissing,
 }
 
 impl BrokerConfig {
@@ -138,9 +196,39 @@ impl BrokerConfig {
         })
     }
 
-    /// The effective configuration as TOML (`--print-config`).
+    /// Checks what serde cannot: the advertised listener is `host:port`, an S3 lake names its
+    /// bucket.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.advertised_host_port()?;
+        if self.lake.s3.as_ref().is_some_and(|s3| s3.bucket.is_empty()) {
+            return Err(ConfigError::LakeBucketMissing);
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (`--print-config`). A secret access key set in the
+    /// config file is shown as `<redacted>`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        if let Some(secret) = shown
+            .lake
+            .s3
+            .as_mut()
+            .and_then(|s3| s3.secret_access_key.as_mut())
+        {
+            *secret = "<redacted>".to_string();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Where the lake lives: the S3 bucket if `[lake.s3]` is set, else `lake.dir`, else
+    /// `<data_dir>/lake`.
+    pub fn lake_location(&self) -> LakeLocation {
+        match (&self.lake.s3, &self.lake.dir) {
+            (Some(s3), _) => LakeLocation::S3(s3.clone()),
+            (None, Some(dir)) => LakeLocation::Local(dir.clone()),
+            (None, None) => LakeLocation::Local(self.data_dir.join("lake")),
+        }
     }
 
     /// The group coordinator's settings.
@@ -195,6 +283,104 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<BrokerConfig>("node_idd = 3").is_err());
+    }
+
+    #[test]
+    fn lake_and_tiering_defaults() {
+        let config = BrokerConfig::default();
+        assert!(config.lake.enable);
+        assert_eq!(
+            (config.lake.dir.as_ref(), config.lake.s3.as_ref()),
+            (None, None)
+        );
+        assert_eq!(config.lake.tier_interval_ms, 1000);
+        assert_eq!(config.lake.cache_bytes, 256 * 1024 * 1024);
+        assert!(config.log.remote_storage_enable && config.log.lake_parquet_enable);
+        assert_eq!(
+            (
+                config.log.local_retention_ms,
+                config.log.local_retention_bytes
+            ),
+            (-2, -2)
+        );
+    }
+
+    #[test]
+    fn lake_is_under_the_data_dir_unless_a_dir_or_bucket_is_given() {
+        let mut config = BrokerConfig {
+            data_dir: PathBuf::from("/var/lib/inlet"),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(
+            config.lake_location(),
+            LakeLocation::Local(PathBuf::from("/var/lib/inlet/lake"))
+        );
+        config.lake.dir = Some(PathBuf::from("/mnt/lake"));
+        assert_eq!(
+            config.lake_location(),
+            LakeLocation::Local(PathBuf::from("/mnt/lake"))
+        );
+        let s3 = S3Location {
+            bucket: "events".into(),
+            ..S3Location::default()
+        };
+        config.lake.s3 = Some(s3.clone());
+        assert_eq!(config.lake_location(), LakeLocation::S3(s3));
+    }
+
+    #[test]
+    fn lake_s3_section_parses() {
+        let config: BrokerConfig = toml::from_str(
+            r#"
+            [lake]
+            tier_interval_ms = 250
+
+            [lake.s3]
+            bucket = "events"
+            prefix = "inlet/prod"
+            endpoint = "http://127.0.0.1:9000"
+            region = "eu-west-1"
+            path_style = true
+            allow_http = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.lake.tier_interval_ms, 250);
+        let s3 = config.lake.s3.as_ref().unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("events", "inlet/prod")
+        );
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert!(s3.path_style && s3.allow_http);
+        assert_eq!(s3.access_key_id, None);
+        assert!(config.validate().is_ok());
+        assert!(toml::from_str::<BrokerConfig>("[lake.s3]\nbuckt = \"x\"").is_err());
+        assert!(toml::from_str::<BrokerConfig>("[lake]\nenabled = true").is_err());
+    }
+
+    #[test]
+    fn s3_lake_without_bucket_is_refused() {
+        let config: BrokerConfig = toml::from_str("[lake.s3]\nregion = \"us-east-1\"").unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::LakeBucketMissing)
+        ));
+    }
+
+    #[test]
+    fn printed_config_hides_the_secret_key() {
+        let mut config = BrokerConfig::default();
+        config.lake.s3 = Some(S3Location {
+            bucket: "events".into(),
+            secret_access_key: Some("hunter2".into()),
+            ..S3Location::default()
+        });
+        let printed = config.to_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let back: BrokerConfig = toml::from_str(&printed).unwrap();
+        assert_eq!(back.lake.s3.unwrap().bucket, "events");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! `inlet serve`: build the effective configuration (embedded defaults, then `--config FILE`, then
 //! `INLET_*` environment variables and flags), set up logging, and run the broker until SIGTERM or
 //! SIGINT, after which it finishes in-flight requests, flushes every log and exits 0.
+//!
+//! The lake's S3 credentials are not flags: they come from `AWS_ACCESS_KEY_ID` and
+//! `AWS_SECRET_ACCESS_KEY` (or `[lake.s3]` in the config file), so they stay out of `ps`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +48,61 @@ pub struct ServeArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    // Boxed: these flags would make `ServeArgs` the one large variant of the CLI's commands.
+    #[command(flatten)]
+    lake: Box<LakeArgs>,
+}
+
+/// Flags of the lake tier: where closed segments go and how long they also stay local.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Lake (tiered storage)")]
+struct LakeArgs {
+    /// Default local retention of tiered segments in ms: -2 as `retention.ms`, -1 unlimited
+    /// (topic config `local.retention.ms`).
+    #[arg(
+        long,
+        env = "INLET_LOG_LOCAL_RETENTION_MS",
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(i64).range(-2..)
+    )]
+    log_local_retention_ms: Option<i64>,
+    /// Default local size kept of tiered segments in bytes: -2 as `retention.bytes`, -1
+    /// unlimited (topic config `local.retention.bytes`).
+    #[arg(
+        long,
+        env = "INLET_LOG_LOCAL_RETENTION_BYTES",
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(i64).range(-2..)
+    )]
+    log_local_retention_bytes: Option<i64>,
+    /// Tier closed segments into the lake (topics choose with `remote.storage.enable`).
+    #[arg(long, env = "INLET_LAKE_ENABLE")]
+    lake_enable: Option<bool>,
+    /// Directory of the lake when it is not on S3 (default `<data-dir>/lake`).
+    #[arg(long, env = "INLET_LAKE_DIR")]
+    lake_dir: Option<PathBuf>,
+    /// Put the lake in this S3 bucket; any `--lake-s3-*` setting moves the lake to S3.
+    /// Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "INLET_LAKE_S3_BUCKET")]
+    lake_s3_bucket: Option<String>,
+    /// Endpoint of a non-AWS S3 store, e.g. `http://127.0.0.1:9000` for MinIO.
+    #[arg(long, env = "INLET_LAKE_S3_ENDPOINT")]
+    lake_s3_endpoint: Option<String>,
+    /// Region of the lake's bucket.
+    #[arg(long, env = "INLET_LAKE_S3_REGION")]
+    lake_s3_region: Option<String>,
+    /// Key prefix of the lake inside the bucket.
+    #[arg(long, env = "INLET_LAKE_S3_PREFIX")]
+    lake_s3_prefix: Option<String>,
+    /// Path-style S3 addressing (`endpoint/bucket/key`), which most self-hosted stores need.
+    #[arg(long, env = "INLET_LAKE_S3_PATH_STYLE")]
+    lake_s3_path_style: Option<bool>,
+    /// Allow a plain `http://` S3 endpoint.
+    #[arg(long, env = "INLET_LAKE_S3_ALLOW_HTTP")]
+    lake_s3_allow_http: Option<bool>,
+    /// How often the tiering task looks for closed segments, in ms.
+    #[arg(long, env = "INLET_LAKE_TIER_INTERVAL_MS")]
+    lake_tier_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -80,8 +138,62 @@ impl ServeArgs {
         if let Some(ms) = self.group_initial_rebalance_delay_ms {
             config.group_initial_rebalance_delay_ms = ms;
         }
-        config.advertised_host_port()?;
+        self.lake.apply(&mut config);
+        config.validate()?;
         Ok(config)
+    }
+}
+
+impl LakeArgs {
+    fn apply(&self, config: &mut BrokerConfig) {
+        if let Some(ms) = self.log_local_retention_ms {
+            config.log.local_retention_ms = ms;
+        }
+        if let Some(bytes) = self.log_local_retention_bytes {
+            config.log.local_retention_bytes = bytes;
+        }
+        if let Some(on) = self.lake_enable {
+            config.lake.enable = on;
+        }
+        if let Some(dir) = &self.lake_dir {
+            config.lake.dir = Some(dir.clone());
+        }
+        if let Some(ms) = self.lake_tier_interval_ms {
+            config.lake.tier_interval_ms = ms;
+        }
+        self.apply_s3(config);
+    }
+
+    /// Any `--lake-s3-*` setting puts the lake on S3, on top of the file's `[lake.s3]` if any.
+    fn apply_s3(&self, config: &mut BrokerConfig) {
+        let any = self.lake_s3_bucket.is_some()
+            || self.lake_s3_endpoint.is_some()
+            || self.lake_s3_region.is_some()
+            || self.lake_s3_prefix.is_some()
+            || self.lake_s3_path_style.is_some()
+            || self.lake_s3_allow_http.is_some();
+        if !any {
+            return;
+        }
+        let s3 = config.lake.s3.get_or_insert_with(Default::default);
+        if let Some(bucket) = &self.lake_s3_bucket {
+            s3.bucket = bucket.clone();
+        }
+        if let Some(endpoint) = &self.lake_s3_endpoint {
+            s3.endpoint = Some(endpoint.clone());
+        }
+        if let Some(region) = &self.lake_s3_region {
+            s3.region = Some(region.clone());
+        }
+        if let Some(prefix) = &self.lake_s3_prefix {
+            s3.prefix = prefix.clone();
+        }
+        if let Some(on) = self.lake_s3_path_style {
+            s3.path_style = on;
+        }
+        if let Some(on) = self.lake_s3_allow_http {
+            s3.allow_http = on;
+        }
     }
 }
 
@@ -127,5 +239,120 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use inlet_broker::config::LakeLocation;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<BrokerConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        cli.serve.effective_config()
+    }
+
+    #[test]
+    fn lake_flags_reach_the_config() {
+        let config = config(&[
+            "--data-dir",
+            "/data",
+            "--lake-enable",
+            "false",
+            "--lake-tier-interval-ms",
+            "250",
+            "--log-local-retention-ms",
+            "-1",
+            "--log-local-retention-bytes",
+            "1048576",
+        ])
+        .unwrap();
+        assert!(!config.lake.enable);
+        assert_eq!(config.lake.tier_interval_ms, 250);
+        assert_eq!(config.log.local_retention_ms, -1);
+        assert_eq!(config.log.local_retention_bytes, 1_048_576);
+        assert_eq!(
+            config.lake_location(),
+            LakeLocation::Local(PathBuf::from("/data/lake"))
+        );
+        let config = self::config(&["--lake-dir", "/mnt/lake"]).unwrap();
+        assert_eq!(
+            config.lake_location(),
+            LakeLocation::Local(PathBuf::from("/mnt/lake"))
+        );
+    }
+
+    #[test]
+    fn local_retention_below_minus_two_is_a_usage_error() {
+        assert!(config(&["--log-local-retention-ms", "-3"]).is_err());
+    }
+
+    #[test]
+    fn s3_flags_move_the_lake_to_the_bucket() {
+        let config = config(&[
+            "--lake-dir",
+            "/mnt/lake",
+            "--lake-s3-bucket",
+            "events",
+            "--lake-s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--lake-s3-region",
+            "eu-west-1",
+            "--lake-s3-prefix",
+            "inlet",
+            "--lake-s3-path-style",
+            "true",
+            "--lake-s3-allow-http",
+            "true",
+        ])
+        .unwrap();
+        let LakeLocation::S3(s3) = config.lake_location() else {
+            panic!("the lake should be on S3: {:?}", config.lake_location());
+        };
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("events", "inlet")
+        );
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert!(s3.path_style && s3.allow_http);
+    }
+
+    #[test]
+    fn s3_flags_without_a_bucket_are_refused() {
+        let error = config(&["--lake-s3-region", "eu-west-1"]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("--lake-s3-bucket"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn s3_flags_merge_with_the_config_file() {
+        let path =
+            std::env::temp_dir().join(format!("inlet-serve-test-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[lake.s3]\nbucket = \"events\"\nregion = \"us-east-1\"\npath_style = true\n",
+        )
+        .unwrap();
+        let merged = config(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--lake-s3-region",
+            "eu-west-1",
+        ]);
+        std::fs::remove_file(&path).unwrap();
+        let s3 = merged.unwrap().lake.s3.unwrap();
+        assert_eq!(s3.bucket, "events");
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert!(s3.path_style);
     }
 }

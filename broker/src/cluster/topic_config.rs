@@ -20,6 +20,7 @@ pub enum ConfigSource {
 /// DescribeConfigs' `config_type` codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Boolean = 1,
     String = 2,
     Int = 3,
     Long = 5,
@@ -62,6 +63,10 @@ fn int_at_least(min: i32) -> impl Fn(&str) -> Result<(), String> {
         Ok(_) => Err(format!("must be at least {min}")),
         Err(_) => Err("not a 32-bit whole number".to_string()),
     }
+}
+
+fn boolean(v: &str) -> Result<(), String> {
+    one_of(&["true", "false"])(v)
 }
 
 fn one_of(allowed: &'static [&'static str]) -> impl Fn(&str) -> Result<(), String> {
@@ -169,7 +174,55 @@ pub static TOPIC_CONFIGS: &[ConfigKey] = &[
         validate: |v| one_of(&["producer"])(v),
         default: |_| "producer".to_string(),
     },
+    ConfigKey {
+        name: "remote.storage.enable",
+        config_type: ConfigType::Boolean,
+        doc: "Copy closed segments to the lake (the broker's [lake] directory or S3 bucket). Not \
+              for compacted topics: with cleanup.policy=compact the topic is not tiered.",
+        validate: boolean,
+        default: |d| d.remote_storage_enable.to_string(),
+    },
+    ConfigKey {
+        name: "local.retention.ms",
+        config_type: ConfigType::Long,
+        doc: "Delete segments already in the lake from local disk once their newest record is \
+              older than this (-2: same as retention.ms, -1: unlimited; never more than \
+              retention.ms).",
+        validate: |v| long_at_least(-2)(v),
+        default: |d| d.local_retention_ms.to_string(),
+    },
+    ConfigKey {
+        name: "local.retention.bytes",
+        config_type: ConfigType::Long,
+        doc: "Delete the oldest segments already in the lake from local disk while a partition is \
+              larger than this (-2: same as retention.bytes, -1: unlimited; never more than \
+              retention.bytes).",
+        validate: |v| long_at_least(-2)(v),
+        default: |d| d.local_retention_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "lake.parquet.enable",
+        config_type: ConfigType::Boolean,
+        doc: "Also write every tiered segment to the lake as a Parquet file, for query engines.",
+        validate: boolean,
+        default: |d| d.lake_parquet_enable.to_string(),
+    },
 ];
+
+/// Kafka's `local.retention.*` against the total retention (`None`: unlimited): -2 follows the
+/// total, -1 is unlimited, and a local retention larger than the total is capped at the total.
+fn local_retention(local: i64, total: Option<i64>) -> Option<i64> {
+    let local = match local {
+        -2 => total,
+        n if n < 0 => None,
+        n => Some(n),
+    };
+    match (local, total) {
+        (Some(local), Some(total)) => Some(local.min(total)),
+        (None, total) => total,
+        (local, None) => local,
+    }
+}
 
 /// A topic's config overrides, validated.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -248,6 +301,13 @@ impl TopicConfig {
             .unwrap_or(default)
     }
 
+    fn boolean(&self, name: &str, default: bool) -> bool {
+        self.overrides
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     /// The largest batch a producer may send to this topic.
     pub fn max_message_bytes(&self, defaults: &LogDefaults) -> usize {
         self.long("max.message.bytes", i64::from(defaults.max_message_bytes))
@@ -255,6 +315,10 @@ impl TopicConfig {
     }
 
     /// The storage engine's view of this topic's settings.
+    ///
+    /// Kafka refuses `remote.storage.enable` on compacted topics; since it is on by default here,
+    /// a topic whose `cleanup.policy` includes `compact` is simply not tiered (`remote_storage`
+    /// is false whatever the config says).
     pub fn log_config(&self, defaults: &LogDefaults) -> LogConfig {
         let policy = self
             .overrides
@@ -262,9 +326,12 @@ impl TopicConfig {
             .map_or("delete", String::as_str);
         // Retention deletes segments only under the `delete` policy, as in Kafka.
         let delete = policy.contains("delete");
+        let compact = policy.contains("compact");
         let positive = |n: i64| (n >= 0 && delete).then_some(n);
+        let retention_ms = positive(self.long("retention.ms", defaults.retention_ms));
+        let retention_bytes = positive(self.long("retention.bytes", defaults.retention_bytes));
         LogConfig {
-            compact: policy.contains("compact"),
+            compact,
             delete_retention_ms: self.long("delete.retention.ms", defaults.delete_retention_ms),
             segment_bytes: self
                 .long("segment.bytes", defaults.segment_bytes as i64)
@@ -279,10 +346,20 @@ impl TopicConfig {
             flush_messages: positive(self.long("flush.messages", defaults.flush_messages))
                 .map(|n| n as u64),
             flush_ms: positive(self.long("flush.ms", defaults.flush_ms)).map(|n| n as u64),
-            retention_ms: positive(self.long("retention.ms", defaults.retention_ms)),
-            retention_bytes: positive(self.long("retention.bytes", defaults.retention_bytes))
-                .map(|n| n as u64),
-            ..LogConfig::default()
+            retention_ms,
+            retention_bytes: retention_bytes.map(|n| n as u64),
+            remote_storage: !compact
+                && self.boolean("remote.storage.enable", defaults.remote_storage_enable),
+            local_retention_ms: local_retention(
+                self.long("local.retention.ms", defaults.local_retention_ms),
+                retention_ms,
+            ),
+            local_retention_bytes: local_retention(
+                self.long("local.retention.bytes", defaults.local_retention_bytes),
+                retention_bytes,
+            )
+            .map(|n| n as u64),
+            lake_parquet: self.boolean("lake.parquet.enable", defaults.lake_parquet_enable),
         }
     }
 }
@@ -341,6 +418,127 @@ mod tests {
         let both = TopicConfig::from_pairs([("cleanup.policy", Some("compact,delete"))]).unwrap();
         let log = both.log_config(&LogDefaults::default());
         assert!(log.compact && log.retention_ms.is_some());
+    }
+
+    #[test]
+    fn tiering_defaults_reach_the_log_config() {
+        let log = TopicConfig::default().log_config(&LogDefaults::default());
+        assert!(log.remote_storage && log.lake_parquet);
+        // -2: local retention follows the total one (7 days; no size limit).
+        assert_eq!(log.local_retention_ms, Some(604_800_000));
+        assert_eq!(log.local_retention_bytes, None);
+    }
+
+    #[test]
+    fn tiering_overrides_reach_the_log_config() {
+        let config = TopicConfig::from_pairs([
+            ("remote.storage.enable", Some("false")),
+            ("lake.parquet.enable", Some("false")),
+            ("retention.bytes", Some("1000000")),
+            ("local.retention.ms", Some("60000")),
+            ("local.retention.bytes", Some("4096")),
+        ])
+        .unwrap();
+        let log = config.log_config(&LogDefaults::default());
+        assert!(!log.remote_storage && !log.lake_parquet);
+        assert_eq!(log.local_retention_ms, Some(60000));
+        assert_eq!(log.local_retention_bytes, Some(4096));
+    }
+
+    #[test]
+    fn local_retention_minus_two_follows_and_minus_one_is_unlimited() {
+        let follow = TopicConfig::from_pairs([
+            ("retention.ms", Some("5000")),
+            ("retention.bytes", Some("8192")),
+            ("local.retention.ms", Some("-2")),
+            ("local.retention.bytes", Some("-2")),
+        ])
+        .unwrap();
+        let log = follow.log_config(&LogDefaults::default());
+        assert_eq!(
+            (log.local_retention_ms, log.local_retention_bytes),
+            (Some(5000), Some(8192))
+        );
+        let unlimited = TopicConfig::from_pairs([
+            ("retention.ms", Some("-1")),
+            ("local.retention.ms", Some("-1")),
+            ("local.retention.bytes", Some("-1")),
+        ])
+        .unwrap();
+        let log = unlimited.log_config(&LogDefaults::default());
+        assert_eq!(
+            (log.local_retention_ms, log.local_retention_bytes),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn local_retention_is_capped_at_the_total() {
+        let config = TopicConfig::from_pairs([
+            ("retention.ms", Some("5000")),
+            ("retention.bytes", Some("8192")),
+            ("local.retention.ms", Some("9000")),
+            ("local.retention.bytes", Some("-1")),
+        ])
+        .unwrap();
+        let log = config.log_config(&LogDefaults::default());
+        assert_eq!(
+            (log.local_retention_ms, log.local_retention_bytes),
+            (Some(5000), Some(8192))
+        );
+        // A finite local retention with unlimited total retention stays as it is.
+        let config = TopicConfig::from_pairs([
+            ("retention.ms", Some("-1")),
+            ("local.retention.ms", Some("9000")),
+        ])
+        .unwrap();
+        let log = config.log_config(&LogDefaults::default());
+        assert_eq!(log.local_retention_ms, Some(9000));
+    }
+
+    #[test]
+    fn compacted_topics_are_never_tiered() {
+        for policy in ["compact", "compact,delete", "delete,compact"] {
+            let config = TopicConfig::from_pairs([
+                ("cleanup.policy", Some(policy)),
+                ("remote.storage.enable", Some("true")),
+            ])
+            .unwrap();
+            assert!(
+                !config.log_config(&LogDefaults::default()).remote_storage,
+                "{policy}"
+            );
+        }
+    }
+
+    #[test]
+    fn tiering_configs_are_validated() {
+        for (key, bad) in [
+            ("remote.storage.enable", "yes"),
+            ("lake.parquet.enable", "1"),
+            ("local.retention.ms", "-3"),
+            ("local.retention.bytes", "lots"),
+        ] {
+            assert!(
+                matches!(
+                    TopicConfig::from_pairs([(key, Some(bad))]),
+                    Err(TopicConfigError::InvalidValue { .. })
+                ),
+                "{key}={bad}"
+            );
+        }
+        let resolved = TopicConfig::default().resolve(&LogDefaults::default());
+        let remote = resolved
+            .iter()
+            .find(|r| r.key.name == "remote.storage.enable")
+            .unwrap();
+        assert_eq!(remote.key.config_type, ConfigType::Boolean);
+        assert_eq!(remote.value, "true");
+        let local = resolved
+            .iter()
+            .find(|r| r.key.name == "local.retention.ms")
+            .unwrap();
+        assert_eq!(local.value, "-2");
     }
 
     #[test]
