@@ -327,9 +327,10 @@ impl TopicConfig {
         // Retention deletes segments only under the `delete` policy, as in Kafka.
         let delete = policy.contains("delete");
         let compact = policy.contains("compact");
-        let positive = |n: i64| (n >= 0 && delete).then_some(n);
-        let retention_ms = positive(self.long("retention.ms", defaults.retention_ms));
-        let retention_bytes = positive(self.long("retention.bytes", defaults.retention_bytes));
+        let positive = |n: i64| (n >= 0).then_some(n);
+        let retained = |n: i64| (n >= 0 && delete).then_some(n);
+        let retention_ms = retained(self.long("retention.ms", defaults.retention_ms));
+        let retention_bytes = retained(self.long("retention.bytes", defaults.retention_bytes));
         LogConfig {
             compact,
             delete_retention_ms: self.long("delete.retention.ms", defaults.delete_retention_ms),
@@ -367,6 +368,15 @@ impl TopicConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compacted_topics_still_flush_by_policy() {
+        let config = TopicConfig::from_pairs([("cleanup.policy", Some("compact"))]).unwrap();
+        assert_eq!(
+            config.log_config(&LogDefaults::default()).flush_ms,
+            Some(1000)
+        );
+    }
 
     #[test]
     fn overrides_reach_the_log_config() {
