@@ -13,6 +13,7 @@ use crate::cluster::topics::{validate_topic_name, Topic, TopicError, TopicRegist
 use crate::config::{BrokerConfig, ConfigError};
 use crate::group::store::LoadError;
 use crate::group::GroupCoordinator;
+use crate::lake::Lake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -27,6 +28,8 @@ pub enum BrokerError {
     Topics(#[from] TopicError),
     #[error("cannot load consumer groups: {0}")]
     Groups(#[from] LoadError),
+    #[error("cannot open the lake: {0}")]
+    Lake(#[from] inlet_storage::tier::TierError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -43,6 +46,8 @@ pub struct Broker {
     pub producer_ids: ProducerIdAllocator,
     /// Consumer groups and their committed offsets (`__consumer_offsets`).
     pub groups: GroupCoordinator,
+    /// The object-store tier, unless `lake.enable` is off.
+    pub lake: Option<Lake>,
     appended: Arc<watch::Sender<u64>>,
 }
 
@@ -62,7 +67,9 @@ impl Broker {
         let topics = TopicRegistry::open(&data_dir, config.log.clone(), appended.clone())?;
         // Groups are rebuilt from the offsets topic before anything is served.
         let groups = GroupCoordinator::open(&topics, config.group_config())?;
+        let lake = Lake::open(&config)?;
         Ok(Broker {
+            lake,
             config,
             cluster_id,
             advertised_host,

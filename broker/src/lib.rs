@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod group;
 pub mod handlers;
+pub mod lake;
 pub mod server;
 
 pub use broker::{Broker, BrokerError};

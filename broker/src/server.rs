@@ -1,6 +1,6 @@
 //! The listener and the broker's lifetime: open the data directory, accept connections (bounded by
-//! a semaphore), run background maintenance (flush policy, retention), and on shutdown stop
-//! accepting, let every connection finish the request it is processing, then flush and close every
+//! a semaphore), run background maintenance (flush policy, retention, tiering to the lake), and
+//! on shutdown stop accepting, let every connection finish the request it is processing, then flush and close every
 //! log before returning.
 
 use std::future::Future;
@@ -46,6 +46,7 @@ pub async fn run(
         advertised = %broker.config.advertised_listener,
         node_id = broker.node_id(),
         data_dir = %broker.config.data_dir.display(),
+        lake = %broker.lake.as_ref().map_or("off".to_string(), |l| l.location.to_string()),
         cluster_id = %broker.cluster_id,
         "inlet broker started"
     );
@@ -60,6 +61,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         broker.clone(),
         stop_rx.clone(),
     ));
+    let tiering = tokio::spawn(crate::lake::run_tiering(broker.clone(), stop_rx.clone()));
     let permits = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -107,6 +109,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     }
     let _ = maintenance.await;
     let _ = group_timers.await;
+    let _ = tiering.await;
     let closing = broker.clone();
     if let Err(error) = tokio::task::spawn_blocking(move || closing.close()).await {
         tracing::error!(%error, "closing logs failed");

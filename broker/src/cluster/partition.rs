@@ -1,5 +1,5 @@
-//! One partition this broker leads: its log, its high watermark and the signal that wakes
-//! long-polling fetches. On a single broker the in-sync replica set is the leader alone, so the
+//! One partition this broker leads: its log, its high watermark, the signal that wakes
+//! long-polling fetches, and the manifest of what it has in the lake. On a single broker the in-sync replica set is the leader alone, so the
 //! high watermark follows the log end as soon as an append returns; replication will move it only
 //! once followers have the data.
 
@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use inlet_protocol::batch::BatchIter;
+use inlet_storage::tier::{ClosedSegment, Manifest, TierError};
 use inlet_storage::{AppendOutcome, CompactionOutcome, Log, LogConfig, StorageError};
 use tokio::sync::watch;
 
@@ -33,6 +34,8 @@ pub enum PartitionError {
     Storage(#[from] StorageError),
     #[error("partition {topic}-{index} is closed")]
     Closed { topic: String, index: i32 },
+    #[error("reading from the lake: {0}")]
+    Lake(#[from] TierError),
 }
 
 pub struct Partition {
@@ -42,6 +45,8 @@ pub struct Partition {
     log: Mutex<Option<Log>>,
     high_watermark: AtomicI64,
     appended: Arc<watch::Sender<u64>>,
+    /// What the lake holds of this partition (set by the tiering task once it has looked).
+    lake: Mutex<Option<Arc<Manifest>>>,
 }
 
 impl Partition {
@@ -54,6 +59,7 @@ impl Partition {
             log: Mutex::new(Some(log)),
             high_watermark,
             appended,
+            lake: Mutex::new(None),
         }
     }
 
@@ -114,9 +120,16 @@ impl Partition {
         Ok((visible, offsets))
     }
 
+    /// Offsets as clients see them: the log starts at the lake's first offset when the lake
+    /// reaches further back than the local segments.
     fn offsets_of(&self, log: &Log) -> PartitionOffsets {
+        let local_start = log.log_start_offset();
+        let lake_start = self
+            .lake_manifest()
+            .and_then(|m| m.start_offset())
+            .unwrap_or(local_start);
         PartitionOffsets {
-            log_start: log.log_start_offset(),
+            log_start: local_start.min(lake_start),
             high_watermark: self.high_watermark.load(Ordering::Acquire),
             log_end: log.log_end_offset(),
         }
@@ -173,6 +186,46 @@ impl Partition {
 
     pub fn release_idle_pages(&self) -> Result<(), PartitionError> {
         self.with_log(|log| log.release_idle_pages())
+    }
+
+    /// The manifest of this partition's lake data, once the tiering task has loaded it.
+    pub fn lake_manifest(&self) -> Option<Arc<Manifest>> {
+        self.lake.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Publishes a committed manifest: readers may now be sent to it, and local retention may
+    /// delete what it covers.
+    pub fn set_lake_manifest(&self, manifest: Arc<Manifest>) -> Result<(), PartitionError> {
+        let tiered_end = manifest.end_offset().unwrap_or(0);
+        *self.lake.lock().unwrap_or_else(|e| e.into_inner()) = Some(manifest);
+        self.with_log(|log| {
+            log.set_tiered_end(tiered_end);
+            Ok(())
+        })
+    }
+
+    /// The next closed segment to tier, from `offset` on.
+    pub fn closed_segment_from(
+        &self,
+        offset: i64,
+    ) -> Result<Option<ClosedSegment>, PartitionError> {
+        self.with_log(|log| Ok(log.closed_segment_from(offset)))
+    }
+
+    /// `(local log start, local bytes, closed bytes from offset tiered_end)`, for lake
+    /// retention and the tiering lag.
+    pub fn local_extent(&self, tiered_end: i64) -> Result<(i64, u64, u64), PartitionError> {
+        self.with_log(|log| {
+            Ok((
+                log.log_start_offset(),
+                log.size_bytes(),
+                log.closed_bytes_from(tiered_end),
+            ))
+        })
+    }
+
+    pub fn log_config(&self) -> Result<LogConfig, PartitionError> {
+        self.with_log(|log| Ok(log.config().clone()))
     }
 
     pub fn set_config(&self, config: LogConfig) -> Result<(), PartitionError> {

@@ -47,7 +47,12 @@ pub fn handle(broker: &Broker, version: i16, request: DeleteTopicsRequest) -> De
                     )));
             }
             match broker.topics.delete(&name) {
-                Ok(topic) => result.with_topic_id(topic.id),
+                Ok(topic) => {
+                    if let Some(lake) = &broker.lake {
+                        lake.topic_deleted(&name);
+                    }
+                    result.with_topic_id(topic.id)
+                }
                 Err(error) => result
                     .with_error_code(topic_error(&error).code())
                     .with_error_message(Some(StrBytes::from_string(error.to_string()))),

@@ -24,6 +24,7 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         PartitionError::Storage(e) => storage_error(e),
         // A partition closes only while its topic is being deleted or the broker stops.
         PartitionError::Closed { .. } => ResponseError::NotLeaderOrFollower,
+        PartitionError::Lake(_) => ResponseError::KafkaStorageError,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fetch: whole record batches straight from the mapped segments (no decoding, no copy), cut at
-//! the high watermark for consumers. When fewer than `min_bytes` are ready the request parks until
+//! the high watermark for consumers. Offsets that local retention removed but the lake holds are
+//! read from the lake, so a consumer from the beginning replays the whole history. When fewer than `min_bytes` are ready the request parks until
 //! an append anywhere wakes it or `max_wait_ms` passes, then answers with whatever is there.
 
 use std::time::Duration;
@@ -13,7 +14,8 @@ use tokio::time::Instant;
 
 use super::errors::partition_error;
 use crate::broker::Broker;
-use crate::cluster::partition::{PartitionError, ReadLimit};
+use crate::cluster::partition::{Partition, PartitionError, PartitionOffsets, ReadLimit};
+use inlet_storage::StorageError;
 
 pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
@@ -21,7 +23,7 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let mut appends = broker.subscribe_appends();
     loop {
         appends.borrow_and_update();
-        let (response, ready) = read_once(broker, &request);
+        let (response, ready) = read_once(broker, &request).await;
         if ready >= request.min_bytes.max(0) as usize
             || has_error(&response)
             || Instant::now() >= deadline
@@ -34,7 +36,7 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
                     return response;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => return read_once(broker, &request).0,
+            _ = tokio::time::sleep_until(deadline) => return read_once(broker, &request).await.0,
         }
     }
 }
@@ -48,7 +50,7 @@ fn has_error(response: &FetchResponse) -> bool {
 }
 
 /// One pass over the requested partitions; returns the response and the record bytes in it.
-fn read_once(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize) {
+async fn read_once(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize) {
     let limit = if request.replica_id.0 >= 0 {
         ReadLimit::LogEnd
     } else {
@@ -56,55 +58,78 @@ fn read_once(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize) 
     };
     let mut remaining = request.max_bytes.max(0) as usize;
     let mut total = 0usize;
-    let responses = request
-        .topics
-        .iter()
-        .map(|topic| {
-            let found = broker.topics.get(&topic.topic);
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|wanted| {
-                    let Some(partition) =
-                        found.as_ref().and_then(|t| t.partition(wanted.partition))
-                    else {
-                        return failed(wanted, ResponseError::UnknownTopicOrPartition);
-                    };
-                    let max = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
-                    if max == 0 && total > 0 {
-                        return empty(wanted, &partition.offsets());
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let found = broker.topics.get(&topic.topic);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in &topic.partitions {
+            let Some(partition) = found.as_ref().and_then(|t| t.partition(wanted.partition)) else {
+                partitions.push(failed(wanted, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            let max = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
+            if max == 0 && total > 0 {
+                partitions.push(empty(wanted, &partition.offsets()));
+                continue;
+            }
+            let data = match read(broker, &partition, wanted.fetch_offset, max.max(1), limit).await
+            {
+                // Only the first data in a response may exceed the limits (KIP-74).
+                Ok((records, offsets)) if total > 0 && records.len() > remaining => {
+                    empty(wanted, &Ok(offsets))
+                }
+                Ok((records, offsets)) => {
+                    total += records.len();
+                    remaining = remaining.saturating_sub(records.len());
+                    with_records(wanted, records, offsets.high_watermark, offsets.log_start)
+                }
+                Err(error) => {
+                    let offsets = partition.offsets().ok();
+                    let data = failed(wanted, partition_error(&error));
+                    match offsets {
+                        Some(o) => data
+                            .with_high_watermark(o.high_watermark)
+                            .with_last_stable_offset(o.high_watermark)
+                            .with_log_start_offset(o.log_start),
+                        None => data,
                     }
-                    match partition.read(wanted.fetch_offset, max.max(1), limit) {
-                        // Only the first data in a response may exceed the limits (KIP-74).
-                        Ok((records, offsets)) if total > 0 && records.len() > remaining => {
-                            empty(wanted, &Ok(offsets))
-                        }
-                        Ok((records, offsets)) => {
-                            total += records.len();
-                            remaining = remaining.saturating_sub(records.len());
-                            with_records(wanted, records, offsets.high_watermark, offsets.log_start)
-                        }
-                        Err(error) => {
-                            let offsets = partition.offsets().ok();
-                            let data = failed(wanted, partition_error(&error));
-                            match offsets {
-                                Some(o) => data
-                                    .with_high_watermark(o.high_watermark)
-                                    .with_last_stable_offset(o.high_watermark)
-                                    .with_log_start_offset(o.log_start),
-                                None => data,
-                            }
-                        }
-                    }
-                })
-                .collect();
+                }
+            };
+            partitions.push(data);
+        }
+        responses.push(
             FetchableTopicResponse::default()
                 .with_topic(topic.topic.clone())
                 .with_topic_id(topic.topic_id)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     (FetchResponse::default().with_responses(responses), total)
+}
+
+/// Reads the local log, or the lake for an offset below the local log's start.
+async fn read(
+    broker: &Broker,
+    partition: &Partition,
+    offset: i64,
+    max_bytes: usize,
+    limit: ReadLimit,
+) -> Result<(Bytes, PartitionOffsets), PartitionError> {
+    let local = partition.read(offset, max_bytes, limit);
+    let (
+        Err(PartitionError::Storage(StorageError::OffsetOutOfRange { log_start, .. })),
+        Some(lake),
+    ) = (&local, &broker.lake)
+    else {
+        return local;
+    };
+    if offset >= *log_start {
+        return local;
+    }
+    match lake.read(partition, offset, max_bytes).await {
+        Some(records) => Ok((records?, partition.offsets()?)),
+        None => local,
+    }
 }
 
 fn with_records(
@@ -123,7 +148,7 @@ fn with_records(
 
 fn empty(
     wanted: &FetchPartition,
-    offsets: &Result<crate::cluster::partition::PartitionOffsets, PartitionError>,
+    offsets: &Result<PartitionOffsets, PartitionError>,
 ) -> PartitionData {
     match offsets {
         Ok(o) => with_records(wanted, Bytes::new(), o.high_watermark, o.log_start),

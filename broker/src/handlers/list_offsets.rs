@@ -1,5 +1,6 @@
-//! ListOffsets: a partition's earliest offset (-2), latest visible offset (-1, the high
-//! watermark), or the first offset at or after a timestamp.
+//! ListOffsets: a partition's earliest offset (-2, the lake's first offset when the lake reaches
+//! further back), latest visible offset (-1, the high watermark), or the first offset at or after
+//! a timestamp (looked up in the lake first for timestamps older than the local log).
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -9,43 +10,65 @@ use kafka_protocol::ResponseError;
 
 use super::errors::partition_error;
 use crate::broker::Broker;
-use crate::cluster::partition::Partition;
+use crate::cluster::partition::{Partition, PartitionError};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub fn handle(broker: &Broker, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let found = broker.topics.get(&topic.name);
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|wanted| {
-                    let response = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(wanted.partition_index);
-                    match found
-                        .as_ref()
-                        .and_then(|t| t.partition(wanted.partition_index))
-                    {
-                        Some(partition) => lookup(&partition, version, wanted.timestamp, response),
-                        None => {
-                            response.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        }
+pub async fn handle(
+    broker: &Broker,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let found = broker.topics.get(&topic.name);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in &topic.partitions {
+            let response = ListOffsetsPartitionResponse::default()
+                .with_partition_index(wanted.partition_index);
+            partitions.push(
+                match found
+                    .as_ref()
+                    .and_then(|t| t.partition(wanted.partition_index))
+                {
+                    Some(partition) => {
+                        lookup(broker, &partition, version, wanted.timestamp, response).await
                     }
-                })
-                .collect();
+                    None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                },
+            );
+        }
+        topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(topic.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-fn lookup(
+/// The first offset at or after `timestamp`: from the lake when it holds such a batch below the
+/// local log, else from the local log.
+async fn offset_for_timestamp(
+    broker: &Broker,
+    partition: &Partition,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, PartitionError> {
+    if let Some(lake) = &broker.lake {
+        let local_start = partition.local_extent(0)?.0;
+        if let Some(found) = lake
+            .offset_for_timestamp(partition, timestamp, local_start)
+            .await?
+        {
+            return Ok(Some(found));
+        }
+    }
+    partition.offset_for_timestamp(timestamp)
+}
+
+async fn lookup(
+    broker: &Broker,
     partition: &Partition,
     version: i16,
     timestamp: i64,
@@ -60,7 +83,7 @@ fn lookup(
     let found = match timestamp {
         LATEST => partition.offsets().map(|o| Some((o.high_watermark, -1))),
         EARLIEST => partition.offsets().map(|o| Some((o.log_start, -1))),
-        t if t >= 0 => partition.offset_for_timestamp(t),
+        t if t >= 0 => offset_for_timestamp(broker, partition, t).await,
         _ => return response.with_error_code(ResponseError::InvalidRequest.code()),
     };
     match found {

@@ -56,7 +56,7 @@ pub async fn dispatch(
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(broker, version, r))
+            ResponseKind::ListOffsets(list_offsets::handle(broker, version, r).await)
         }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(create_topics::handle(broker, r))

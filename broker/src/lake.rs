@@ -1,0 +1,244 @@
+//! The broker's side of the lake: the tiering task that copies closed segments of every
+//! `remote.storage.enable` partition into the object store (then lets local retention drop them
+//! and total retention age them out of the lake), reads of offsets only the lake holds, and the
+//! lake's counters.
+//!
+//! One task does all tiering, partition after partition, so uploads never race each other; a
+//! failure is logged, counted and retried on the next pass.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use inlet_storage::tier::{
+    upload, LakeLocation, LakeReader, PartitionPaths, PartitionTier, TierError,
+};
+use object_store::ObjectStore;
+use tokio::sync::watch;
+
+use crate::broker::{now_ms, Broker};
+use crate::cluster::partition::{Partition, PartitionError};
+use crate::cluster::topics::Topic;
+use crate::config::BrokerConfig;
+
+/// Counters of the tiering task and lake reads, exported as metrics.
+#[derive(Debug, Default)]
+pub struct LakeMetrics {
+    pub segments_tiered: AtomicU64,
+    pub bytes_tiered: AtomicU64,
+    pub failures: AtomicU64,
+    /// Bytes of closed segments not yet in the lake, after the last pass.
+    pub lag_bytes: AtomicU64,
+    pub bytes_read: AtomicU64,
+}
+
+pub struct Lake {
+    pub location: LakeLocation,
+    store: Arc<dyn ObjectStore>,
+    reader: LakeReader,
+    tier_interval: Duration,
+    pub metrics: LakeMetrics,
+    /// Topics deleted since the last pass; their lake data goes before anything is tiered.
+    deleted_topics: Mutex<Vec<String>>,
+}
+
+impl Lake {
+    /// Opens the configured store (creating a local lake directory); `None` when the lake is off.
+    pub fn open(config: &BrokerConfig) -> Result<Option<Lake>, TierError> {
+        if !config.lake.enable {
+            return Ok(None);
+        }
+        let location = config.lake_location();
+        let store = location.open()?;
+        Ok(Some(Lake {
+            location,
+            reader: LakeReader::new(store.clone(), config.lake.cache_bytes),
+            store,
+            tier_interval: Duration::from_millis(config.lake.tier_interval_ms.max(10)),
+            metrics: LakeMetrics::default(),
+            deleted_topics: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Whole batches from `offset` for an offset below the local log: `None` when the lake
+    /// does not hold it either.
+    pub async fn read(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Option<Result<Bytes, PartitionError>> {
+        let manifest = partition.lake_manifest()?;
+        let segment = manifest.segment_for(offset)?;
+        let paths = PartitionPaths::new(&partition.topic, partition.index);
+        let read = self.reader.read(&paths, segment, offset, max_bytes).await;
+        if let Ok(bytes) = &read {
+            self.metrics
+                .bytes_read
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        Some(read.map_err(PartitionError::from))
+    }
+
+    /// The first lake batch at or after `timestamp` below `local_start` (the local log answers
+    /// from there): `(offset, timestamp)`.
+    pub async fn offset_for_timestamp(
+        &self,
+        partition: &Partition,
+        timestamp: i64,
+        local_start: i64,
+    ) -> Result<Option<(i64, i64)>, PartitionError> {
+        let Some(manifest) = partition.lake_manifest() else {
+            return Ok(None);
+        };
+        let Some(segment) = manifest
+            .segments
+            .iter()
+            .take_while(|s| s.base_offset < local_start)
+            .find(|s| s.max_timestamp >= timestamp)
+        else {
+            return Ok(None);
+        };
+        let paths = PartitionPaths::new(&partition.topic, partition.index);
+        Ok(self
+            .reader
+            .offset_for_timestamp(&paths, segment, timestamp)
+            .await?)
+    }
+
+    /// Schedules the deletion of a deleted topic's lake data.
+    pub fn topic_deleted(&self, name: &str) {
+        self.deleted_topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.to_string());
+    }
+}
+
+/// Per-partition tiering state, keyed by topic name and partition, with the topic id it was
+/// opened for.
+type Tiers = HashMap<(String, i32), (uuid::Uuid, PartitionTier)>;
+
+/// Runs tiering passes every `lake.tier_interval_ms` until `stop`. Dropping a pass midway is
+/// safe: an upload only counts once its manifest is written.
+pub async fn run_tiering(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let Some(lake) = broker.lake.as_ref() else {
+        return;
+    };
+    tracing::info!(lake = %lake.location, "tiering closed segments to the lake");
+    let mut tiers = Tiers::new();
+    let mut tick = tokio::time::interval(lake.tier_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        tokio::select! {
+            _ = pass(&broker, lake, &mut tiers) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+async fn pass(broker: &Broker, lake: &Lake, tiers: &mut Tiers) {
+    let deleted: Vec<String> = std::mem::take(
+        &mut *lake
+            .deleted_topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    for topic in deleted {
+        tiers.retain(|(name, _), _| *name != topic);
+        match upload::delete_topic(lake.store.as_ref(), &topic).await {
+            Ok(objects) => tracing::info!(topic, objects, "deleted the topic's lake data"),
+            Err(error) => {
+                lake.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic, %error, "cannot delete the topic's lake data; retrying");
+                lake.topic_deleted(&topic);
+            }
+        }
+    }
+    let mut lag = 0;
+    for topic in broker.topics.list() {
+        for partition in topic.partitions() {
+            match tier_partition(lake, tiers, &topic, &partition).await {
+                Ok(pending) => lag += pending,
+                Err(error) => {
+                    lake.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %topic.name, partition = partition.index, %error,
+                        "tiering failed; retrying on the next pass");
+                }
+            }
+        }
+    }
+    lake.metrics.lag_bytes.store(lag, Ordering::Relaxed);
+}
+
+/// Uploads every closed segment the lake lacks, then applies local and lake retention.
+/// Returns the bytes still waiting (non-zero only if the partition is not tiered).
+async fn tier_partition(
+    lake: &Lake,
+    tiers: &mut Tiers,
+    topic: &Topic,
+    partition: &Partition,
+) -> Result<u64, PartitionError> {
+    let config = partition.log_config()?;
+    if !config.remote_storage {
+        return Ok(0);
+    }
+    let key = (topic.name.clone(), partition.index);
+    let tier = match tiers.get_mut(&key) {
+        Some((id, tier)) if *id == topic.id => tier,
+        _ => {
+            let tier = PartitionTier::open(
+                lake.store.clone(),
+                &topic.name,
+                &topic.id.to_string(),
+                partition.index,
+            )
+            .await?;
+            partition.set_lake_manifest(tier.manifest().clone())?;
+            &mut tiers.entry(key).insert_entry((topic.id, tier)).into_mut().1
+        }
+    };
+    let mut uploaded = false;
+    while let Some(segment) = partition.closed_segment_from(tier.tiered_end())? {
+        let started = Instant::now();
+        let done = tier.upload(&segment, config.lake_parquet).await?;
+        partition.set_lake_manifest(tier.manifest().clone())?;
+        let elapsed = started.elapsed();
+        lake.metrics.segments_tiered.fetch_add(1, Ordering::Relaxed);
+        lake.metrics
+            .bytes_tiered
+            .fetch_add(done.bytes, Ordering::Relaxed);
+        tracing::info!(topic = %topic.name, partition = partition.index,
+            base_offset = done.segment.base_offset, last_offset = done.segment.last_offset,
+            bytes = done.bytes, elapsed_ms = elapsed.as_millis() as u64, "tiered segment");
+        uploaded = true;
+    }
+    let now = now_ms();
+    if uploaded {
+        // What the lake now holds may leave the local disk.
+        partition.apply_retention(now)?;
+    }
+    let (local_start, local_bytes, pending) = partition.local_extent(tier.tiered_end())?;
+    let dropped = tier
+        .apply_retention(
+            config.retention_ms,
+            config.retention_bytes,
+            local_start,
+            local_bytes,
+            now,
+        )
+        .await?;
+    if !dropped.is_empty() {
+        partition.set_lake_manifest(tier.manifest().clone())?;
+        for segment in &dropped {
+            lake.reader.evict(tier.paths(), segment);
+        }
+    }
+    Ok(pending)
+}
