@@ -49,10 +49,23 @@ pub fn consumer_config(bootstrap: &str) -> ClientConfig {
 /// Creates `topic` with `partitions` partitions through the admin API and waits until metadata
 /// shows all of them.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with(bootstrap, topic, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic config overrides (`segment.bytes`, `local.retention.bytes`, ...).
+pub async fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
         .create()
         .expect("create an rdkafka admin client");
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new_topic = configs.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        |t, (key, value)| t.set(key, value),
+    );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics([&new_topic], &options)

@@ -127,6 +127,12 @@ impl Broker {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The options the next [`restart`](Self::restart) uses (e.g. to drop a fault-injection
+    /// variable before restarting).
+    pub fn options_mut(&mut self) -> &mut BrokerOptions {
+        &mut self.options
+    }
+
     /// Whether the process is still running (has not exited, been killed or terminated).
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
