@@ -44,6 +44,8 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// How often compacted topics are checked for compaction (`log.cleaner.backoff.ms`).
     pub log_cleaner_backoff_ms: u64,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); None: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
     pub log: LogDefaults,
     /// The lake: where closed segments of `remote.storage.enable` topics are tiered.
@@ -124,6 +126,7 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             log_cleaner_backoff_ms: 15_000,
+            metrics_listen: None,
             log: LogDefaults::default(),
             lake: LakeConfig::default(),
         }

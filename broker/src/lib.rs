@@ -10,6 +10,7 @@ pub mod connection;
 pub mod group;
 pub mod handlers;
 pub mod lake;
+pub mod metrics;
 pub mod server;
 
 pub use broker::{Broker, BrokerError};

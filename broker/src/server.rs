@@ -62,6 +62,10 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         stop_rx.clone(),
     ));
     let tiering = tokio::spawn(crate::lake::run_tiering(broker.clone(), stop_rx.clone()));
+    let metrics = broker
+        .config
+        .metrics_listen
+        .map(|addr| tokio::spawn(crate::metrics::serve(broker.clone(), addr, stop_rx.clone())));
     let permits = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -110,6 +114,9 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     let _ = maintenance.await;
     let _ = group_timers.await;
     let _ = tiering.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let closing = broker.clone();
     if let Err(error) = tokio::task::spawn_blocking(move || closing.close()).await {
         tracing::error!(%error, "closing logs failed");

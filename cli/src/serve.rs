@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// (`group.initial.rebalance.delay.ms`).
     #[arg(long, env = "INLET_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off unless set).
+    #[arg(long, env = "INLET_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -131,6 +134,9 @@ impl ServeArgs {
         }
         if let Some(bytes) = self.log_segment_bytes {
             config.log.segment_bytes = bytes;
+        }
+        if let Some(addr) = self.metrics_listen {
+            config.metrics_listen = Some(addr);
         }
         if let Some(ms) = self.log_retention_ms {
             config.log.retention_ms = ms;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use inlet_integration_tests::kafka::{
     consume_all, consumer_config, create_topic_with, producer_config, ConsumedRecord,
 };
-use inlet_integration_tests::{Broker, BrokerOptions};
+use inlet_integration_tests::{free_port, Broker, BrokerOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -20,12 +20,24 @@ const PARTITIONS: i32 = 2;
 const TOPIC_CONFIGS: &[(&str, &str)] =
     &[("segment.bytes", "16384"), ("local.retention.bytes", "0")];
 
-fn lake_broker(env: Vec<(String, String)>) -> Broker {
-    Broker::start_with(BrokerOptions {
-        extra_args: vec!["--lake-tier-interval-ms".into(), "200".into()],
-        env,
-        ..BrokerOptions::default()
-    })
+/// The body of `GET /metrics`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: inlet\r\n\r\n")
+        .expect("send the metrics request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of an unlabelled metric.
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
 }
 
 /// Produces `count` records (acks=all, zstd, one header each) and returns them as a consumer
@@ -212,7 +224,18 @@ fn assert_lake_is_exact(lake: &Path, topic: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_moves_to_the_lake_and_stays_readable_from_offset_zero() {
-    let broker = lake_broker(Vec::new());
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(BrokerOptions {
+        extra_args: [
+            "--lake-tier-interval-ms",
+            "200",
+            "--metrics-listen",
+            &metrics_addr,
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..BrokerOptions::default()
+    });
     let bootstrap = broker.bootstrap();
     let topic = "tiered";
     create_topic_with(&bootstrap, topic, PARTITIONS, TOPIC_CONFIGS).await;
@@ -220,8 +243,21 @@ async fn history_moves_to_the_lake_and_stays_readable_from_offset_zero() {
     wait_until_tiered(&broker, topic);
     assert_lake_is_exact(&broker.data_dir().join("lake"), topic);
 
+    let before = scrape(&metrics_addr);
     let consumed = consume_everything(&bootstrap, topic, produced.len()).await;
     assert_eq!(consumed.len(), produced.len());
+    let after = scrape(&metrics_addr);
+    assert!(metric(&before, "inlet_lake_segments_tiered_total") >= 4);
+    assert!(metric(&before, "inlet_lake_bytes_tiered_total") > 0);
+    assert_eq!(metric(&before, "inlet_lake_tiering_failures_total"), 0);
+    assert!(
+        metric(&after, "inlet_lake_bytes_read_total")
+            > metric(&before, "inlet_lake_bytes_read_total"),
+        "the consumer's old offsets were served from the lake"
+    );
+    assert!(after.contains(&format!(
+        "inlet_partition_log_start_offset{{topic=\"{topic}\",partition=\"0\"}} 0"
+    )));
     assert!(
         consumed == produced,
         "every record comes back byte-identical from the lake"

@@ -1,0 +1,169 @@
+//! Metrics in the Prometheus text format, served over plain HTTP at `GET /metrics` when
+//! `metrics_listen` is set: per-partition offsets and sizes, and the lake's tiering counters.
+//! The endpoint answers one request per connection and nothing else; it needs no HTTP library.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+
+/// Largest request head read; scrapers send a few hundred bytes.
+const MAX_REQUEST: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The current metrics as Prometheus text.
+pub fn render(broker: &Broker) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        "inlet_partition_log_start_offset",
+        "gauge",
+        "First offset clients can read (lake included).",
+    );
+    family(
+        "inlet_partition_log_end_offset",
+        "gauge",
+        "Offset the next record gets.",
+    );
+    family(
+        "inlet_partition_local_bytes",
+        "gauge",
+        "Bytes of the partition's local segments.",
+    );
+    let mut partitions = String::new();
+    for topic in broker.topics.list() {
+        for partition in topic.partitions() {
+            let (Ok(offsets), Ok((_, local_bytes, _))) =
+                (partition.offsets(), partition.local_extent(i64::MAX))
+            else {
+                continue;
+            };
+            let labels = format!("topic=\"{}\",partition=\"{}\"", topic.name, partition.index);
+            let _ = writeln!(
+                partitions,
+                "inlet_partition_log_start_offset{{{labels}}} {}",
+                offsets.log_start
+            );
+            let _ = writeln!(
+                partitions,
+                "inlet_partition_log_end_offset{{{labels}}} {}",
+                offsets.log_end
+            );
+            let _ = writeln!(
+                partitions,
+                "inlet_partition_local_bytes{{{labels}}} {local_bytes}"
+            );
+        }
+    }
+    out.push_str(&partitions);
+    if let Some(lake) = &broker.lake {
+        let m = &lake.metrics;
+        let counters = [
+            (
+                "inlet_lake_segments_tiered_total",
+                "counter",
+                "Segments copied to the lake.",
+                &m.segments_tiered,
+            ),
+            (
+                "inlet_lake_bytes_tiered_total",
+                "counter",
+                "Bytes put to the lake (segments, indexes, Parquet).",
+                &m.bytes_tiered,
+            ),
+            (
+                "inlet_lake_tiering_failures_total",
+                "counter",
+                "Tiering attempts that failed and will be retried.",
+                &m.failures,
+            ),
+            (
+                "inlet_lake_tiering_lag_bytes",
+                "gauge",
+                "Bytes of closed segments not yet in the lake.",
+                &m.lag_bytes,
+            ),
+            (
+                "inlet_lake_bytes_read_total",
+                "counter",
+                "Record bytes fetched from the lake.",
+                &m.bytes_read,
+            ),
+        ];
+        for (name, kind, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until `stop`.
+pub async fn serve(broker: Arc<Broker>, addr: SocketAddr, mut stop: watch::Receiver<bool>) {
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%addr, %error, "cannot serve metrics");
+            return;
+        }
+    };
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(answer(broker.clone(), stream));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(broker: Arc<Broker>, mut stream: TcpStream) {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false);
+    if !complete {
+        return;
+    }
+    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = if request_line.starts_with(b"GET /metrics ") {
+        ("200 OK", render(&broker))
+    } else {
+        ("404 Not Found", "not found: try GET /metrics\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
