@@ -68,9 +68,12 @@ def answers_api_versions(port: int) -> bool:
 
 
 class Broker:
-    """One running `inlet serve` process."""
+    """One running `inlet serve` process. `args` are appended to the `serve` command line and
+    `env` to its environment, on every (re)start."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, args=(), env=None):
+        self.args = list(args)
+        self.env = dict(env or {})
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.data_dir = workdir / "data"
@@ -80,7 +83,7 @@ class Broker:
 
     def start(self):
         log = open(self.log_path, "ab")
-        env = dict(os.environ, INLET_LOG=os.environ.get("INLET_LOG", "info"))
+        env = {**os.environ, "INLET_LOG": os.environ.get("INLET_LOG", "info"), **self.env}
         self.process = subprocess.Popen(
             [
                 str(inlet_bin()),
@@ -91,6 +94,7 @@ class Broker:
                 "--node-id", "1",
                 # Small segments: the broker preallocates each partition's active segment.
                 "--log-segment-bytes", str(1 << 20),
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
