@@ -429,6 +429,20 @@ impl Log {
             .find_map(Segment::closed_copy)
     }
 
+    /// Bytes of all segments, the active one included.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size() as u64).sum()
+    }
+
+    /// Bytes of closed segments starting at or after `offset`: what tiering still has to copy.
+    pub fn closed_bytes_from(&self, offset: i64) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| !s.is_active() && s.base_offset() >= offset)
+            .map(|s| s.size() as u64)
+            .sum()
+    }
+
     /// Records that every offset below `offset` is in the lake (see `local_retention_*`).
     pub fn set_tiered_end(&mut self, offset: i64) {
         self.tiered_end = offset;
