@@ -386,11 +386,6 @@ def test_duckdb_reads_the_topic_tables_with_a_glob(tiered):
                                for h in x["headers"] if h["value"] is None) > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "librdkafka before 2.10 (Debian's kcat links 2.0.2) enables gzip/snappy/lz4 only when the "
-    "broker advertises Produce v0 (and FindCoordinator v0 for lz4); Inlet advertises Produce 3-12, "
-    "so kcat silently sends those codecs uncompressed. Kafka 4 keeps advertising Produce v0 for "
-    "this reason (KAFKA-18659)."))
 def test_kcat_batches_reach_the_lake_in_the_codec_kcat_was_asked_for(tiered):
     batches = {p: [] for p in PARTITIONS}
     for p, manifest in tiered.manifests.items():

@@ -196,6 +196,27 @@ fn check_produce(wire: &mut Wire, version: i16) {
     );
 }
 
+/// Produce v0-2 are advertised only so that old librdkafka enables compression (as Kafka 4
+/// does); a request at those versions closes the connection.
+fn check_produce_refused(wire: &mut Wire, version: i16) {
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .encode(&mut body, 1)
+        .expect("encode a request header");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    wire.stream.write_all(&frame).expect("send the request");
+    let mut byte = [0u8; 1];
+    let read = wire.stream.read(&mut byte);
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "Produce v{version} must close the connection, got {read:?}"
+    );
+}
+
 fn check_fetch(wire: &mut Wire, version: i16) {
     let request = FetchRequest::default()
         .with_max_wait_ms(0)
@@ -470,6 +491,7 @@ fn every_advertised_api_version_answers_well_formed_requests() {
                 let mut wire = Wire::connect(&broker);
                 match key {
                     ApiKey::ApiVersions => check_api_versions(&mut wire, version),
+                    ApiKey::Produce if version < 3 => check_produce_refused(&mut wire, version),
                     ApiKey::Produce => check_produce(&mut wire, version),
                     ApiKey::Fetch => check_fetch(&mut wire, version),
                     ApiKey::ListOffsets => check_list_offsets(&mut wire, version),

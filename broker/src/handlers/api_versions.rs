@@ -33,6 +33,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
+/// Lowest versions advertised below what is served. librdkafka before 2.10 enables gzip, snappy
+/// and lz4 only when the broker lists Produce v0; Kafka 4 keeps listing v0 while refusing v0-2
+/// (KAFKA-18659), and so do we: a Produce v0-2 request closes its connection.
+const ADVERTISED_MIN: &[(ApiKey, i16)] = &[(ApiKey::Produce, 0)];
+
 /// Whether `version` of `api_key` is served.
 pub fn supports(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED
@@ -44,6 +49,10 @@ fn table() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
         .map(|&(key, min, max)| {
+            let min = ADVERTISED_MIN
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(min, |&(_, advertised)| advertised);
             ApiVersion::default()
                 .with_api_key(key as i16)
                 .with_min_version(min)
@@ -117,5 +126,16 @@ mod tests {
         assert!(!supports(ApiKey::Fetch, 3));
         assert!(supports(ApiKey::JoinGroup, 0));
         assert!(!supports(ApiKey::OffsetCommit, 1));
+    }
+
+    #[test]
+    fn produce_v0_is_advertised_for_old_librdkafka_but_not_served() {
+        let produce = table()
+            .into_iter()
+            .find(|v| v.api_key == ApiKey::Produce as i16)
+            .unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (0, 12));
+        assert!(!supports(ApiKey::Produce, 2));
+        assert!(supports(ApiKey::Produce, 3));
     }
 }
