@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use inlet_storage::tier::{
-    upload, LakeLocation, LakeReader, PartitionPaths, PartitionTier, TierError,
+    upload, LakeLocation, LakeReader, Manifest, PartitionPaths, PartitionTier, TierError,
 };
 use object_store::ObjectStore;
 use tokio::sync::watch;
@@ -70,7 +70,10 @@ impl Lake {
         offset: i64,
         max_bytes: usize,
     ) -> Option<Result<Bytes, PartitionError>> {
-        let manifest = partition.lake_manifest()?;
+        let manifest = match self.manifest(partition).await {
+            Ok(manifest) => manifest?,
+            Err(error) => return Some(Err(error)),
+        };
         let segment = manifest.segment_for(offset)?;
         let paths = PartitionPaths::new(&partition.topic, partition.index);
         let read = self.reader.read(&paths, segment, offset, max_bytes).await;
@@ -90,7 +93,7 @@ impl Lake {
         timestamp: i64,
         local_start: i64,
     ) -> Result<Option<(i64, i64)>, PartitionError> {
-        let Some(manifest) = partition.lake_manifest() else {
+        let Some(manifest) = self.manifest(partition).await? else {
             return Ok(None);
         };
         let Some(segment) = manifest
@@ -106,6 +109,25 @@ impl Lake {
             .reader
             .offset_for_timestamp(&paths, segment, timestamp)
             .await?)
+    }
+
+    /// The partition's manifest. Right after a restart the tiering task may not have loaded it
+    /// yet; if the partition's checkpoint says the lake holds data, it is loaded here, so reads
+    /// never skip tiered offsets (an unreachable lake is an error the client retries).
+    async fn manifest(
+        &self,
+        partition: &Partition,
+    ) -> Result<Option<Arc<Manifest>>, PartitionError> {
+        if let Some(manifest) = partition.lake_manifest() {
+            return Ok(Some(manifest));
+        }
+        if partition.lake_extent()?.is_none() {
+            return Ok(None);
+        }
+        let paths = PartitionPaths::new(&partition.topic, partition.index);
+        Ok(Manifest::load(self.store.as_ref(), &paths)
+            .await?
+            .map(|loaded| partition.init_lake_manifest(Arc::new(loaded))))
     }
 
     /// Schedules the deletion of a deleted topic's lake data.

@@ -10,9 +10,9 @@ from outside a real broker process:
   every segment has its objects and Parquet file in the bucket, no lake appears on local disk,
   and a consumer reads every record exactly once from offset 0.
 
-Two tests are strict xfails that document known broker bugs (see their reasons): kcat's
-gzip/snappy/lz4 batches arrive uncompressed (so the codec coverage comes from kafka-python), and a
-restarted broker forgets the lake's offsets until its first manifest read succeeds.
+Two regression tests: kcat (librdkafka 2.0) really compresses with gzip, snappy and lz4 (it does
+only when Produce v0 is advertised), and a restarted broker whose lake does not answer still reports
+offset 0 as the earliest and never skips tiered records.
 
 Tiering is polled for with deadlines (the broker runs it every 200 ms here), never slept for.
 """
@@ -538,10 +538,6 @@ def test_lake_on_s3_across_restarts_serves_every_offset_once(s3, tmp_path):
         stop(broker)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after a restart a partition learns what the lake holds only when the tiering task first loads "
-    "its manifest: until then ListOffsets(earliest) answers the local log start and Fetch from 0 "
-    "answers OFFSET_OUT_OF_RANGE, so consumers that reset to earliest skip the tiered records"))
 def test_restarted_broker_keeps_offset_0_while_the_lake_does_not_answer(s3, tmp_path):
     bucket, prefix, topic = "inlet-lake", "frozen", "lake-s3-frozen"
     broker = s3_broker(tmp_path, s3, bucket, prefix)

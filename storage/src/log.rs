@@ -41,6 +41,7 @@ use crate::retention::{segments_to_delete, RetentionOutcome, SegmentFacts};
 use crate::scan::scan;
 use crate::segment::{sync_dir, Segment};
 use crate::snapshot;
+use crate::tier::LakeExtent;
 
 /// Special `offset_for_timestamp` arguments, as in Kafka's ListOffsets.
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -68,8 +69,8 @@ pub struct Log {
     dir_dirty: bool,
     /// Last value written to the recovery-point file: every closed segment below it is synced.
     recovery_point: i64,
-    /// Offsets below this are safely in the lake, so local retention may delete them.
-    tiered_end: i64,
+    /// What the lake holds: offsets below its end may be deleted by local retention.
+    lake_extent: LakeExtent,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -103,7 +104,7 @@ impl Log {
             last_flush_ms: now,
             dir_dirty: false,
             recovery_point: recovery::read_recovery_point(dir),
-            tiered_end: 0,
+            lake_extent: LakeExtent::read(dir),
         })
     }
 
@@ -443,9 +444,21 @@ impl Log {
             .sum()
     }
 
-    /// Records that every offset below `offset` is in the lake (see `local_retention_*`).
-    pub fn set_tiered_end(&mut self, offset: i64) {
-        self.tiered_end = offset;
+    /// Records (and checkpoints) which offsets the lake holds; local retention may then delete
+    /// segments below its end (see `local_retention_*`).
+    pub fn set_lake_extent(&mut self, extent: LakeExtent) -> Result<(), StorageError> {
+        if extent != self.lake_extent {
+            extent
+                .write(&self.dir)
+                .context(|| format!("writing the lake extent of {}", self.dir.display()))?;
+            self.lake_extent = extent;
+        }
+        Ok(())
+    }
+
+    /// The lake's offsets as last recorded, even before the lake is reachable after a restart.
+    pub fn lake_extent(&self) -> Option<LakeExtent> {
+        (!self.lake_extent.is_empty()).then_some(self.lake_extent)
     }
 
     /// Deletes old closed segments per `retention_ms` / `retention_bytes`, and, with remote
@@ -458,7 +471,7 @@ impl Log {
                 size: s.size() as u64,
                 max_timestamp: s.max_timestamp(),
                 closed: !s.is_active(),
-                tiered: s.next_offset() <= self.tiered_end,
+                tiered: s.next_offset() <= self.lake_extent.end,
             })
             .collect();
         let count = segments_to_delete(&facts, &self.config, now_ms)

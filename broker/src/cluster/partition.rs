@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use inlet_protocol::batch::BatchIter;
-use inlet_storage::tier::{ClosedSegment, Manifest, TierError};
+use inlet_storage::tier::{ClosedSegment, LakeExtent, Manifest, TierError};
 use inlet_storage::{AppendOutcome, CompactionOutcome, Log, LogConfig, StorageError};
 use tokio::sync::watch;
 
@@ -124,10 +124,12 @@ impl Partition {
     /// reaches further back than the local segments.
     fn offsets_of(&self, log: &Log) -> PartitionOffsets {
         let local_start = log.log_start_offset();
-        let lake_start = self
-            .lake_manifest()
-            .and_then(|m| m.start_offset())
-            .unwrap_or(local_start);
+        // Before the manifest is loaded (just after a restart), the checkpoint tells.
+        let lake_start = match self.lake_manifest() {
+            Some(manifest) => manifest.start_offset(),
+            None => log.lake_extent().map(|e| e.start),
+        }
+        .unwrap_or(local_start);
         PartitionOffsets {
             log_start: local_start.min(lake_start),
             high_watermark: self.high_watermark.load(Ordering::Acquire),
@@ -196,12 +198,28 @@ impl Partition {
     /// Publishes a committed manifest: readers may now be sent to it, and local retention may
     /// delete what it covers.
     pub fn set_lake_manifest(&self, manifest: Arc<Manifest>) -> Result<(), PartitionError> {
-        let tiered_end = manifest.end_offset().unwrap_or(0);
+        let end = manifest.end_offset().unwrap_or(0);
+        let extent = LakeExtent {
+            start: manifest.start_offset().unwrap_or(end),
+            end,
+        };
         *self.lake.lock().unwrap_or_else(|e| e.into_inner()) = Some(manifest);
-        self.with_log(|log| {
-            log.set_tiered_end(tiered_end);
-            Ok(())
-        })
+        self.with_log(|log| log.set_lake_extent(extent))
+    }
+
+    /// Publishes a manifest a reader loaded because the tiering task had not yet: only if none
+    /// is known, so it never replaces a newer one.
+    pub fn init_lake_manifest(&self, manifest: Arc<Manifest>) -> Arc<Manifest> {
+        self.lake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(manifest)
+            .clone()
+    }
+
+    /// What the lake holds according to the partition's checkpoint, `None` if nothing.
+    pub fn lake_extent(&self) -> Result<Option<LakeExtent>, PartitionError> {
+        self.with_log(|log| Ok(log.lake_extent()))
     }
 
     /// The next closed segment to tier, from `offset` on.

@@ -9,12 +9,13 @@
 //!   small cache of recently read chunks.
 //! * [`parquet`]: one Parquet file per tiered segment.
 //!
-//! The log itself only learns how far the lake reaches ([`crate::Log::set_tiered_end`]), so local
-//! retention never deletes what the lake does not hold yet.
+//! The log itself only learns which offsets the lake holds ([`crate::Log::set_lake_extent`],
+//! checkpointed in [`extent`]), so local retention never deletes what the lake does not hold yet.
 
 use bytes::Bytes;
 
 pub mod error;
+pub mod extent;
 mod lru;
 pub mod manifest;
 pub mod parquet;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod upload;
 
 pub use error::TierError;
+pub use extent::LakeExtent;
 pub use manifest::{Manifest, PartitionPaths, RemoteSegment};
 pub use reader::LakeReader;
 pub use store::{LakeLocation, S3Location};

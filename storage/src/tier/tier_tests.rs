@@ -96,7 +96,9 @@ async fn tiered_segments_read_back_byte_identical_from_every_offset() {
         assert_eq!(found, Some((expected.offset, expected.timestamp)));
     }
     // Local retention may now drop what the lake holds, and only that.
-    f.log.set_tiered_end(end);
+    f.log
+        .set_lake_extent(crate::tier::LakeExtent { start: 0, end })
+        .unwrap();
     f.log.set_config(LogConfig {
         local_retention_bytes: Some(0),
         ..f.log.config().clone()
