@@ -56,8 +56,9 @@ rm -f "$WORK/dd.bin"
 printf 'loopback TCP (1 stream): %.0f MB/s, disk sequential write: %.0f MB/s\n' "$LOOPBACK_MBPS" "$DISK_MBPS"
 
 echo "==> starting the broker"
+# The lake is off: this measures the broker as Kafka is measured (bench/lake.sh measures tiering).
 INLET_LOG=warn "$INLET" serve --listen 127.0.0.1:$PORT --advertised-listener 127.0.0.1:$PORT \
-    --data-dir "$WORK/data" >"$WORK/broker.log" 2>&1 &
+    --data-dir "$WORK/data" --lake-enable false >"$WORK/broker.log" 2>&1 &
 BROKER_PID=$!
 for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
