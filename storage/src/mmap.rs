@@ -3,8 +3,9 @@
 //! A [`MappedFile`] is a shared mapping of one file. It keeps a *committed* length that only
 //! grows. The one invariant everything rests on:
 //!
-//! > Bytes below `committed` are never written through this mapping again, and writes happen only
-//! > through the single [`MapWriter`] of a mapping, at or above `committed`.
+//! > Bytes below `committed` are never written again, and writes happen only through the single
+//! > [`MapWriter`] of a mapping (with `pwrite` to the file, whose page cache the mapping shares),
+//! > at or above `committed`.
 //!
 //! Readers get `&[u8]` or [`Bytes`] views of `[0, committed)` only, so they never alias a write.
 //! Views hold an `Arc` of the mapping, so a mapping outlives its last reader even after its
@@ -20,6 +21,7 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -49,6 +51,10 @@ pub struct MapWriter {
 /// How far ahead of the write position disk blocks are reserved.
 pub const RESERVE_CHUNK: usize = 8 * 1024 * 1024;
 
+/// How many leading bytes of an append [`MapWriter::append_patched`] lets its caller rewrite
+/// (a record batch's base offset and partition leader epoch lie in its first 16 bytes).
+pub const PATCHABLE_PREFIX: usize = 16;
+
 impl MappedFile {
     /// Maps the whole file read-only; all of it is committed.
     pub fn read_only(file: &File) -> io::Result<Arc<MappedFile>> {
@@ -57,9 +63,10 @@ impl MappedFile {
         Ok(Arc::new(MappedFile { raw, committed }))
     }
 
-    /// Maps `len` bytes of `file` (opened read-write, at least `committed` long) writable, with
-    /// the first `committed` bytes already holding data, and reserves disk a chunk ahead.
-    /// Returns the mapping and its only writer.
+    /// Maps `len` bytes of `file` (opened read-write, at least `committed` long) for appending,
+    /// with the first `committed` bytes already holding data, and reserves disk a chunk ahead.
+    /// Returns the mapping and its only writer. The mapping itself is read-only: appends go
+    /// through the file (see [`MapWriter::append_patched`]).
     pub fn writable(file: &File, len: usize, committed: usize) -> io::Result<MapWriter> {
         if committed > len {
             return Err(io::Error::new(
@@ -70,7 +77,7 @@ impl MappedFile {
         let reserved = usize::try_from(file.metadata()?.len())
             .unwrap_or(usize::MAX)
             .clamp(committed, len);
-        let raw = MmapOptions::new().len(len).map_raw(file)?;
+        let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
         let mut writer = MapWriter {
             map: Arc::new(MappedFile {
                 raw,
@@ -165,14 +172,6 @@ impl MapWriter {
         }
         let target = end.saturating_add(RESERVE_CHUNK).min(self.map.raw.len());
         preallocate_range(&self.file, self.reserved as u64, target as u64)?;
-        // Fault the new chunk in writable with one call instead of one page fault per 4 KiB
-        // during appends. Only a hint: kernels without MADV_POPULATE_WRITE fault lazily.
-        let page = page_size();
-        let from = (self.reserved / page) * page;
-        let _ = self
-            .map
-            .raw
-            .advise_range(memmap2::Advice::PopulateWrite, from, target - from);
         self.reserved = target;
         Ok(())
     }
@@ -182,9 +181,14 @@ impl MapWriter {
         self.append_patched(data, |_| {})
     }
 
-    /// Copies `data` right after the committed prefix, lets `patch` edit the copy while no
-    /// reader can see it yet (the log stamps offsets this way, without a staging copy), then
-    /// commits it.
+    /// Copies `data` right after the committed prefix, with its first [`PATCHABLE_PREFIX`] bytes
+    /// as `patch` edits them (the log stamps offsets this way, leaving the caller's buffer as the
+    /// producer sent it), then commits it.
+    ///
+    /// The bytes go in with `pwrite`, not through the mapping: writing to a page of the mapping
+    /// that is not in memory yet makes the kernel zero it first, which cost more CPU than the copy
+    /// itself; `pwrite` fills page-cache pages directly. A shared mapping and the file's page
+    /// cache are the same pages, so readers of the mapping see the bytes once committed.
     pub fn append_patched(&mut self, data: &[u8], patch: impl FnOnce(&mut [u8])) -> io::Result<()> {
         let at = self.map.committed();
         if data.len() > self.remaining() {
@@ -197,18 +201,13 @@ impl MapWriter {
             return Ok(());
         }
         self.reserve_for(at + data.len())?;
-        // SAFETY: `[at, at + data.len())` is inside the mapping (checked above), below the
-        // file's reserved length (`reserve_for`), so backed by the file, and at or above
-        // `committed`, so no reader view overlaps it; `self` is the only writer (`&mut self`, one
-        // writer per mapping), so no other write overlaps it; `data` lies outside the mapping or
-        // in its committed prefix (the only part ever handed out), so it does not overlap the
-        // destination. The mapping was created writable in `MappedFile::writable`. The mutable
-        // slice given to `patch` covers the same uncommitted range and ends before the commit.
-        unsafe {
-            let destination = self.map.raw.as_mut_ptr().add(at);
-            std::ptr::copy_nonoverlapping(data.as_ptr(), destination, data.len());
-            patch(std::slice::from_raw_parts_mut(destination, data.len()));
-        }
+        let split = data.len().min(PATCHABLE_PREFIX);
+        let mut prefix = [0u8; PATCHABLE_PREFIX];
+        prefix[..split].copy_from_slice(&data[..split]);
+        patch(&mut prefix[..split]);
+        self.file.write_all_at(&prefix[..split], at as u64)?;
+        self.file
+            .write_all_at(&data[split..], (at + split) as u64)?;
         self.map.committed.store(at + data.len(), Ordering::Release);
         Ok(())
     }

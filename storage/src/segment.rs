@@ -9,8 +9,8 @@
 //! file header, no padding between batches. Offsets are dense: each batch's `baseOffset` is the
 //! previous batch's `baseOffset + lastOffsetDelta + 1`, the first equals the segment base offset.
 //!
-//! The active segment is mapped writable for its whole `segment_bytes`, while its file grows a
-//! reserved chunk at a time ahead of the writes (see [`crate::mmap`]); the bytes after the
+//! The active segment is mapped for its whole `segment_bytes` and appended to with `pwrite`, while
+//! its file grows a reserved chunk at a time ahead of the writes (see [`crate::mmap`]); the bytes after the
 //! logical end are zeros, which recovery recognises as the end (a zero `batchLength`
 //! is invalid). On roll the file is truncated to its logical size and mapped read-only. Reads
 //! return [`Bytes`] pointing into the mapping (see [`crate::mmap`] for why that is sound).
@@ -411,8 +411,8 @@ impl Segment {
         let base = self.base_offset();
         let ctx = || format!("closing segment {base}");
         let size = self.size();
-        // No msync here (rolls must stay fast): pages dirtied through the writable mapping stay
-        // dirty in the page cache after it is unmapped, and the next `flush` fsyncs the file.
+        // No sync here (rolls must stay fast): written pages stay dirty in the page cache after
+        // the mapping is replaced, and the next `flush` fsyncs the file.
         self.file.set_len(size as u64).context(ctx)?;
         self.map = MappedFile::read_only(&self.file).context(ctx)?;
         if let Some((t, o)) = self.tracker.final_time_entry() {
