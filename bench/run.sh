@@ -9,7 +9,8 @@
 # loopback with a fresh data directory, and drives it with librdkafka (bench/loadgen):
 #   1. produce 1 KiB records, acks=1, 6 partitions
 #   2. the same with acks=all, and with lz4 compression
-#   3. consume the whole acks=1 topic from the beginning with one consumer
+#   3. consume the whole acks=1 topic from the beginning with one consumer (librdkafka, then
+#      `inlet perf consume`)
 #   4. end-to-end latency at a fixed 20 MB/s (linger.ms=0: latency, not batching, is measured)
 # For each run it samples the broker's CPU time and resident memory. Results go to
 # bench/results/latest.json and a Markdown table (bench/results/latest.md, also printed); every
@@ -70,9 +71,16 @@ TICKS=$(getconf CLK_TCK)
 cpu_seconds() { awk -v t="$TICKS" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
 rss_mb() { awk '/VmRSS/ { print $2 / 1024 }' "/proc/$1/status"; }
 
-# run NAME LOADGEN-ARGS...: runs one load, appends its JSON plus broker CPU/RSS to results.
-echo -n "" >"$WORK/runs.jsonl"
+# run NAME LOADGEN-ARGS...: runs one librdkafka load (see measure).
 run() {
+    local name=$1; shift
+    measure "$name" "$LOADGEN" --bootstrap 127.0.0.1:$PORT "$@"
+}
+
+# measure NAME COMMAND...: runs a load command printing JSON, appends it plus broker CPU/RSS to
+# the results.
+echo -n "" >"$WORK/runs.jsonl"
+measure() {
     local name=$1; shift
     echo "==> $name"
     local cpu0 wall0 out cpu1 wall1
@@ -80,7 +88,7 @@ run() {
     # writeback does not land in the next run's latencies.
     sync
     cpu0=$(cpu_seconds "$BROKER_PID"); wall0=$(date +%s.%N)
-    out=$("$LOADGEN" --bootstrap 127.0.0.1:$PORT "$@")
+    out=$("$@")
     cpu1=$(cpu_seconds "$BROKER_PID"); wall1=$(date +%s.%N)
     python3 - "$name" "$out" "$cpu0" "$cpu1" "$wall0" "$wall1" "$(rss_mb "$BROKER_PID")" "$(du -sm "$WORK/data" | cut -f1)" >>"$WORK/runs.jsonl" <<'PY'
 import json, sys
@@ -102,6 +110,10 @@ run "produce acks=1" --topic bench-acks1 produce --seconds "$RUN_SECONDS" --acks
 run "produce acks=all" --topic bench-acksall produce --seconds "$RUN_SECONDS" --acks all
 run "produce acks=1 lz4" --topic bench-lz4 produce --seconds "$RUN_SECONDS" --acks 1 --compression lz4
 run "consume from beginning" --topic bench-acks1 consume
+# The same read with inlet's own client, lighter than librdkafka's per-message consumer loop: the
+# two rows together show how much of the consume figure is the client.
+measure "consume from beginning (inlet perf)" "$INLET" perf consume bench-acks1 \
+    --bootstrap-server 127.0.0.1:$PORT --output json
 run "end-to-end at 20 MB/s" --topic bench-e2e end-to-end --seconds "$RUN_SECONDS" --acks 1 --rate-mb 20 --linger-ms 0
 
 python3 - "$WORK/runs.jsonl" "$LOOPBACK_MBPS" "$DISK_MBPS" "$RESULTS" <<'PY'
