@@ -68,7 +68,7 @@ impl Broker {
         // Groups are rebuilt from the offsets topic before anything is served.
         let groups = GroupCoordinator::open(&topics, config.group_config())?;
         let lake = Lake::open(&config)?;
-        Ok(Broker {
+        let broker = Broker {
             lake,
             config,
             cluster_id,
@@ -78,7 +78,13 @@ impl Broker {
             producer_ids,
             groups,
             appended,
-        })
+        };
+        if broker.lake.is_none() {
+            // With the lake off, offsets only the lake holds cannot be served: clients must be
+            // told the local log start, not the lake's.
+            broker.for_each_partition("forgetting the lake", Partition::forget_lake);
+        }
+        Ok(broker)
     }
 
     pub fn node_id(&self) -> i32 {
@@ -148,13 +154,7 @@ impl Broker {
 
     /// Compacts partitions of topics with `cleanup.policy=compact` (`__consumer_offsets` too).
     pub fn apply_compaction(&self, now_ms: i64) {
-        for topic in self.topics.list() {
-            for partition in topic.partitions() {
-                if let Err(error) = partition.compact(now_ms) {
-                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "compaction failed");
-                }
-            }
-        }
+        self.for_each_partition("compaction", |p| p.compact(now_ms).map(|_| ()));
     }
 
     /// Flushes and closes every log.

@@ -334,3 +334,39 @@ async fn a_crash_between_upload_and_manifest_loses_and_duplicates_nothing() {
         "nothing lost or duplicated across the crash"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_lake_turned_off_clients_are_given_the_local_start() {
+    let mut broker = Broker::start_with(BrokerOptions {
+        extra_args: vec!["--lake-tier-interval-ms".into(), "200".into()],
+        ..BrokerOptions::default()
+    });
+    let bootstrap = broker.bootstrap();
+    let topic = "lake-off";
+    create_topic_with(&bootstrap, topic, PARTITIONS, TOPIC_CONFIGS).await;
+    let produced = sorted(produce(&bootstrap, topic, 1500).await);
+    wait_until_tiered(&broker, topic);
+    broker.terminate();
+    broker.options_mut().extra_args = vec!["--lake-enable".into(), "false".into()];
+    broker.restart();
+
+    let consumer: BaseConsumer = consumer_config(&bootstrap).create().expect("consumer");
+    let mut local_starts = Vec::new();
+    for p in 0..PARTITIONS {
+        let (low, _) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .expect("watermarks");
+        assert!(low > 0, "partition {p}: the lake's offsets are not offered");
+        local_starts.push(low);
+    }
+    // A consumer from the beginning reads exactly the local records, without errors.
+    let expected: Vec<ConsumedRecord> = produced
+        .into_iter()
+        .filter(|r| r.offset >= local_starts[r.partition as usize])
+        .collect();
+    let consumed = consume_everything(&bootstrap, topic, expected.len()).await;
+    assert!(
+        consumed == expected,
+        "the local records, from the local start"
+    );
+}

@@ -217,6 +217,12 @@ impl Partition {
             .clone()
     }
 
+    /// Drops what is known of the lake (the lake is turned off): offsets are the local log's.
+    pub fn forget_lake(&self) -> Result<(), PartitionError> {
+        *self.lake.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.with_log(|log| log.set_lake_extent(LakeExtent::default()))
+    }
+
     /// What the lake holds according to the partition's checkpoint, `None` if nothing.
     pub fn lake_extent(&self) -> Result<Option<LakeExtent>, PartitionError> {
         self.with_log(|log| Ok(log.lake_extent()))
