@@ -39,6 +39,8 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     reader: LakeReader,
     tier_interval: Duration,
+    /// Where Parquet files are built before upload: `<data-dir>/lake-staging`.
+    staging: std::path::PathBuf,
     pub metrics: LakeMetrics,
     /// Topics deleted since the last pass; their lake data goes before anything is tiered.
     deleted_topics: Mutex<Vec<String>>,
@@ -57,6 +59,7 @@ impl Lake {
             reader: LakeReader::new(store.clone(), config.lake.cache_bytes),
             store,
             tier_interval: Duration::from_millis(config.lake.tier_interval_ms.max(10)),
+            staging: config.data_dir.join("lake-staging"),
             metrics: LakeMetrics::default(),
             deleted_topics: Mutex::new(Vec::new()),
         }))
@@ -217,6 +220,7 @@ async fn tier_partition(
         _ => {
             let tier = PartitionTier::open(
                 lake.store.clone(),
+                &lake.staging,
                 &topic.name,
                 &topic.id.to_string(),
                 partition.index,

@@ -15,6 +15,7 @@
 //! segment's bytes do not carry. Every batch's CRC is checked, so a corrupt segment is an error
 //! rather than a file of wrong rows.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -72,12 +73,23 @@ fn header_item() -> FieldRef {
 
 /// `segment`: the segment's batches; `partition`: written into the `partition` column.
 pub fn export_segment(segment: &[u8], partition: i32) -> Result<ParquetExport, TierError> {
+    let (bytes, rows) = export_segment_to(segment, partition, Vec::new())?;
+    Ok(ParquetExport { bytes, rows })
+}
+
+/// [`export_segment`] into any writer (a file, so a large segment's export needs no memory for
+/// the whole file); returns the writer and the number of rows.
+pub fn export_segment_to<W: Write + Send>(
+    segment: &[u8],
+    partition: i32,
+    out: W,
+) -> Result<(W, u64), TierError> {
     let schema = schema();
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
         .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties))
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties))
         .map_err(|e| export_error("cannot start the file", e))?;
     let mut columns = Columns::default();
     let mut rows = 0u64;
@@ -107,10 +119,10 @@ pub fn export_segment(segment: &[u8], partition: i32) -> Result<ParquetExport, T
         }
     }
     columns.write_group(&mut writer, &schema, partition)?;
-    let bytes = writer
+    let out = writer
         .into_inner()
         .map_err(|e| export_error("cannot finish the file", e))?;
-    Ok(ParquetExport { bytes, rows })
+    Ok((out, rows))
 }
 
 fn export_error(context: &str, e: impl std::fmt::Display) -> TierError {
@@ -204,9 +216,9 @@ impl Columns {
     }
 
     /// Writes the buffered rows, if any, as one row group and empties the builders.
-    fn write_group(
+    fn write_group<W: Write + Send>(
         &mut self,
-        writer: &mut ArrowWriter<Vec<u8>>,
+        writer: &mut ArrowWriter<W>,
         schema: &SchemaRef,
         partition: i32,
     ) -> Result<(), TierError> {

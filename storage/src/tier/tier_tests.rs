@@ -14,6 +14,7 @@ struct Fixture {
     log: Log,
     store: Arc<dyn ObjectStore>,
     lake_dir: std::path::PathBuf,
+    staging: std::path::PathBuf,
 }
 
 /// A log of `batches` batches of 10 records with 20-byte values, a few batches per segment.
@@ -43,6 +44,7 @@ fn fixture(batches: i64) -> Fixture {
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(&lake_dir).unwrap());
     Fixture {
+        staging: dir.path().join("staging"),
         _dir: dir,
         log,
         store,
@@ -53,7 +55,7 @@ fn fixture(batches: i64) -> Fixture {
 async fn tier_everything(f: &Fixture, tier: &mut PartitionTier) -> usize {
     let mut uploaded = 0;
     while let Some(segment) = f.log.closed_segment_from(tier.tiered_end()) {
-        tier.upload(&segment, false).await.unwrap();
+        tier.upload(&segment, true).await.unwrap();
         uploaded += 1;
     }
     uploaded
@@ -62,7 +64,7 @@ async fn tier_everything(f: &Fixture, tier: &mut PartitionTier) -> usize {
 #[tokio::test]
 async fn tiered_segments_read_back_byte_identical_from_every_offset() {
     let mut f = fixture(40);
-    let mut tier = PartitionTier::open(f.store.clone(), "t", "id", 0)
+    let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
         .await
         .unwrap();
     let uploaded = tier_everything(&f, &mut tier).await;
@@ -95,6 +97,21 @@ async fn tiered_segments_read_back_byte_identical_from_every_offset() {
         let expected = f.log.offset_for_timestamp(wanted).unwrap().unwrap();
         assert_eq!(found, Some((expected.offset, expected.timestamp)));
     }
+    // Every segment has its Parquet file, one row per record (10 per batch).
+    for segment in &tier.manifest().segments {
+        let path = tier
+            .paths()
+            .parquet_object(segment.base_offset, segment.last_offset);
+        let file = std::fs::File::open(f.lake_dir.join(path.as_ref())).unwrap();
+        let rows = parquet::file::reader::SerializedFileReader::new(file)
+            .map(|r| {
+                parquet::file::reader::FileReader::metadata(&r)
+                    .file_metadata()
+                    .num_rows()
+            })
+            .unwrap();
+        assert_eq!(rows, segment.last_offset - segment.base_offset + 1);
+    }
     // Local retention may now drop what the lake holds, and only that.
     f.log
         .set_lake_extent(crate::tier::LakeExtent { start: 0, end })
@@ -110,7 +127,7 @@ async fn tiered_segments_read_back_byte_identical_from_every_offset() {
 #[tokio::test]
 async fn reopening_resumes_and_sweeps_uncommitted_objects() {
     let f = fixture(40);
-    let mut tier = PartitionTier::open(f.store.clone(), "t", "id", 0)
+    let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
         .await
         .unwrap();
     let first = f.log.closed_segment_from(0).unwrap();
@@ -123,7 +140,7 @@ async fn reopening_resumes_and_sweeps_uncommitted_objects() {
         .put(&orphan, PutPayload::from(next.log.clone()))
         .await
         .unwrap();
-    let mut reopened = PartitionTier::open(f.store.clone(), "t", "id", 0)
+    let mut reopened = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
         .await
         .unwrap();
     assert_eq!(reopened.manifest().segments.len(), 1);
@@ -148,11 +165,11 @@ async fn reopening_resumes_and_sweeps_uncommitted_objects() {
 #[tokio::test]
 async fn a_new_topic_with_an_old_name_starts_with_an_empty_lake() {
     let f = fixture(20);
-    let mut tier = PartitionTier::open(f.store.clone(), "t", "old", 0)
+    let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "old", 0)
         .await
         .unwrap();
     assert!(tier_everything(&f, &mut tier).await > 0);
-    let fresh = PartitionTier::open(f.store.clone(), "t", "new", 0)
+    let fresh = PartitionTier::open(f.store.clone(), &f.staging, "t", "new", 0)
         .await
         .unwrap();
     assert!(fresh.manifest().segments.is_empty());
@@ -163,7 +180,7 @@ async fn a_new_topic_with_an_old_name_starts_with_an_empty_lake() {
 #[tokio::test]
 async fn lake_retention_drops_oldest_segments_and_their_objects() {
     let f = fixture(40);
-    let mut tier = PartitionTier::open(f.store.clone(), "t", "id", 0)
+    let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
         .await
         .unwrap();
     tier_everything(&f, &mut tier).await;

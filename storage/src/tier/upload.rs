@@ -5,12 +5,16 @@
 //! Every step is safe to repeat: object names depend only on the segment's offsets, so a retried
 //! upload overwrites the same objects, and a segment already named by the manifest is skipped.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::mmap::MappedFile;
 use crate::tier::manifest::{parse_segment_file_name, Manifest, PartitionPaths, RemoteSegment};
 use crate::tier::{parquet, ClosedSegment, TierError};
 
@@ -31,6 +35,8 @@ pub struct PartitionTier {
     store: Arc<dyn ObjectStore>,
     paths: PartitionPaths,
     manifest: Arc<Manifest>,
+    /// Where Parquet files are written before upload (unnamed files, gone when closed).
+    staging: PathBuf,
 }
 
 impl PartitionTier {
@@ -39,6 +45,7 @@ impl PartitionTier {
     /// an interrupted upload are swept.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
+        staging: &Path,
         topic: &str,
         topic_id: &str,
         partition: i32,
@@ -63,6 +70,7 @@ impl PartitionTier {
             store,
             paths,
             manifest: Arc::new(manifest),
+            staging: staging.to_path_buf(),
         };
         let swept = tier.sweep().await?;
         if swept > 0 {
@@ -110,18 +118,12 @@ impl PartitionTier {
                 .await?;
         }
         if parquet {
-            let log = segment.log.clone();
-            let partition = self.paths.partition;
-            // Decoding and encoding a whole segment is CPU work: keep it off the I/O threads.
-            let export =
-                tokio::task::spawn_blocking(move || parquet::export_segment(&log, partition))
-                    .await
-                    .map_err(|e| TierError::Parquet(format!("export task failed: {e}")))??;
-            bytes += export.bytes.len() as u64;
+            let file = self.export_parquet(segment).await?;
+            bytes += file.len() as u64;
             self.store
                 .put(
                     &self.paths.parquet_object(base, last),
-                    PutPayload::from(export.bytes),
+                    PutPayload::from(file),
                 )
                 .await?;
         }
@@ -148,6 +150,33 @@ impl PartitionTier {
             segment: remote,
             bytes,
         })
+    }
+
+    /// Writes the segment's Parquet file into an unnamed temporary file in the staging
+    /// directory and returns it mapped, so a large segment's export costs page cache, not heap.
+    async fn export_parquet(&self, segment: &ClosedSegment) -> Result<Bytes, TierError> {
+        let log = segment.log.clone();
+        let partition = self.paths.partition;
+        let staging = self.staging.clone();
+        // Decoding and encoding a whole segment is CPU work: keep it off the I/O threads.
+        tokio::task::spawn_blocking(move || {
+            let io = |context: &str| {
+                let context = format!("{context} in {}", staging.display());
+                move |source| TierError::Io { context, source }
+            };
+            std::fs::create_dir_all(&staging).map_err(io("creating the staging directory"))?;
+            let file = tempfile::tempfile_in(&staging).map_err(io("creating a staging file"))?;
+            let (mut file, _rows) =
+                parquet::export_segment_to(&log, partition, std::io::BufWriter::new(file))?;
+            file.flush().map_err(io("writing a Parquet file"))?;
+            let file = file
+                .into_inner()
+                .map_err(|e| io("writing a Parquet file")(e.into_error()))?;
+            let map = MappedFile::read_only(&file).map_err(io("mapping a Parquet file"))?;
+            Ok(map.slice(0..map.committed()).unwrap_or_default())
+        })
+        .await
+        .map_err(|e| TierError::Parquet(format!("export task failed: {e}")))?
     }
 
     /// Total retention in the lake: drops the oldest segments whose newest record is older than
