@@ -7,6 +7,7 @@
 #
 # Three topics get the same data (1 KiB records, 64 MiB segments), written with tiering off:
 #   local  stays on the local disk                         -> consume MB/s from local segments
+#          (each topic is consumed twice, alternating with the other; the best of two counts)
 #   lake   then tiered without Parquet, local copy dropped -> tiering MB/s, consume MB/s from the lake
 #   table  then tiered with Parquet export                 -> tiering MB/s including the export
 # Tiering time is measured from `remote.storage.enable=true` until the broker's metrics show the
@@ -74,8 +75,12 @@ echo "==> tiering"
 read -r LAKE_S LAKE_BYTES < <(tier lake)
 read -r TABLE_S TABLE_BYTES < <(tier table)
 echo "==> consuming"
-LOCAL_MBPS=$(consume local)
-LAKE_MBPS=$(consume lake)
+# Twice each, alternating, best of two: one cold read can be slowed by whatever else the shared
+# machine is doing at that moment.
+L1=$(consume local); R1=$(consume lake); L2=$(consume local); R2=$(consume lake)
+LOCAL_MBPS=$(python3 -c "print(max($L1, $L2))")
+LAKE_MBPS=$(python3 -c "print(max($R1, $R2))")
+echo "consume MB/s: local $L1 $L2, lake $R1 $R2"
 du -sh "$WORK/data/topics" "$WORK/data/lake" || true
 
 python3 - "$RESULTS/lake.json" "$MB" "$LAKE_S" "$LAKE_BYTES" "$TABLE_S" "$TABLE_BYTES" "$LOCAL_MBPS" "$LAKE_MBPS" <<'EOF'

@@ -4,9 +4,11 @@
 //! then reads the `.log` object in aligned chunks of [`CHUNK_BYTES`] with ranged GETs. Chunks
 //! stay in an LRU cache bounded by the configured size, so a consumer reading a segment from
 //! start to end costs one GET per chunk, and several consumers replaying the same history share
-//! them. Like a local read, the answer is whole batches: the first one always, then more while
-//! they fit `max_bytes`.
+//! them; the chunk after a read is loaded in the background, so a sequential reader rarely
+//! waits for the store. Like a local read, the answer is whole batches: the first one always,
+//! then more while they fit `max_bytes`.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -35,7 +37,9 @@ struct Indexes {
 /// Serves reads from the lake; shared by every fetch.
 pub struct LakeReader {
     store: Arc<dyn ObjectStore>,
-    chunks: Mutex<Lru<ChunkKey, Bytes>>,
+    chunks: Arc<Mutex<Lru<ChunkKey, Bytes>>>,
+    /// Chunks being read ahead, so they are not requested twice.
+    reading_ahead: Arc<Mutex<HashSet<ChunkKey>>>,
     indexes: Mutex<Lru<ObjectPath, Indexes>>,
 }
 
@@ -44,7 +48,10 @@ impl LakeReader {
     pub fn new(store: Arc<dyn ObjectStore>, cache_bytes: u64) -> LakeReader {
         LakeReader {
             store,
-            chunks: Mutex::new(Lru::new(cache_bytes.min(usize::MAX as u64) as usize)),
+            chunks: Arc::new(Mutex::new(Lru::new(
+                cache_bytes.min(usize::MAX as u64) as usize
+            ))),
+            reading_ahead: Arc::default(),
             indexes: Mutex::new(Lru::new(CACHED_INDEXES)),
         }
     }
@@ -78,6 +85,7 @@ impl LakeReader {
             }
             end += next.total_len() as u64;
         }
+        self.read_ahead(&log, segment, end);
         self.read_range(&log, segment, start, end).await
     }
 
@@ -204,6 +212,36 @@ impl LakeReader {
             out.extend_from_slice(&piece);
         }
         Ok(out.freeze())
+    }
+
+    /// Starts loading the chunk holding byte `position` (where a sequential reader continues)
+    /// in the background, so the next fetch finds it cached instead of waiting for the store.
+    fn read_ahead(&self, log: &ObjectPath, segment: &RemoteSegment, position: u64) {
+        if position >= segment.size_bytes {
+            return;
+        }
+        let key = (log.clone(), position / CHUNK_BYTES);
+        if lock(&self.chunks).get(&key).is_some() || !lock(&self.reading_ahead).insert(key.clone())
+        {
+            return;
+        }
+        let (store, chunks, reading) = (
+            self.store.clone(),
+            self.chunks.clone(),
+            self.reading_ahead.clone(),
+        );
+        let size = segment.size_bytes;
+        tokio::spawn(async move {
+            let start = key.1 * CHUNK_BYTES;
+            let end = (start + CHUNK_BYTES).min(size);
+            // A failure is not reported here: the fetch that needs the chunk reads it again.
+            if let Ok(bytes) = store.get_range(&key.0, start..end).await {
+                if bytes.len() as u64 == end - start {
+                    lock(&chunks).insert(key.clone(), bytes.clone(), bytes.len());
+                }
+            }
+            lock(&reading).remove(&key);
+        });
     }
 
     async fn chunk(
