@@ -79,7 +79,10 @@ impl Lake {
         };
         let segment = manifest.segment_for(offset)?;
         let paths = PartitionPaths::new(&partition.topic, partition.index);
-        let read = self.reader.read(&paths, segment, offset, max_bytes).await;
+        let read = self
+            .reader
+            .read(&paths, &manifest.topic_id, segment, offset, max_bytes)
+            .await;
         if let Ok(bytes) = &read {
             self.metrics
                 .bytes_read
@@ -110,7 +113,7 @@ impl Lake {
         let paths = PartitionPaths::new(&partition.topic, partition.index);
         Ok(self
             .reader
-            .offset_for_timestamp(&paths, segment, timestamp)
+            .offset_for_timestamp(&paths, &manifest.topic_id, segment, timestamp)
             .await?)
     }
 
@@ -141,6 +144,10 @@ impl Lake {
             .push(name.to_string());
     }
 }
+
+/// A topic of this name is never tiered: its objects would live in `tables/`, the folder of
+/// every topic's Parquet files (the lake layout puts both at the root).
+const TABLES_TOPIC: &str = "tables";
 
 /// Per-partition tiering state, keyed by topic name and partition, with the topic id it was
 /// opened for.
@@ -177,6 +184,11 @@ async fn pass(broker: &Broker, lake: &Lake, tiers: &mut Tiers) {
     );
     for topic in deleted {
         tiers.retain(|(name, _), _| *name != topic);
+        // Recreated since: its tiering discards the old incarnation's objects (other topic id),
+        // and deleting by name now would take the new topic's objects with them.
+        if topic == TABLES_TOPIC || broker.topics.get(&topic).is_some() {
+            continue;
+        }
         match upload::delete_topic(lake.store.as_ref(), &topic).await {
             Ok(objects) => tracing::info!(topic, objects, "deleted the topic's lake data"),
             Err(error) => {
@@ -211,7 +223,7 @@ async fn tier_partition(
     partition: &Partition,
 ) -> Result<u64, PartitionError> {
     let config = partition.log_config()?;
-    if !config.remote_storage {
+    if !config.remote_storage || topic.name == TABLES_TOPIC {
         return Ok(0);
     }
     let key = (topic.name.clone(), partition.index);
@@ -262,8 +274,10 @@ async fn tier_partition(
         .await?;
     if !dropped.is_empty() {
         partition.set_lake_manifest(tier.manifest().clone())?;
+        tier.delete_dropped(&dropped).await?;
         for segment in &dropped {
-            lake.reader.evict(tier.paths(), segment);
+            lake.reader
+                .evict(tier.paths(), &topic.id.to_string(), segment);
         }
     }
     Ok(pending)

@@ -395,7 +395,9 @@ def test_kcat_batches_reach_the_lake_in_the_codec_kcat_was_asked_for(tiered):
     wrong = []
     for codec, p, first, last in tiered.kcat_runs:
         got = {c for base, end, c in batches[p] if base <= last and end >= first}
-        if got != {CODECS[codec]}:
+        # librdkafka sends a batch uncompressed when compressing does not make it smaller (a
+        # run's last small batch of random text can be such a batch), so codec 0 may appear too.
+        if CODECS[codec] not in got or not got <= {CODECS[codec], 0}:
             wrong.append(f"kcat -z {codec} to partition {p}: batch codecs {sorted(got)}")
     assert not wrong, wrong
 

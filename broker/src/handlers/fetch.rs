@@ -123,12 +123,15 @@ async fn read(
     else {
         return local;
     };
-    if offset >= *log_start {
+    let local_start = *log_start;
+    if offset >= local_start || offset < partition.offsets()?.log_start {
         return local;
     }
     match lake.read(partition, offset, max_bytes).await {
         Some(records) => Ok((records?, partition.offsets()?)),
-        None => local,
+        // Past the lake's end but before the local log (a gap total retention left while the
+        // lake was unreachable): continue at the local start, as over a compacted gap.
+        None => partition.read(local_start, max_bytes, limit),
     }
 }
 

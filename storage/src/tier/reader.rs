@@ -26,7 +26,17 @@ pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 /// How many segments' indexes stay cached.
 const CACHED_INDEXES: usize = 256;
 
-type ChunkKey = (ObjectPath, u64);
+/// Cache keys carry the topic id: a topic deleted and created again under the same name has
+/// objects of the same names, which must not be served from the old topic's cached bytes.
+type ChunkKey = (String, ObjectPath, u64);
+type IndexKey = (String, ObjectPath);
+
+/// One segment's `.log` object, as the read path needs it.
+struct LogObject<'a> {
+    id: &'a str,
+    path: ObjectPath,
+    size: u64,
+}
 
 #[derive(Clone)]
 struct Indexes {
@@ -40,7 +50,7 @@ pub struct LakeReader {
     chunks: Arc<Mutex<Lru<ChunkKey, Bytes>>>,
     /// Chunks being read ahead, so they are not requested twice.
     reading_ahead: Arc<Mutex<HashSet<ChunkKey>>>,
-    indexes: Mutex<Lru<ObjectPath, Indexes>>,
+    indexes: Mutex<Lru<IndexKey, Indexes>>,
 }
 
 impl LakeReader {
@@ -60,33 +70,40 @@ impl LakeReader {
     pub async fn read(
         &self,
         paths: &PartitionPaths,
+        topic_id: &str,
         segment: &RemoteSegment,
         offset: i64,
         max_bytes: usize,
     ) -> Result<Bytes, TierError> {
-        let log = paths.segment_object(segment.base_offset, segment.last_offset, "log");
-        let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let indexes = self.indexes(paths, segment).await?;
+        let obj = LogObject {
+            id: topic_id,
+            path: paths.segment_object(segment.base_offset, segment.last_offset, "log"),
+            size: segment.size_bytes,
+        };
+        let relative = offset
+            .saturating_sub(segment.base_offset)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        let indexes = self.indexes(paths, topic_id, segment).await?;
         let start = indexes
             .offsets
             .lookup(relative)
             .map_or(0, |(_, p)| u64::from(p));
         let Some((start, first)) = self
-            .find_batch(&log, segment, start, |h| h.last_offset() >= offset)
+            .find_batch(&obj, start, |h| h.last_offset() >= offset)
             .await?
         else {
             return Ok(Bytes::new());
         };
         let mut end = start + first.total_len() as u64;
         while end < segment.size_bytes {
-            let next = self.header_at(&log, segment, end).await?;
+            let next = self.header_at(&obj, end).await?;
             if end + next.total_len() as u64 - start > max_bytes as u64 {
                 break;
             }
             end += next.total_len() as u64;
         }
-        self.read_ahead(&log, segment, end);
-        self.read_range(&log, segment, start, end).await
+        self.read_ahead(&obj, end);
+        self.read_range(&obj, start, end).await
     }
 
     /// The first batch of `segment` whose max timestamp is `>= timestamp`: its base offset and
@@ -94,38 +111,47 @@ impl LakeReader {
     pub async fn offset_for_timestamp(
         &self,
         paths: &PartitionPaths,
+        topic_id: &str,
         segment: &RemoteSegment,
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, TierError> {
         if segment.max_timestamp < timestamp {
             return Ok(None);
         }
-        let log = paths.segment_object(segment.base_offset, segment.last_offset, "log");
-        let indexes = self.indexes(paths, segment).await?;
+        let obj = LogObject {
+            id: topic_id,
+            path: paths.segment_object(segment.base_offset, segment.last_offset, "log"),
+            size: segment.size_bytes,
+        };
+        let indexes = self.indexes(paths, topic_id, segment).await?;
         let start = match indexes.times.last_before(timestamp) {
             Some((_, rel)) => indexes.offsets.lookup(rel).map_or(0, |(_, p)| u64::from(p)),
             None => 0,
         };
         let found = self
-            .find_batch(&log, segment, start, |h| h.max_timestamp >= timestamp)
+            .find_batch(&obj, start, |h| h.max_timestamp >= timestamp)
             .await?;
         Ok(found.map(|(_, h)| (h.base_offset, h.max_timestamp)))
     }
 
     /// Forgets cached data of segments the lake no longer holds.
-    pub fn evict(&self, paths: &PartitionPaths, segment: &RemoteSegment) {
+    pub fn evict(&self, paths: &PartitionPaths, topic_id: &str, segment: &RemoteSegment) {
         let log = paths.segment_object(segment.base_offset, segment.last_offset, "log");
-        lock(&self.chunks).remove_where(|(path, _)| *path == log);
-        lock(&self.indexes).remove_where(|path| *path == log);
+        lock(&self.chunks).remove_where(|(id, path, _)| id == topic_id && *path == log);
+        lock(&self.indexes).remove_where(|(id, path)| id == topic_id && *path == log);
     }
 
     async fn indexes(
         &self,
         paths: &PartitionPaths,
+        topic_id: &str,
         segment: &RemoteSegment,
     ) -> Result<Indexes, TierError> {
         let (base, last) = (segment.base_offset, segment.last_offset);
-        let key = paths.segment_object(base, last, "log");
+        let key = (
+            topic_id.to_string(),
+            paths.segment_object(base, last, "log"),
+        );
         if let Some(found) = lock(&self.indexes).get(&key) {
             return Ok(found);
         }
@@ -151,13 +177,12 @@ impl LakeReader {
     /// Walks batch headers from `position` to the first batch matching `want`.
     async fn find_batch(
         &self,
-        log: &ObjectPath,
-        segment: &RemoteSegment,
+        obj: &LogObject<'_>,
         mut position: u64,
         want: impl Fn(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader)>, TierError> {
-        while position < segment.size_bytes {
-            let header = self.header_at(log, segment, position).await?;
+        while position < obj.size {
+            let header = self.header_at(obj, position).await?;
             if want(&header) {
                 return Ok(Some((position, header)));
             }
@@ -168,18 +193,17 @@ impl LakeReader {
 
     async fn header_at(
         &self,
-        log: &ObjectPath,
-        segment: &RemoteSegment,
+        obj: &LogObject<'_>,
         position: u64,
     ) -> Result<BatchHeader, TierError> {
-        let end = (position + HEADER_LEN as u64).min(segment.size_bytes);
-        let bytes = self.read_range(log, segment, position, end).await?;
+        let end = (position + HEADER_LEN as u64).min(obj.size);
+        let bytes = self.read_range(obj, position, end).await?;
         let corrupt = |reason: String| TierError::Corrupt {
-            path: log.to_string(),
+            path: obj.path.to_string(),
             reason: format!("batch at byte {position}: {reason}"),
         };
         let header = BatchHeader::parse_header_only(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if header.total_len() == 0 || position + header.total_len() as u64 > segment.size_bytes {
+        if header.total_len() == 0 || position + header.total_len() as u64 > obj.size {
             return Err(corrupt("length runs past the end of the segment".into()));
         }
         Ok(header)
@@ -189,8 +213,7 @@ impl LakeReader {
     /// inside one chunk is shared with the cache, not copied.
     async fn read_range(
         &self,
-        log: &ObjectPath,
-        segment: &RemoteSegment,
+        obj: &LogObject<'_>,
         start: u64,
         end: u64,
     ) -> Result<Bytes, TierError> {
@@ -201,7 +224,7 @@ impl LakeReader {
         }
         let mut out = BytesMut::new();
         for chunk_no in first..=last {
-            let chunk = self.chunk(log, segment, chunk_no).await?;
+            let chunk = self.chunk(obj, chunk_no).await?;
             let chunk_start = chunk_no * CHUNK_BYTES;
             let from = (start.max(chunk_start) - chunk_start) as usize;
             let to = ((end - chunk_start) as usize).min(chunk.len());
@@ -216,11 +239,11 @@ impl LakeReader {
 
     /// Starts loading the chunk holding byte `position` (where a sequential reader continues)
     /// in the background, so the next fetch finds it cached instead of waiting for the store.
-    fn read_ahead(&self, log: &ObjectPath, segment: &RemoteSegment, position: u64) {
-        if position >= segment.size_bytes {
+    fn read_ahead(&self, obj: &LogObject<'_>, position: u64) {
+        if position >= obj.size {
             return;
         }
-        let key = (log.clone(), position / CHUNK_BYTES);
+        let key = (obj.id.to_string(), obj.path.clone(), position / CHUNK_BYTES);
         if lock(&self.chunks).get(&key).is_some() || !lock(&self.reading_ahead).insert(key.clone())
         {
             return;
@@ -230,12 +253,12 @@ impl LakeReader {
             self.chunks.clone(),
             self.reading_ahead.clone(),
         );
-        let size = segment.size_bytes;
+        let size = obj.size;
         tokio::spawn(async move {
-            let start = key.1 * CHUNK_BYTES;
+            let start = key.2 * CHUNK_BYTES;
             let end = (start + CHUNK_BYTES).min(size);
             // A failure is not reported here: the fetch that needs the chunk reads it again.
-            if let Ok(bytes) = store.get_range(&key.0, start..end).await {
+            if let Ok(bytes) = store.get_range(&key.1, start..end).await {
                 if bytes.len() as u64 == end - start {
                     lock(&chunks).insert(key.clone(), bytes.clone(), bytes.len());
                 }
@@ -244,25 +267,20 @@ impl LakeReader {
         });
     }
 
-    async fn chunk(
-        &self,
-        log: &ObjectPath,
-        segment: &RemoteSegment,
-        chunk_no: u64,
-    ) -> Result<Bytes, TierError> {
-        let key = (log.clone(), chunk_no);
+    async fn chunk(&self, obj: &LogObject<'_>, chunk_no: u64) -> Result<Bytes, TierError> {
+        let key = (obj.id.to_string(), obj.path.clone(), chunk_no);
         if let Some(found) = lock(&self.chunks).get(&key) {
             return Ok(found);
         }
         let start = chunk_no * CHUNK_BYTES;
-        let end = (start + CHUNK_BYTES).min(segment.size_bytes);
-        let bytes = self.store.get_range(log, start..end).await?;
+        let end = (start + CHUNK_BYTES).min(obj.size);
+        let bytes = self.store.get_range(&obj.path, start..end).await?;
         if (bytes.len() as u64) < end - start {
             return Err(TierError::Corrupt {
-                path: log.to_string(),
+                path: obj.path.to_string(),
                 reason: format!(
                     "object shorter than the {} bytes the manifest records",
-                    segment.size_bytes
+                    obj.size
                 ),
             });
         }

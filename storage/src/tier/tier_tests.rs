@@ -78,7 +78,7 @@ async fn tiered_segments_read_back_byte_identical_from_every_offset() {
     for offset in 0..end {
         let segment = tier.manifest().segment_for(offset).unwrap().clone();
         let remote = reader
-            .read(tier.paths(), &segment, offset, 700)
+            .read(tier.paths(), "id", &segment, offset, 700)
             .await
             .unwrap();
         let local = f.log.read(offset, 700).unwrap();
@@ -91,7 +91,7 @@ async fn tiered_segments_read_back_byte_identical_from_every_offset() {
             .find(|s| s.max_timestamp >= wanted)
             .unwrap();
         let found = reader
-            .offset_for_timestamp(tier.paths(), holder, wanted)
+            .offset_for_timestamp(tier.paths(), "id", holder, wanted)
             .await
             .unwrap();
         let expected = f.log.offset_for_timestamp(wanted).unwrap().unwrap();
@@ -195,6 +195,7 @@ async fn lake_retention_drops_oldest_segments_and_their_objects() {
         .await
         .unwrap();
     assert_eq!(dropped.len(), before.len() - 2);
+    tier.delete_dropped(&dropped).await.unwrap();
     assert_eq!(tier.manifest().segments, before[before.len() - 2..]);
     let gone = tier
         .paths()
@@ -207,4 +208,37 @@ async fn lake_retention_drops_oldest_segments_and_their_objects() {
         .unwrap();
     assert_eq!(dropped.len(), 2);
     assert!(tier.manifest().segments.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_parquet_cannot_decode_goes_to_the_lake_without_its_parquet_file() {
+    let f = fixture(12);
+    let mut log = f.log;
+    // Valid framing and CRC, but flagged gzip over a plain body: the log accepts it (it checks
+    // framing and CRCs), the Parquet export cannot decompress it.
+    let mut bad = TestBatchBuilder::default().build(&[(b"k", b"not gzip")]);
+    bad[22] |= 1;
+    let crc = inlet_protocol::batch::compute_crc(&bad).unwrap();
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let bad_offset = log.append(&bad, 0).unwrap().base_offset;
+    log.roll().unwrap();
+    let f = Fixture { log, ..f };
+    let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
+        .await
+        .unwrap();
+    tier_everything(&f, &mut tier).await;
+    let segments = &tier.manifest().segments;
+    assert_eq!(
+        tier.tiered_end(),
+        bad_offset + 1,
+        "tiering went past the bad batch"
+    );
+    for s in segments {
+        let holds_bad = (s.base_offset..=s.last_offset).contains(&bad_offset);
+        assert_eq!(
+            s.parquet, !holds_bad,
+            "segment {}-{}",
+            s.base_offset, s.last_offset
+        );
+    }
 }

@@ -117,16 +117,24 @@ impl PartitionTier {
                 .put(&path, PutPayload::from(data.clone()))
                 .await?;
         }
-        if parquet {
-            let file = self.export_parquet(segment).await?;
-            bytes += file.len() as u64;
-            self.store
-                .put(
-                    &self.paths.parquet_object(base, last),
-                    PutPayload::from(file),
-                )
-                .await?;
-        }
+        // A segment whose records cannot be decoded (the log checks framing and CRCs, not every
+        // record) still goes to the lake for Kafka readers, just without its Parquet file, so
+        // one bad batch never stops the partition's tiering.
+        let parquet = parquet
+            && match self.export_parquet(segment).await {
+                Ok(file) => {
+                    bytes += file.len() as u64;
+                    let path = self.paths.parquet_object(base, last);
+                    self.store.put(&path, PutPayload::from(file)).await?;
+                    true
+                }
+                Err(TierError::Parquet(reason)) => {
+                    tracing::warn!(topic = %self.paths.topic, partition = self.paths.partition,
+                        base_offset = base, %reason, "segment tiered without its Parquet file");
+                    false
+                }
+                Err(other) => return Err(other),
+            };
         if std::env::var_os(CRASH_BEFORE_MANIFEST_ENV).is_some() {
             tracing::error!(
                 base_offset = base,
@@ -181,8 +189,9 @@ impl PartitionTier {
 
     /// Total retention in the lake: drops the oldest segments whose newest record is older than
     /// `retention_ms`, and those that keep lake plus `local_bytes` (the local log from
-    /// `local_start` on) above `retention_bytes`. The manifest is updated before objects are
-    /// deleted, so no reader is sent to a missing object. Returns the dropped segments.
+    /// `local_start` on) above `retention_bytes`. Only the manifest is updated here: publish it
+    /// to readers, then [`delete_dropped`](Self::delete_dropped) the returned segments' objects,
+    /// so no reader is sent to a missing object.
     pub async fn apply_retention(
         &mut self,
         retention_ms: Option<i64>,
@@ -228,11 +237,16 @@ impl PartitionTier {
         let dropped: Vec<RemoteSegment> = next.segments.drain(..count).collect();
         next.save(self.store.as_ref(), &self.paths).await?;
         self.manifest = Arc::new(next);
-        let doomed = dropped.iter().flat_map(|s| self.objects_of(s)).collect();
-        self.delete_objects(doomed).await?;
         tracing::info!(topic = %self.paths.topic, partition = self.paths.partition, segments = count,
-            lake_start_offset = ?self.manifest.start_offset(), "lake retention deleted segments");
+            lake_start_offset = ?self.manifest.start_offset(), "lake retention dropped segments");
         Ok(dropped)
+    }
+
+    /// Deletes the objects of segments [`apply_retention`](Self::apply_retention) dropped. Ones
+    /// left behind by a failure are swept when tiering next starts.
+    pub async fn delete_dropped(&self, dropped: &[RemoteSegment]) -> Result<(), TierError> {
+        let doomed = dropped.iter().flat_map(|s| self.objects_of(s)).collect();
+        self.delete_objects(doomed).await
     }
 
     fn objects_of(&self, s: &RemoteSegment) -> Vec<ObjectPath> {
