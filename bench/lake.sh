@@ -13,20 +13,10 @@
 # Tiering time is measured from `remote.storage.enable=true` until the broker's metrics show the
 # lake caught up (no closed bytes waiting). Results: bench/results/lake.json and a table.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh" lake-bench
 MB=${LAKE_BENCH_MB:-1024}
 PORT=${BENCH_PORT:-19292}
 METRICS=127.0.0.1:$((PORT + 1))
-WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/inlet-lake-bench.XXXXXX")
-RESULTS=$ROOT/bench/results
-mkdir -p "$RESULTS"
-BROKER_PID=""
-cleanup() {
-    if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 echo "==> building the release binary"
 cargo build --release -q -p inlet

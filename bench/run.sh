@@ -17,19 +17,9 @@
 # broker figure is also given as a ratio of the machine limits measured in the same run, since
 # absolute numbers on shared machines mean little.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh" bench
 RUN_SECONDS=${SECONDS_PER_RUN:-20}
 PORT=${BENCH_PORT:-19192}
-WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/inlet-bench.XXXXXX")
-RESULTS=$ROOT/bench/results
-mkdir -p "$RESULTS"
-BROKER_PID=""
-cleanup() {
-    if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 if ! command -v iperf3 >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
