@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use inlet_storage::tier::{
-    upload, LakeLocation, LakeReader, Manifest, PartitionPaths, PartitionTier, TierError,
+    manifest, upload, LakeLocation, LakeReader, Manifest, PartitionPaths, PartitionTier, TierError,
 };
 use object_store::ObjectStore;
 use tokio::sync::watch;
@@ -147,7 +147,7 @@ impl Lake {
 
 /// A topic of this name is never tiered: its objects would live in `tables/`, the folder of
 /// every topic's Parquet files (the lake layout puts both at the root).
-const TABLES_TOPIC: &str = "tables";
+const TABLES_TOPIC: &str = manifest::TABLES_DIR;
 
 /// Per-partition tiering state, keyed by topic name and partition, with the topic id it was
 /// opened for.

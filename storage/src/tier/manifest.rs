@@ -23,6 +23,9 @@ use crate::tier::TierError;
 
 const MANIFEST_VERSION: u32 = 1;
 
+/// The lake's root folder of Parquet tables (`tables/<topic>/partition=<p>/...`).
+pub const TABLES_DIR: &str = "tables";
+
 /// One tiered segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteSegment {
@@ -71,7 +74,7 @@ impl PartitionPaths {
     /// Folder of the Parquet files.
     pub fn table_dir(&self) -> ObjectPath {
         ObjectPath::from_iter([
-            "tables",
+            TABLES_DIR,
             self.topic.as_str(),
             &format!("partition={}", self.partition),
         ])

@@ -15,7 +15,9 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::mmap::MappedFile;
-use crate::tier::manifest::{parse_segment_file_name, Manifest, PartitionPaths, RemoteSegment};
+use crate::tier::manifest::{
+    parse_segment_file_name, Manifest, PartitionPaths, RemoteSegment, TABLES_DIR,
+};
 use crate::tier::{parquet, ClosedSegment, TierError};
 
 /// Test-only fault injection: when this variable is set, the process aborts right after a
@@ -245,8 +247,8 @@ impl PartitionTier {
     /// Deletes the objects of segments [`apply_retention`](Self::apply_retention) dropped. Ones
     /// left behind by a failure are swept when tiering next starts.
     pub async fn delete_dropped(&self, dropped: &[RemoteSegment]) -> Result<(), TierError> {
-        let doomed = dropped.iter().flat_map(|s| self.objects_of(s)).collect();
-        self.delete_objects(doomed).await
+        let doomed: Vec<ObjectPath> = dropped.iter().flat_map(|s| self.objects_of(s)).collect();
+        delete_objects(self.store.as_ref(), doomed).await
     }
 
     fn objects_of(&self, s: &RemoteSegment) -> Vec<ObjectPath> {
@@ -281,19 +283,20 @@ impl PartitionTier {
             }));
         }
         let count = doomed.len();
-        self.delete_objects(doomed).await?;
+        delete_objects(self.store.as_ref(), doomed).await?;
         Ok(count)
     }
+}
 
-    async fn delete_objects(&self, paths: Vec<ObjectPath>) -> Result<(), TierError> {
-        for path in paths {
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+/// Deletes `paths`; one already gone counts as deleted.
+async fn delete_objects(store: &dyn ObjectStore, paths: Vec<ObjectPath>) -> Result<(), TierError> {
+    for path in paths {
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Deletes everything the lake holds for `topic` (after the topic is deleted).
@@ -301,15 +304,15 @@ pub async fn delete_topic(store: &dyn ObjectStore, topic: &str) -> Result<usize,
     let mut count = 0;
     for dir in [
         ObjectPath::from_iter([topic]),
-        ObjectPath::from_iter(["tables", topic]),
+        ObjectPath::from_iter([TABLES_DIR, topic]),
     ] {
-        let listed: Vec<_> = store.list(Some(&dir)).try_collect().await?;
-        for meta in listed {
-            match store.delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => count += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let listed: Vec<ObjectPath> = store
+            .list(Some(&dir))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        count += listed.len();
+        delete_objects(store, listed).await?;
     }
     Ok(count)
 }
