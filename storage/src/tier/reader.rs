@@ -38,6 +38,16 @@ struct LogObject<'a> {
     size: u64,
 }
 
+impl<'a> LogObject<'a> {
+    fn of(paths: &PartitionPaths, topic_id: &'a str, segment: &RemoteSegment) -> LogObject<'a> {
+        LogObject {
+            id: topic_id,
+            path: paths.segment_object(segment.base_offset, segment.last_offset, "log"),
+            size: segment.size_bytes,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Indexes {
     offsets: Arc<OffsetIndex>,
@@ -75,15 +85,11 @@ impl LakeReader {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Bytes, TierError> {
-        let obj = LogObject {
-            id: topic_id,
-            path: paths.segment_object(segment.base_offset, segment.last_offset, "log"),
-            size: segment.size_bytes,
-        };
+        let obj = LogObject::of(paths, topic_id, segment);
         let relative = offset
             .saturating_sub(segment.base_offset)
             .clamp(0, i64::from(u32::MAX)) as u32;
-        let indexes = self.indexes(paths, topic_id, segment).await?;
+        let indexes = self.indexes(paths, &obj, segment).await?;
         let start = indexes
             .offsets
             .lookup(relative)
@@ -118,12 +124,8 @@ impl LakeReader {
         if segment.max_timestamp < timestamp {
             return Ok(None);
         }
-        let obj = LogObject {
-            id: topic_id,
-            path: paths.segment_object(segment.base_offset, segment.last_offset, "log"),
-            size: segment.size_bytes,
-        };
-        let indexes = self.indexes(paths, topic_id, segment).await?;
+        let obj = LogObject::of(paths, topic_id, segment);
+        let indexes = self.indexes(paths, &obj, segment).await?;
         let start = match indexes.times.last_before(timestamp) {
             Some((_, rel)) => indexes.offsets.lookup(rel).map_or(0, |(_, p)| u64::from(p)),
             None => 0,
@@ -136,22 +138,19 @@ impl LakeReader {
 
     /// Forgets cached data of segments the lake no longer holds.
     pub fn evict(&self, paths: &PartitionPaths, topic_id: &str, segment: &RemoteSegment) {
-        let log = paths.segment_object(segment.base_offset, segment.last_offset, "log");
-        lock(&self.chunks).remove_where(|(id, path, _)| id == topic_id && *path == log);
-        lock(&self.indexes).remove_where(|(id, path)| id == topic_id && *path == log);
+        let obj = LogObject::of(paths, topic_id, segment);
+        lock(&self.chunks).remove_where(|(id, path, _)| id == obj.id && *path == obj.path);
+        lock(&self.indexes).remove_where(|(id, path)| id == obj.id && *path == obj.path);
     }
 
     async fn indexes(
         &self,
         paths: &PartitionPaths,
-        topic_id: &str,
+        obj: &LogObject<'_>,
         segment: &RemoteSegment,
     ) -> Result<Indexes, TierError> {
         let (base, last) = (segment.base_offset, segment.last_offset);
-        let key = (
-            topic_id.to_string(),
-            paths.segment_object(base, last, "log"),
-        );
+        let key = (obj.id.to_string(), obj.path.clone());
         if let Some(found) = lock(&self.indexes).get(&key) {
             return Ok(found);
         }
