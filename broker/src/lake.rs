@@ -262,13 +262,13 @@ async fn tier_partition(
         // What the lake now holds may leave the local disk.
         partition.apply_retention(now)?;
     }
-    let (local_start, local_bytes, pending) = partition.local_extent(tier.tiered_end())?;
+    let local = partition.local_extent()?;
     let dropped = tier
         .apply_retention(
             config.retention_ms,
             config.retention_bytes,
-            local_start,
-            local_bytes,
+            local.start,
+            local.bytes,
             now,
         )
         .await?;
@@ -280,5 +280,5 @@ async fn tier_partition(
                 .evict(tier.paths(), &topic.id.to_string(), segment);
         }
     }
-    Ok(pending)
+    partition.closed_bytes_from(tier.tiered_end())
 }

@@ -42,9 +42,7 @@ pub fn render(broker: &Broker) -> String {
     let mut partitions = String::new();
     for topic in broker.topics.list() {
         for partition in topic.partitions() {
-            let (Ok(offsets), Ok((_, local_bytes, _))) =
-                (partition.offsets(), partition.local_extent(i64::MAX))
-            else {
+            let (Ok(offsets), Ok(local)) = (partition.offsets(), partition.local_extent()) else {
                 continue;
             };
             let labels = format!("topic=\"{}\",partition=\"{}\"", topic.name, partition.index);
@@ -60,7 +58,8 @@ pub fn render(broker: &Broker) -> String {
             );
             let _ = writeln!(
                 partitions,
-                "inlet_partition_local_bytes{{{labels}}} {local_bytes}"
+                "inlet_partition_local_bytes{{{labels}}} {}",
+                local.bytes
             );
         }
     }

@@ -1,7 +1,7 @@
-//! One partition this broker leads: its log, its high watermark, the signal that wakes
-//! long-polling fetches, and the manifest of what it has in the lake. On a single broker the in-sync replica set is the leader alone, so the
-//! high watermark follows the log end as soon as an append returns; replication will move it only
-//! once followers have the data.
+//! One partition this broker leads: its log, its high watermark, the signal that wakes long-polling
+//! fetches, and the manifest of what it has in the lake. On a single broker the in-sync replica set
+//! is the leader alone, so the high watermark follows the log end as soon as an append returns;
+//! replication will move it only once followers have the data.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +26,13 @@ pub struct PartitionOffsets {
     pub log_start: i64,
     pub high_watermark: i64,
     pub log_end: i64,
+}
+
+/// The partition's local segments, as opposed to what the lake holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalExtent {
+    pub start: i64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,16 +243,19 @@ impl Partition {
         self.with_log(|log| Ok(log.closed_segment_from(offset)))
     }
 
-    /// `(local log start, local bytes, closed bytes from offset tiered_end)`, for lake
-    /// retention and the tiering lag.
-    pub fn local_extent(&self, tiered_end: i64) -> Result<(i64, u64, u64), PartitionError> {
+    /// Where the local log starts and how large it is, for lake retention and metrics.
+    pub fn local_extent(&self) -> Result<LocalExtent, PartitionError> {
         self.with_log(|log| {
-            Ok((
-                log.log_start_offset(),
-                log.size_bytes(),
-                log.closed_bytes_from(tiered_end),
-            ))
+            Ok(LocalExtent {
+                start: log.log_start_offset(),
+                bytes: log.size_bytes(),
+            })
         })
+    }
+
+    /// Bytes of closed segments from `offset` on: what tiering has yet to copy.
+    pub fn closed_bytes_from(&self, offset: i64) -> Result<u64, PartitionError> {
+        self.with_log(|log| Ok(log.closed_bytes_from(offset)))
     }
 
     pub fn log_config(&self) -> Result<LogConfig, PartitionError> {

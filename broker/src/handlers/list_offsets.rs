@@ -56,7 +56,7 @@ async fn offset_for_timestamp(
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, PartitionError> {
     if let Some(lake) = &broker.lake {
-        let local_start = partition.local_extent(0)?.0;
+        let local_start = partition.local_extent()?.start;
         if let Some(found) = lake
             .offset_for_timestamp(partition, timestamp, local_start)
             .await?
