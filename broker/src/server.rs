@@ -1,7 +1,7 @@
 //! The listener and the broker's lifetime: open the data directory, accept connections (bounded by
-//! a semaphore), run background maintenance (flush policy, retention, tiering to the lake), and
-//! on shutdown stop accepting, let every connection finish the request it is processing, then flush and close every
-//! log before returning.
+//! a semaphore), run background maintenance (flush policy, retention, tiering to the lake), and on
+//! shutdown stop accepting, let every connection finish the request it is processing, then flush
+//! and close every log before returning.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -10,9 +10,9 @@
 //! previous batch's `baseOffset + lastOffsetDelta + 1`, the first equals the segment base offset.
 //!
 //! The active segment is mapped for its whole `segment_bytes` and appended to with `pwrite`, while
-//! its file grows a reserved chunk at a time ahead of the writes (see [`crate::mmap`]); the bytes after the
-//! logical end are zeros, which recovery recognises as the end (a zero `batchLength`
-//! is invalid). On roll the file is truncated to its logical size and mapped read-only. Reads
+//! its file grows a reserved chunk at a time ahead of the writes (see [`crate::mmap`]); the bytes
+//! after the logical end are zeros, which recovery recognises as the end (a zero `batchLength` is
+//! invalid). On roll the file is truncated to its logical size and mapped again at that size. Reads
 //! return [`Bytes`] pointing into the mapping (see [`crate::mmap`] for why that is sound).
 
 use std::fs::{File, OpenOptions};

@@ -1,7 +1,8 @@
-//! Fetch: whole record batches straight from the mapped segments (no decoding, no copy), cut at
-//! the high watermark for consumers. Offsets that local retention removed but the lake holds are
-//! read from the lake, so a consumer from the beginning replays the whole history. When fewer than `min_bytes` are ready the request parks until
-//! an append anywhere wakes it or `max_wait_ms` passes, then answers with whatever is there.
+//! Fetch: whole record batches straight from the mapped segments (no decoding, no copy), cut at the
+//! high watermark for consumers. Offsets that local retention removed but the lake holds are read
+//! from the lake, so a consumer from the beginning replays the whole history. When fewer than
+//! `min_bytes` are ready the request parks until an append anywhere wakes it or `max_wait_ms`
+//! passes, then answers with whatever is there.
 
 use std::time::Duration;
 
