@@ -222,7 +222,10 @@ mod tests {
         let first = budget.acquire(60).await.unwrap();
         assert_eq!(budget.available(), 40);
         let waiting = tokio::time::timeout(Duration::from_millis(30), budget.acquire(50)).await;
-        assert!(waiting.is_err(), "50 bytes are not free while 60 of 100 are taken");
+        assert!(
+            waiting.is_err(),
+            "50 bytes are not free while 60 of 100 are taken"
+        );
         drop(first);
         let second = budget.acquire(50).await.unwrap();
         assert_eq!(budget.available(), 50);

@@ -370,7 +370,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.socket_request_max_bytes, 1_048_576);
         assert_eq!(config.queued_max_request_bytes, 2_097_152);
-        assert_eq!((config.max_connections, config.max_connections_per_ip), (50, 5));
+        assert_eq!(
+            (config.max_connections, config.max_connections_per_ip),
+            (50, 5)
+        );
         assert_eq!(config.connections_max_idle_ms, 1000);
         assert_eq!(config.connections_max_stall_ms, 200);
         let unbounded = self::config(&["--queued-max-request-bytes", "-1"]).unwrap();

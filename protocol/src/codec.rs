@@ -391,7 +391,9 @@ mod tests {
         let name: String = "g".repeat(name_len);
         let groups = (0..count).map(|_| GroupId(name.clone().into())).collect();
         let request = DescribeGroupsRequest::default().with_groups(groups);
-        encode_request(&request, version, 1, "c").unwrap().slice(4..)
+        encode_request(&request, version, 1, "c")
+            .unwrap()
+            .slice(4..)
     }
 
     #[test]
@@ -429,7 +431,9 @@ mod tests {
             .with_topic(TopicName("t".to_string().into()))
             .with_partitions(partitions)]);
         for version in [4, 12] {
-            let mut frame = encode_request(&request, version, 1, "c").unwrap().slice(4..);
+            let mut frame = encode_request(&request, version, 1, "c")
+                .unwrap()
+                .slice(4..);
             let (api_key, header) = decode_header(&mut frame).unwrap();
             let decoded = decode_body(api_key, header.request_api_version, &mut frame);
             assert!(decoded.is_ok(), "Fetch v{version}: {decoded:?}");

@@ -164,7 +164,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     fn declared_length(&self) -> Option<i32> {
         let prefix = self.buffer.get(..LENGTH_PREFIX)?;
-        Some(i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]))
+        Some(i32::from_be_bytes([
+            prefix[0], prefix[1], prefix[2], prefix[3],
+        ]))
     }
 
     fn expected_len(&self) -> usize {
@@ -261,11 +263,12 @@ mod tests {
         let (mut peer, socket) = tokio::io::duplex(1 << 20);
         let mut reader = FrameReader::new(socket, 100 * 1024 * 1024);
         let declared = 100 * 1024 * 1024 - 1;
-        peer.write_all(&(declared as i32).to_be_bytes()).await.unwrap();
+        peer.write_all(&(declared as i32).to_be_bytes())
+            .await
+            .unwrap();
         peer.write_all(&[7; 10]).await.unwrap();
         assert_eq!(reader.next_length().await.unwrap(), Some(declared));
-        let pending =
-            tokio::time::timeout(Duration::from_millis(50), reader.next_frame()).await;
+        let pending = tokio::time::timeout(Duration::from_millis(50), reader.next_frame()).await;
         assert!(pending.is_err(), "the frame is not complete yet");
         assert!(
             reader.buffer.capacity() <= 2 * READ_CHUNK,
@@ -278,11 +281,14 @@ mod tests {
             peer.write_all(&[7; 64 * 1024]).await.unwrap();
             sent += 64 * 1024;
         }
-        let pending =
-            tokio::time::timeout(Duration::from_millis(50), reader.next_frame()).await;
+        let pending = tokio::time::timeout(Duration::from_millis(50), reader.next_frame()).await;
         assert!(pending.is_err());
         assert_eq!(reader.buffer.len(), sent);
-        assert!(reader.buffer.capacity() <= 4 * sent, "{}", reader.buffer.capacity());
+        assert!(
+            reader.buffer.capacity() <= 4 * sent,
+            "{}",
+            reader.buffer.capacity()
+        );
     }
 
     #[tokio::test]
@@ -291,7 +297,9 @@ mod tests {
         let mut reader = FrameReader::new(socket, 10 << 20);
         let body: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
         let writer = tokio::spawn(async move {
-            peer.write_all(&(body.len() as i32).to_be_bytes()).await.unwrap();
+            peer.write_all(&(body.len() as i32).to_be_bytes())
+                .await
+                .unwrap();
             peer.write_all(&body).await.unwrap();
             peer.write_all(&[0, 0, 0, 1, 9]).await.unwrap();
             (peer, body)
