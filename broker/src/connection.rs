@@ -10,6 +10,7 @@
 //! retry.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions, Reply};
+use crate::metrics::CONNECTIONS;
 
 /// Why a connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -159,20 +161,24 @@ pub async fn serve(
     let _ = writer.flush().await;
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(error) if error.is_routine() => tracing::debug!(%peer, %error, "connection closed"),
-        Err(error @ ConnectionError::Frame(FrameError::Stalled { .. })) => {
-            tracing::info!(%peer, %error, "closing stalled connection")
+        Err(error @ ConnectionError::Frame(FrameError::Idle { .. })) => {
+            CONNECTIONS.closed_idle.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, %error, "closing idle connection");
         }
+        Err(error @ ConnectionError::Frame(FrameError::Stalled { .. })) => {
+            CONNECTIONS.closed_stalled.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, %error, "closing stalled connection");
+        }
+        Err(error) if error.is_peer_gone() => tracing::debug!(%peer, %error, "peer went away"),
         Err(error) => tracing::warn!(%peer, %error, "closing connection"),
     }
 }
 
 impl ConnectionError {
-    /// A client that disconnects abruptly or idles out is routine, not worth a warning.
-    fn is_routine(&self) -> bool {
+    /// A client that disconnects abruptly is routine, not worth a warning.
+    fn is_peer_gone(&self) -> bool {
         use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
         let io = match self {
-            ConnectionError::Frame(FrameError::Idle { .. }) => return true,
             ConnectionError::Frame(FrameError::Io(e)) | ConnectionError::Write(e) => e,
             _ => return false,
         };

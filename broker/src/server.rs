@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::broker::{now_ms, Broker, BrokerError};
 use crate::config::BrokerConfig;
 use crate::connection::{self, RequestBudget};
+use crate::metrics::CONNECTIONS;
 
 /// How often flush policies are checked; `flush.ms` is honoured at this granularity.
 const FLUSH_CHECK: Duration = Duration::from_millis(100);
@@ -177,7 +179,7 @@ struct ConnectionSlots {
     max_total: usize,
     max_per_ip: usize,
     open: Mutex<OpenConnections>,
-    refused: std::sync::atomic::AtomicU64,
+    refused: AtomicU64,
 }
 
 #[derive(Default)]
@@ -213,6 +215,7 @@ impl ConnectionSlots {
         }
         *from_ip += 1;
         open.total += 1;
+        CONNECTIONS.open.fetch_add(1, Ordering::Relaxed);
         Ok(Slot {
             slots: self.clone(),
             ip,
@@ -221,8 +224,9 @@ impl ConnectionSlots {
 
     /// Counts one refused connection; returns the count so far.
     fn count_refusal(&self) -> u64 {
+        CONNECTIONS.refused.fetch_add(1, Ordering::Relaxed);
         self.refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1)
     }
 }
@@ -231,6 +235,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
         open.total = open.total.saturating_sub(1);
+        CONNECTIONS.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(from_ip) = open.per_ip.get_mut(&self.ip) {
             *from_ip = from_ip.saturating_sub(1);
             if *from_ip == 0 {

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use inlet_integration_tests::kafka::{client_config, consume_all, consumer_config};
-use inlet_integration_tests::{Broker, BrokerOptions};
+use inlet_integration_tests::{free_port, Broker, BrokerOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -454,8 +454,12 @@ where
 /// sent anything or went quiet after a request; one that keeps sending requests stays open.
 #[test]
 fn idle_connections_are_closed_after_connections_max_idle_ms() {
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let broker = Broker::start_with(BrokerOptions {
-        env: vec![("INLET_CONNECTIONS_MAX_IDLE_MS".into(), "600".into())],
+        env: vec![
+            ("INLET_CONNECTIONS_MAX_IDLE_MS".into(), "600".into()),
+            ("INLET_METRICS_LISTEN".into(), metrics.to_string()),
+        ],
         ..BrokerOptions::default()
     });
     let connect =
@@ -514,4 +518,24 @@ fn idle_connections_are_closed_after_connections_max_idle_ms() {
     busy.write_all(&api_versions_v0(9))
         .expect("the busy connection is still open");
     busy.read_exact(&mut head).expect("and still answered");
+    let scraped = scrape(metrics);
+    assert!(
+        scraped.contains("inlet_connections_closed_idle_total 2\n"),
+        "{scraped}"
+    );
+}
+
+/// The broker's `GET /metrics` text.
+fn scrape(addr: SocketAddr) -> String {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to /metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set a read timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: inlet\r\n\r\n")
+        .expect("send the scrape");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }
