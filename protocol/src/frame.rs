@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes of the length prefix.
@@ -83,7 +83,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(length) = self.buffered_length()? {
                 return Ok(Some(length));
             }
-            if !self.fill().await? {
+            if !self.fill(READ_CHUNK).await? {
                 if self.buffer.is_empty() {
                     return Ok(None);
                 }
@@ -106,7 +106,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buffer.capacity() - self.buffer.len() < step {
                 self.buffer.reserve(step);
             }
-            if !self.fill().await? {
+            // Read ahead of the frame by at most one chunk: bytes of later frames are read once
+            // their own length has been granted.
+            if !self.fill(missing.max(READ_CHUNK)).await? {
                 return Err(self.truncated());
             }
         }
@@ -128,16 +130,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         !self.buffer.is_empty()
     }
 
-    /// Reads what the peer has sent into the buffer; false at end of stream. Waits at most the
-    /// idle timeout between frames and the stall timeout inside one.
-    async fn fill(&mut self) -> Result<bool, FrameError> {
+    /// Reads at most `max` bytes of what the peer has sent into the buffer; false at end of
+    /// stream. Waits at most the idle timeout between frames and the stall timeout inside one.
+    async fn fill(&mut self, max: usize) -> Result<bool, FrameError> {
         let between_frames = self.buffer.is_empty();
         let limit = if between_frames {
             self.timeouts.idle
         } else {
             self.timeouts.stall
         };
-        let read = self.reader.read_buf(&mut self.buffer);
+        let mut buffer = (&mut self.buffer).limit(max);
+        let read = self.reader.read_buf(&mut buffer);
         let read = match limit {
             None => read.await,
             Some(after) => match tokio::time::timeout(after, read).await {
@@ -289,6 +292,24 @@ mod tests {
             "{}",
             reader.buffer.capacity()
         );
+    }
+
+    #[tokio::test]
+    async fn reads_ahead_of_a_frame_by_one_chunk_at_most() {
+        let (mut peer, socket) = tokio::io::duplex(16 << 20);
+        let mut reader = FrameReader::new(socket, 10 << 20);
+        for _ in 0..2 {
+            peer.write_all(&(3_000_000i32).to_be_bytes()).await.unwrap();
+            peer.write_all(&vec![1u8; 3_000_000]).await.unwrap();
+        }
+        let first = reader.next_frame().await.unwrap().unwrap();
+        assert_eq!(first.len(), 3_000_000);
+        assert!(
+            reader.buffer.len() <= READ_CHUNK,
+            "{} bytes of the next frame read before its length was granted",
+            reader.buffer.len()
+        );
+        assert_eq!(reader.next_frame().await.unwrap().unwrap().len(), 3_000_000);
     }
 
     #[tokio::test]
