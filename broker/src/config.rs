@@ -23,10 +23,30 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Largest request frame accepted (`socket.request.max.bytes`).
     pub socket_request_max_bytes: usize,
+    /// Broker-wide budget of request bytes read but not yet handled (`queued.max.request.bytes`);
+    /// a connection acquires a frame's declared size before reading its body and waits (without
+    /// reading, so TCP pushes back) while the budget is spent. -1: unbounded, as in Kafka. Inlet's
+    /// default is 512 MiB, not Kafka's -1: with frames read incrementally and decoding bounded to
+    /// a small multiple of the frame, this caps the memory all requests in flight can take at a
+    /// few GiB however many connections send at once.
+    pub queued_max_request_bytes: i64,
     /// Requests read ahead of the one being processed, per connection.
     pub max_in_flight_requests_per_connection: usize,
-    /// Connections served at once; further ones wait in the accept queue.
+    /// Connections open at once (`max.connections`); a connection beyond it is closed as soon
+    /// as it is accepted. Also capped by the open-file limit, keeping room for the logs.
     pub max_connections: usize,
+    /// Connections open at once from one client address (`max.connections.per.ip`); beyond it a
+    /// new connection from that address is closed as soon as it is accepted. Kafka's default is
+    /// unlimited; 1000 keeps one address from taking every slot. When the open-file limit caps
+    /// `max_connections`, one address gets at most half of that cap.
+    pub max_connections_per_ip: usize,
+    /// A connection with no request for this long is closed (`connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// A connection that has sent part of a request frame and then nothing for this long is
+    /// closed. Kafka lets its idle timer cover this; Inlet uses a shorter bound, as a client
+    /// that has started a request sends the rest at once, and a half-sent frame holds its share
+    /// of `queued_max_request_bytes`.
+    pub connections_max_stall_ms: u64,
     /// Create a topic on first Metadata/Produce for it (`auto.create.topics.enable`).
     pub auto_create_topics_enable: bool,
     /// Partitions of an auto-created topic or of CreateTopics with -1 (`num.partitions`).
@@ -116,8 +136,12 @@ impl Default for BrokerConfig {
             advertised_listener: "localhost:9092".to_string(),
             data_dir: PathBuf::from("./inlet-data"),
             socket_request_max_bytes: 100 * 1024 * 1024,
+            queued_max_request_bytes: 512 * 1024 * 1024,
             max_in_flight_requests_per_connection: 64,
             max_connections: 10_000,
+            max_connections_per_ip: 1000,
+            connections_max_idle_ms: 10 * 60 * 1000,
+            connections_max_stall_ms: 30_000,
             auto_create_topics_enable: true,
             num_partitions: 1,
             default_replication_factor: 1,
@@ -180,6 +204,13 @@ pub enum ConfigError {
     #[error("invalid advertised listener {0:?}: expected host:port")]
     AdvertisedListener(String),
     #[error(
+        "queued_max_request_bytes ({queued}) must be -1 or at least socket_request_max_bytes \
+         ({frame}), or the largest request could never be read"
+    )]
+    QueuedBytesBelowFrame { queued: i64, frame: usize },
+    #[error("{key} must be at least 1")]
+    Zero { key: &'static str },
+    #[error(
         "the lake is on S3 but names no bucket: set `bucket` under [lake.s3] \
          (or --lake-s3-bucket / INLET_LAKE_S3_BUCKET)"
     )]
@@ -203,6 +234,21 @@ impl BrokerConfig {
     /// bucket.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.advertised_host_port()?;
+        let frame = self.socket_request_max_bytes;
+        let queued = self.queued_max_request_bytes;
+        if queued != -1 && (queued < 0 || (queued as u64) < frame as u64) {
+            return Err(ConfigError::QueuedBytesBelowFrame { queued, frame });
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("connections_max_idle_ms", self.connections_max_idle_ms),
+            ("connections_max_stall_ms", self.connections_max_stall_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { key });
+            }
+        }
         if self.lake.s3.as_ref().is_some_and(|s3| s3.bucket.is_empty()) {
             return Err(ConfigError::LakeBucketMissing);
         }
@@ -384,6 +430,34 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         let back: BrokerConfig = toml::from_str(&printed).unwrap();
         assert_eq!(back.lake.s3.unwrap().bucket, "events");
+    }
+
+    #[test]
+    fn connection_limits_have_safe_defaults_and_are_checked() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.queued_max_request_bytes, 512 * 1024 * 1024);
+        assert_eq!(config.max_connections_per_ip, 1000);
+        assert_eq!(config.connections_max_idle_ms, 600_000);
+        assert_eq!(config.connections_max_stall_ms, 30_000);
+        assert!(config.validate().is_ok());
+        let unbounded = BrokerConfig {
+            queued_max_request_bytes: -1,
+            ..BrokerConfig::default()
+        };
+        assert!(unbounded.validate().is_ok());
+        let below_frame = BrokerConfig {
+            queued_max_request_bytes: 1024,
+            ..BrokerConfig::default()
+        };
+        assert!(matches!(
+            below_frame.validate(),
+            Err(ConfigError::QueuedBytesBelowFrame { .. })
+        ));
+        let no_idle = BrokerConfig {
+            connections_max_idle_ms: 0,
+            ..BrokerConfig::default()
+        };
+        assert!(matches!(no_idle.validate(), Err(ConfigError::Zero { .. })));
     }
 
     #[test]

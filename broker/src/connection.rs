@@ -1,31 +1,43 @@
 //! One client connection: read a frame, decode it, run its handler, write the response, in
 //! request order (Kafka clients pipeline and rely on that order). Frames the peer keeps sending
-//! while one is processed wait in the read buffer, bounded by the kernel socket buffer and our
-//! frame limit. Anything that breaks the framing or the schema closes this connection only, with
-//! the reason in the log; an ApiVersions request of an unknown version gets the v0 error answer
-//! that lets the client retry.
+//! while one is processed wait in the kernel socket buffer. Before a frame's body is read, its
+//! declared size is taken from the broker-wide [`RequestBudget`] (`queued.max.request.bytes`) and
+//! given back once the request is handled; while the budget is spent the connection waits without
+//! reading, so TCP pushes back on the client. A connection silent between requests for
+//! `connections.max.idle.ms`, or inside one for `connections.max.stall.ms`, is closed. Anything
+//! that breaks the framing or the schema closes this connection only, with the reason in the log;
+//! an ApiVersions request of an unknown version gets the v0 error answer that lets the client
+//! retry.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use inlet_protocol::codec::{self, CodecError};
-use inlet_protocol::frame::FrameReader;
+use inlet_protocol::frame::{FrameError, FrameReader, ReadTimeouts};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions, Reply};
+use crate::metrics::CONNECTIONS;
 
 /// Why a connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error(transparent)]
-    Frame(#[from] inlet_protocol::frame::FrameError),
+    Frame(#[from] FrameError),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    #[error(
+        "a {length}-byte request exceeds the whole request budget of {budget} bytes \
+         (queued.max.request.bytes)"
+    )]
+    OverBudget { length: usize, budget: usize },
     #[error("unsupported version {version} of {api_key:?}")]
     UnsupportedVersion { api_key: ApiKey, version: i16 },
     #[error("{0}")]
@@ -34,19 +46,98 @@ pub enum ConnectionError {
     Write(#[from] std::io::Error),
 }
 
+/// The broker-wide budget of request bytes read but not yet handled (`queued.max.request.bytes`):
+/// a semaphore whose permits are bytes. Cloning shares the budget.
+#[derive(Clone, Debug)]
+pub struct RequestBudget {
+    bytes: Option<Arc<Semaphore>>,
+    total: usize,
+}
+
+impl RequestBudget {
+    /// A budget of `queued_max_request_bytes` bytes; a negative value means unbounded.
+    pub fn new(queued_max_request_bytes: i64) -> RequestBudget {
+        match usize::try_from(queued_max_request_bytes) {
+            Ok(total) => {
+                let total = total.min(Semaphore::MAX_PERMITS);
+                RequestBudget {
+                    bytes: Some(Arc::new(Semaphore::new(total))),
+                    total,
+                }
+            }
+            Err(_) => RequestBudget {
+                bytes: None,
+                total: usize::MAX,
+            },
+        }
+    }
+
+    /// Bytes of the budget not taken right now (the whole budget when unbounded).
+    pub fn available(&self) -> usize {
+        self.bytes
+            .as_ref()
+            .map_or(usize::MAX, |bytes| bytes.available_permits())
+    }
+
+    /// Waits until `length` bytes of the budget are free and takes them; they return to the
+    /// budget when the permit is dropped. A frame larger than the whole budget could never be
+    /// read and is refused.
+    async fn acquire(
+        &self,
+        length: usize,
+    ) -> Result<Option<OwnedSemaphorePermit>, ConnectionError> {
+        let Some(bytes) = &self.bytes else {
+            return Ok(None);
+        };
+        let over = || ConnectionError::OverBudget {
+            length,
+            budget: self.total,
+        };
+        if length > self.total {
+            return Err(over());
+        }
+        let permits = u32::try_from(length).map_err(|_| over())?;
+        // The semaphore is never closed, so acquiring fails only if that changes.
+        let permit = bytes
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| over())?;
+        Ok(Some(permit))
+    }
+}
+
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    budget: RequestBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let mut frames = FrameReader::new(read, broker.config.socket_request_max_bytes);
+    let config = &broker.config;
+    let timeouts = ReadTimeouts {
+        idle: Some(Duration::from_millis(config.connections_max_idle_ms)),
+        stall: Some(Duration::from_millis(config.connections_max_stall_ms)),
+    };
+    let mut frames =
+        FrameReader::new(read, config.socket_request_max_bytes).with_timeouts(timeouts);
     let mut writer = BufWriter::with_capacity(64 * 1024, write);
     tracing::debug!(%peer, "connection opened");
     let result: Result<(), ConnectionError> = async {
         loop {
+            let length = tokio::select! {
+                length = frames.next_length() => length?,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(length) = length else {
+                return Ok(());
+            };
+            let permit = tokio::select! {
+                permit = budget.acquire(length) => permit?,
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            };
             let frame = tokio::select! {
                 frame = frames.next_frame() => frame?,
                 _ = shutdown.wait_for(|stop| *stop) => None,
@@ -54,7 +145,10 @@ pub async fn serve(
             let Some(frame) = frame else {
                 return Ok(());
             };
-            for chunk in process(&broker, frame).await? {
+            let chunks = process(&broker, frame).await?;
+            // Handled: the request's bytes go back to the budget before the response is sent.
+            drop(permit);
+            for chunk in chunks {
                 // Large chunks (fetched records) bypass the buffer and go straight to the socket.
                 writer.write_all(&chunk).await?;
             }
@@ -67,6 +161,14 @@ pub async fn serve(
     let _ = writer.flush().await;
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(error @ ConnectionError::Frame(FrameError::Idle { .. })) => {
+            CONNECTIONS.closed_idle.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, %error, "closing idle connection");
+        }
+        Err(error @ ConnectionError::Frame(FrameError::Stalled { .. })) => {
+            CONNECTIONS.closed_stalled.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, %error, "closing stalled connection");
+        }
         Err(error) if error.is_peer_gone() => tracing::debug!(%peer, %error, "peer went away"),
         Err(error) => tracing::warn!(%peer, %error, "closing connection"),
     }
@@ -77,8 +179,7 @@ impl ConnectionError {
     fn is_peer_gone(&self) -> bool {
         use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
         let io = match self {
-            ConnectionError::Frame(inlet_protocol::frame::FrameError::Io(e))
-            | ConnectionError::Write(e) => e,
+            ConnectionError::Frame(FrameError::Io(e)) | ConnectionError::Write(e) => e,
             _ => return false,
         };
         matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
@@ -114,5 +215,40 @@ async fn process(broker: &Broker, mut frame: Bytes) -> Result<Vec<Bytes>, Connec
             &response,
         )?),
         Reply::Nothing => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn budget_waits_while_spent_and_refuses_what_never_fits() {
+        let budget = RequestBudget::new(100);
+        let first = budget.acquire(60).await.unwrap();
+        assert_eq!(budget.available(), 40);
+        let waiting = tokio::time::timeout(Duration::from_millis(30), budget.acquire(50)).await;
+        assert!(
+            waiting.is_err(),
+            "50 bytes are not free while 60 of 100 are taken"
+        );
+        drop(first);
+        let second = budget.acquire(50).await.unwrap();
+        assert_eq!(budget.available(), 50);
+        assert!(matches!(
+            budget.acquire(101).await,
+            Err(ConnectionError::OverBudget {
+                length: 101,
+                budget: 100
+            })
+        ));
+        drop(second);
+        assert_eq!(budget.available(), 100);
+    }
+
+    #[tokio::test]
+    async fn unbounded_budget_never_waits() {
+        let budget = RequestBudget::new(-1);
+        assert!(budget.acquire(usize::MAX).await.unwrap().is_none());
     }
 }

@@ -1,10 +1,11 @@
 //! Metrics in the Prometheus text format, served over plain HTTP at `GET /metrics` when
-//! `metrics_listen` is set: per-partition offsets and sizes, and the lake's tiering counters.
+//! `metrics_listen` is set: per-partition offsets and sizes, the lake's tiering counters, and
+//! client connections (open, refused, closed idle or stalled).
 //! The endpoint answers one request per connection and nothing else; it needs no HTTP library.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +107,65 @@ pub fn render(broker: &Broker) -> String {
             );
         }
     }
+    CONNECTIONS.render(&mut out);
     out
+}
+
+/// Client connection counters (issue 10 item 6). Process-wide: a process runs one broker.
+pub static CONNECTIONS: ConnectionMetrics = ConnectionMetrics {
+    open: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+    closed_idle: AtomicU64::new(0),
+    closed_stalled: AtomicU64::new(0),
+};
+
+pub struct ConnectionMetrics {
+    /// Client connections open now.
+    pub open: AtomicU64,
+    /// Connections closed on accept for `max.connections` or `max.connections.per.ip`.
+    pub refused: AtomicU64,
+    /// Connections closed after `connections.max.idle.ms` without a request.
+    pub closed_idle: AtomicU64,
+    /// Connections closed after `connections.max.stall.ms` inside a request frame.
+    pub closed_stalled: AtomicU64,
+}
+
+impl ConnectionMetrics {
+    fn render(&self, out: &mut String) {
+        let families = [
+            (
+                "inlet_connections_open",
+                "gauge",
+                "Client connections open.",
+                &self.open,
+            ),
+            (
+                "inlet_connections_refused_total",
+                "counter",
+                "Connections closed on accept: over max.connections or max.connections.per.ip.",
+                &self.refused,
+            ),
+            (
+                "inlet_connections_closed_idle_total",
+                "counter",
+                "Connections closed after connections.max.idle.ms without a request.",
+                &self.closed_idle,
+            ),
+            (
+                "inlet_connections_closed_stalled_total",
+                "counter",
+                "Connections closed after connections.max.stall.ms inside a request.",
+                &self.closed_stalled,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 /// Serves `GET /metrics` on `addr` until `stop`.

@@ -1,19 +1,26 @@
-//! The listener and the broker's lifetime: open the data directory, accept connections (bounded by
-//! a semaphore), run background maintenance (flush policy, retention, tiering to the lake), and on
-//! shutdown stop accepting, let every connection finish the request it is processing, then flush
-//! and close every log before returning.
+//! The listener and the broker's lifetime: open the data directory, accept connections (at most
+//! `max.connections` in all and `max.connections.per.ip` per client address; one over either limit
+//! is closed as soon as it is accepted), run background maintenance (flush policy, retention,
+//! tiering to the lake), and on shutdown stop accepting, let every connection finish the request
+//! it is processing, then flush and close every log before returning. When accept itself fails
+//! (out of file descriptors), the listener backs off and retries; connections already open keep
+//! being served.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::{now_ms, Broker, BrokerError};
 use crate::config::BrokerConfig;
-use crate::connection;
+use crate::connection::{self, RequestBudget};
+use crate::metrics::CONNECTIONS;
 
 /// How often flush policies are checked; `flush.ms` is honoured at this granularity.
 const FLUSH_CHECK: Duration = Duration::from_millis(100);
@@ -21,6 +28,16 @@ const FLUSH_CHECK: Duration = Duration::from_millis(100);
 const RELEASE_IDLE_PAGES: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest wait before accepting again after accept failed (e.g. EMFILE): long enough
+/// not to spin, short enough to resume soon after a connection closes.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Refused connections are logged at info at most this often (each one at debug).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// File descriptors kept for everything but client connections (logs, indexes, the lake, the
+/// metrics endpoint) when the open-file limit caps `max.connections`: this many at least, or an
+/// eighth of the limit.
+const FD_RESERVE_MIN: u64 = 64;
 
 /// Opens the broker, binds its listener and serves until `shutdown` completes.
 pub async fn run(
@@ -66,32 +83,64 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         .config
         .metrics_listen
         .map(|addr| tokio::spawn(crate::metrics::serve(broker.clone(), addr, stop_rx.clone())));
-    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+    let (max_total, max_per_ip) = connection_limits(&broker.config, open_file_limit());
+    let slots = Arc::new(ConnectionSlots::new(max_total, max_per_ip));
+    let budget = RequestBudget::new(broker.config.queued_max_request_bytes);
     let mut connections = JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut last_refusal_log: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit,
-            _ = &mut shutdown => break,
-        };
-        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut shutdown => break,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let broker = broker.clone();
-                let stop = stop_rx.clone();
-                connections.spawn(async move {
-                    connection::serve(broker, stream, peer, stop).await;
-                    drop(permit);
-                });
+                backoff = ACCEPT_BACKOFF_MIN;
+                match slots.take(peer.ip()) {
+                    Ok(slot) => {
+                        let broker = broker.clone();
+                        let budget = budget.clone();
+                        let stop = stop_rx.clone();
+                        connections.spawn(async move {
+                            connection::serve(broker, stream, peer, budget, stop).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(limit) => {
+                        // Closed at once: the client sees the connection end and retries later.
+                        drop(stream);
+                        let refused = slots.count_refusal();
+                        tracing::debug!(%peer, limit, refused_total = refused, "connection refused");
+                        if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                            last_refusal_log = Some(Instant::now());
+                            tracing::info!(
+                                %peer,
+                                limit,
+                                refused_total = refused,
+                                max_connections = max_total,
+                                max_connections_per_ip = max_per_ip,
+                                "refusing connections over the limit"
+                            );
+                        }
+                    }
+                }
             }
             Err(error) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::error!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Out of file descriptors and similar: back off instead of spinning, and keep
+                // listening; open connections are served meanwhile and free descriptors as they
+                // close. Warn once per run of failures.
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!(%error, "accept failed; backing off");
+                } else {
+                    tracing::debug!(%error, ?backoff, "accept failed again");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut shutdown => break,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
         while connections.try_join_next().is_some() {}
@@ -124,6 +173,117 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     tracing::info!("inlet broker stopped");
 }
 
+/// Connections open, in all and per client address, against `max.connections` and
+/// `max.connections.per.ip`. A [`Slot`] is one open connection; dropping it frees the slot.
+struct ConnectionSlots {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<OpenConnections>,
+    refused: AtomicU64,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct Slot {
+    slots: Arc<ConnectionSlots>,
+    ip: IpAddr,
+}
+
+impl ConnectionSlots {
+    fn new(max_total: usize, max_per_ip: usize) -> ConnectionSlots {
+        ConnectionSlots {
+            max_total,
+            max_per_ip,
+            open: Mutex::new(OpenConnections::default()),
+            refused: Default::default(),
+        }
+    }
+
+    /// A slot for a new connection from `ip`, or the name of the limit it is over.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.total >= self.max_total {
+            return Err("max.connections");
+        }
+        let from_ip = open.per_ip.entry(ip).or_default();
+        if *from_ip >= self.max_per_ip {
+            return Err("max.connections.per.ip");
+        }
+        *from_ip += 1;
+        open.total += 1;
+        CONNECTIONS.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+
+    /// Counts one refused connection; returns the count so far.
+    fn count_refusal(&self) -> u64 {
+        CONNECTIONS.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total = open.total.saturating_sub(1);
+        CONNECTIONS.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(from_ip) = open.per_ip.get_mut(&self.ip) {
+            *from_ip = from_ip.saturating_sub(1);
+            if *from_ip == 0 {
+                open.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The effective `(max.connections, max.connections.per.ip)`. Each connection is a file
+/// descriptor, so with an open-file limit of `nofile` at most `nofile` minus a reserve for the
+/// logs can be open; past that, accept fails with EMFILE and new clients hang in the listen queue.
+/// When that caps `max.connections`, one address also gets at most half of it, so a flood from one
+/// address leaves room for every other client.
+fn connection_limits(config: &BrokerConfig, nofile: Option<u64>) -> (usize, usize) {
+    let (total, per_ip) = (config.max_connections, config.max_connections_per_ip);
+    let Some(nofile) = nofile else {
+        return (total, per_ip);
+    };
+    let reserve = (nofile / 8).max(FD_RESERVE_MIN);
+    let fits = usize::try_from(nofile.saturating_sub(reserve).max(2)).unwrap_or(usize::MAX);
+    if fits >= total {
+        return (total, per_ip);
+    }
+    let per_ip = per_ip.min(fits / 2);
+    tracing::info!(
+        open_file_limit = nofile,
+        max_connections = fits,
+        max_connections_per_ip = per_ip,
+        "the open-file limit caps connections; raise `ulimit -n` for more"
+    );
+    (fits, per_ip)
+}
+
+/// The soft limit on open files (RLIMIT_NOFILE) as `/proc/self/limits` shows it; None when it
+/// cannot be read (not Linux) or is unlimited.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Background work: flush per policy, retention per `log.retention.check.interval.ms`,
 /// compaction per `log.cleaner.backoff.ms`, and releasing idle mapped pages.
 async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
@@ -153,4 +313,39 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_limit_each_address_and_the_total() {
+        let slots = Arc::new(ConnectionSlots::new(3, 2));
+        let a: IpAddr = [127, 0, 0, 2].into();
+        let b: IpAddr = [127, 0, 0, 1].into();
+        let first = slots.take(a).unwrap();
+        let _second = slots.take(a).unwrap();
+        assert_eq!(slots.take(a).err(), Some("max.connections.per.ip"));
+        let _third = slots.take(b).unwrap();
+        assert_eq!(slots.take(b).err(), Some("max.connections"));
+        drop(first);
+        let _again = slots.take(a).unwrap();
+        assert_eq!(slots.count_refusal(), 1);
+    }
+
+    #[test]
+    fn open_file_limit_caps_connections_and_one_address_gets_half() {
+        let config = BrokerConfig::default();
+        assert_eq!(
+            connection_limits(&config, None),
+            (config.max_connections, config.max_connections_per_ip)
+        );
+        assert_eq!(
+            connection_limits(&config, Some(1_048_576)),
+            (config.max_connections, config.max_connections_per_ip)
+        );
+        assert_eq!(connection_limits(&config, Some(1024)), (896, 448));
+        assert!(open_file_limit().is_some_and(|n| n > 0) || !cfg!(target_os = "linux"));
+    }
 }

@@ -54,6 +54,61 @@ pub struct ServeArgs {
     // Boxed: these flags would make `ServeArgs` the one large variant of the CLI's commands.
     #[command(flatten)]
     lake: Box<LakeArgs>,
+    #[command(flatten)]
+    limits: Box<LimitArgs>,
+}
+
+/// Flags bounding what clients can make the broker hold: request memory and connections.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Largest request frame accepted, in bytes (`socket.request.max.bytes`).
+    #[arg(long, env = "INLET_SOCKET_REQUEST_MAX_BYTES")]
+    socket_request_max_bytes: Option<usize>,
+    /// Request bytes read but not yet handled, broker-wide, -1 for unbounded; connections wait
+    /// for room before reading a request (`queued.max.request.bytes`).
+    #[arg(
+        long,
+        env = "INLET_QUEUED_MAX_REQUEST_BYTES",
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(i64).range(-1..)
+    )]
+    queued_max_request_bytes: Option<i64>,
+    /// Connections open at once; more are closed on accept (`max.connections`).
+    #[arg(long, env = "INLET_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections open at once from one client address (`max.connections.per.ip`).
+    #[arg(long, env = "INLET_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Close a connection with no request for this many ms (`connections.max.idle.ms`).
+    #[arg(long, env = "INLET_CONNECTIONS_MAX_IDLE_MS")]
+    connections_max_idle_ms: Option<u64>,
+    /// Close a connection that sent part of a request and then nothing for this many ms.
+    #[arg(long, env = "INLET_CONNECTIONS_MAX_STALL_MS")]
+    connections_max_stall_ms: Option<u64>,
+}
+
+impl LimitArgs {
+    fn apply(&self, config: &mut BrokerConfig) {
+        if let Some(bytes) = self.socket_request_max_bytes {
+            config.socket_request_max_bytes = bytes;
+        }
+        if let Some(bytes) = self.queued_max_request_bytes {
+            config.queued_max_request_bytes = bytes;
+        }
+        if let Some(n) = self.max_connections {
+            config.max_connections = n;
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            config.max_connections_per_ip = n;
+        }
+        if let Some(ms) = self.connections_max_idle_ms {
+            config.connections_max_idle_ms = ms;
+        }
+        if let Some(ms) = self.connections_max_stall_ms {
+            config.connections_max_stall_ms = ms;
+        }
+    }
 }
 
 /// Flags of the lake tier: where closed segments go and how long they also stay local.
@@ -145,6 +200,7 @@ impl ServeArgs {
             config.group_initial_rebalance_delay_ms = ms;
         }
         self.lake.apply(&mut config);
+        self.limits.apply(&mut config);
         config.validate()?;
         Ok(config)
     }
@@ -293,6 +349,36 @@ mod tests {
             config.lake_location(),
             LakeLocation::Local(PathBuf::from("/mnt/lake"))
         );
+    }
+
+    #[test]
+    fn limit_flags_reach_the_config() {
+        let config = config(&[
+            "--socket-request-max-bytes",
+            "1048576",
+            "--queued-max-request-bytes",
+            "2097152",
+            "--max-connections",
+            "50",
+            "--max-connections-per-ip",
+            "5",
+            "--connections-max-idle-ms",
+            "1000",
+            "--connections-max-stall-ms",
+            "200",
+        ])
+        .unwrap();
+        assert_eq!(config.socket_request_max_bytes, 1_048_576);
+        assert_eq!(config.queued_max_request_bytes, 2_097_152);
+        assert_eq!(
+            (config.max_connections, config.max_connections_per_ip),
+            (50, 5)
+        );
+        assert_eq!(config.connections_max_idle_ms, 1000);
+        assert_eq!(config.connections_max_stall_ms, 200);
+        let unbounded = self::config(&["--queued-max-request-bytes", "-1"]).unwrap();
+        assert_eq!(unbounded.queued_max_request_bytes, -1);
+        assert!(self::config(&["--queued-max-request-bytes", "1024"]).is_err());
     }
 
     #[test]

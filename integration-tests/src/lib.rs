@@ -53,6 +53,9 @@ pub struct BrokerOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the broker process (e.g. `INLET_LOG`).
     pub env: Vec<(String, String)>,
+    /// Run the broker under this open-file limit (soft and hard, `ulimit -n` in a shell that
+    /// then execs the broker); `None` inherits the test's.
+    pub open_files_limit: Option<u64>,
 }
 
 /// A running (or stopped, between [`Broker::kill9`] and [`Broker::restart`]) `inlet` process.
@@ -110,6 +113,11 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The broker's process id while it runs (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -249,7 +257,18 @@ impl Broker {
             .unwrap_or_else(|e| panic!("open broker log {}: {e}", self.log_path.display()));
         let log_err = log.try_clone().expect("clone the broker log file handle");
         let listen = self.bootstrap();
-        let mut cmd = Command::new(inlet_bin());
+        let mut cmd = match self.options.open_files_limit {
+            None => Command::new(inlet_bin()),
+            Some(limit) => {
+                // exec keeps the shell's pid, so `pid()` and signals reach the broker.
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(inlet_bin());
+                shell
+            }
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(&listen)

@@ -68,6 +68,25 @@ pub fn decode_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader), Codec
     Ok((api_key, header))
 }
 
+/// Bytes of decoded array elements a request body may cost per byte of the body. An element takes
+/// at least one byte on the wire but up to 32 (a name) or more (a struct) in memory; real requests
+/// carry names and offsets, which keeps them within a few times their size (a Fetch partition:
+/// about 3x, a group or topic name of a few characters: under 8x), while a request of empty names
+/// would cost 32x and its response more. See [`decode_allowance`].
+pub const DECODED_BYTES_PER_BODY_BYTE: usize = 8;
+
+/// Allowance for the fixed part of every request (structs decoded once, small arrays), so tiny
+/// requests are never refused for their size.
+const DECODE_ALLOWANCE_BASE: usize = 64 * 1024;
+
+/// How many bytes of array elements decoding a body of `body_len` bytes may allocate: decoded
+/// memory stays proportional to the frame, whatever the frame holds.
+pub fn decode_allowance(body_len: usize) -> usize {
+    body_len
+        .saturating_mul(DECODED_BYTES_PER_BODY_BYTE)
+        .saturating_add(DECODE_ALLOWANCE_BASE)
+}
+
 /// Decodes a request body of a version the caller has already accepted. Bytes left after the
 /// body are ignored, as Kafka's own brokers do: librdkafka 2.12, for one, pads some Metadata
 /// requests with zeros, and refusing them would cut off real clients.
@@ -76,13 +95,17 @@ pub fn decode_body(
     version: i16,
     body: &mut Bytes,
 ) -> Result<RequestKind, CodecError> {
-    let request =
-        RequestKind::decode(api_key, body, version).map_err(|e| CodecError::Malformed {
-            what: "request body",
-            api_key,
-            version,
-            reason: e.to_string(),
-        })?;
+    let allowance = decode_allowance(body.len());
+    let request = kafka_protocol::protocol::types::with_decode_allowance(allowance, || {
+        RequestKind::decode(api_key, body, version)
+    })
+    .map_err(|e| CodecError::Malformed {
+        what: "request body",
+        api_key,
+        version,
+        // With its causes: the outer context alone does not say which limit was hit.
+        reason: format!("{e:#}"),
+    })?;
     if !body.is_empty() {
         tracing::debug!(
             ?api_key,
@@ -358,6 +381,62 @@ mod tests {
             if let Ok((key, header)) = decode_header(&mut frame) {
                 let _ = decode_body(key, header.request_api_version, &mut frame);
             }
+        }
+    }
+
+    /// A request of `count` group ids of `name_len` characters, the way the attacker and
+    /// a real admin client would send it.
+    fn describe_groups(version: i16, count: usize, name_len: usize) -> Bytes {
+        use kafka_protocol::messages::{DescribeGroupsRequest, GroupId};
+        let name: String = "g".repeat(name_len);
+        let groups = (0..count).map(|_| GroupId(name.clone().into())).collect();
+        let request = DescribeGroupsRequest::default().with_groups(groups);
+        encode_request(&request, version, 1, "c")
+            .unwrap()
+            .slice(4..)
+    }
+
+    #[test]
+    fn request_of_empty_names_is_refused_for_its_decoded_size() {
+        for version in [0, 5] {
+            let mut frame = describe_groups(version, 200_000, 0);
+            let (api_key, header) = decode_header(&mut frame).unwrap();
+            let result = decode_body(api_key, header.request_api_version, &mut frame);
+            assert!(
+                matches!(&result, Err(CodecError::Malformed { reason, .. })
+                    if reason.contains("allowance")),
+                "v{version}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_of_real_names_and_partitions_fit_the_allowance() {
+        for version in [0, 5] {
+            let mut frame = describe_groups(version, 200_000, 8);
+            let (api_key, header) = decode_header(&mut frame).unwrap();
+            let RequestKind::DescribeGroups(request) =
+                decode_body(api_key, header.request_api_version, &mut frame).unwrap()
+            else {
+                panic!("not a DescribeGroups request");
+            };
+            assert_eq!(request.groups.len(), 200_000);
+        }
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, TopicName};
+        let partitions: Vec<FetchPartition> = (0..50_000)
+            .map(|p| FetchPartition::default().with_partition(p))
+            .collect();
+        let request = FetchRequest::default().with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName("t".to_string().into()))
+            .with_partitions(partitions)]);
+        for version in [4, 12] {
+            let mut frame = encode_request(&request, version, 1, "c")
+                .unwrap()
+                .slice(4..);
+            let (api_key, header) = decode_header(&mut frame).unwrap();
+            let decoded = decode_body(api_key, header.request_api_version, &mut frame);
+            assert!(decoded.is_ok(), "Fetch v{version}: {decoded:?}");
         }
     }
 

@@ -10,6 +10,47 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+// Inlet patch: a per-thread allowance of bytes that decoded arrays may allocate. Bounding counts by
+// the bytes left is not enough: an empty string takes one byte on the wire and 32 in memory, so a
+// 10 MB request of empty names decodes to hundreds of megabytes. A caller that decodes untrusted
+// input sets an allowance proportional to the input with `with_decode_allowance`; every array
+// charges `count * size_of::<T>()` before allocating and decoding fails once the allowance is
+// spent. Decoding is synchronous, so a thread-local is exact.
+thread_local! {
+    static DECODE_ALLOWANCE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Inlet patch: runs `f` with at most `bytes` of array elements allocated by decoders on this
+/// thread (see `DECODE_ALLOWANCE`); the previous allowance is restored afterwards.
+pub fn with_decode_allowance<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODE_ALLOWANCE.with(|cell| cell.set(self.0));
+        }
+    }
+    let _restore = Restore(DECODE_ALLOWANCE.with(|cell| cell.replace(Some(bytes))));
+    f()
+}
+
+fn charge_decode_allowance<T>(count: usize) -> Result<()> {
+    DECODE_ALLOWANCE.with(|cell| {
+        let Some(left) = cell.get() else {
+            return Ok(());
+        };
+        let cost = count.saturating_mul(std::mem::size_of::<T>());
+        match left.checked_sub(cost) {
+            Some(left) => {
+                cell.set(Some(left));
+                Ok(())
+            }
+            None => bail!(
+                "decoding {count} array elements would exceed the decoded-size allowance ({left} bytes left)"
+            ),
+        }
+    })
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -990,6 +1031,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 if n as usize > buf.remaining() {
                     bail!("Array length {n} exceeds the {} bytes remaining", buf.remaining());
                 }
+                charge_decode_allowance::<T>(n as usize)?;
                 let mut result = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1102,6 +1144,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 if (n - 1) as usize > buf.remaining() {
                     bail!("Compact array length {} exceeds the {} bytes remaining", n - 1, buf.remaining());
                 }
+                charge_decode_allowance::<T>((n - 1) as usize)?;
                 let mut result = Vec::with_capacity((n - 1) as usize);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
