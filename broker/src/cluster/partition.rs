@@ -278,6 +278,12 @@ impl Partition {
         }
     }
 
+    /// Closes the log without flushing or touching its files: its topic is being deleted and
+    /// its directory moved away. Later calls see [`PartitionError::Closed`].
+    pub fn detach(&self) {
+        drop(self.log.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
     /// Closes the log and removes its files.
     pub fn delete(&self) -> Result<(), PartitionError> {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).take();
