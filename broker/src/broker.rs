@@ -105,12 +105,15 @@ impl Broker {
             return Err(TopicError::Unknown(name.to_string()));
         }
         validate_topic_name(name)?;
-        match self.topics.create(
-            name,
-            self.config.num_partitions,
-            TopicConfig::default(),
-            false,
-        ) {
+        let created = blocking(|| {
+            self.topics.create(
+                name,
+                self.config.num_partitions,
+                TopicConfig::default(),
+                false,
+            )
+        });
+        match created {
             Ok(Some(topic)) => Ok(topic),
             // Another connection created it between our lookup and our create.
             Ok(None) | Err(TopicError::AlreadyExists(_)) => self
@@ -160,6 +163,20 @@ impl Broker {
     /// Flushes and closes every log.
     pub fn close(&self) {
         self.topics.close_all();
+    }
+}
+
+/// Runs file work (creating or deleting topics) from a request handler. Handlers run on the
+/// async runtime's workers; on a multi-threaded runtime this hands the worker's other tasks to
+/// another thread first, so connections that happened to be queued on this worker (Metadata,
+/// Produce from other clients) are not stuck behind the disk. Elsewhere (tests) it just runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
