@@ -160,6 +160,22 @@ impl Broker {
         self.for_each_partition("compaction", |p| p.compact(now_ms).map(|_| ()));
     }
 
+    /// Forgets producer ids idle for `producer.id.expiration.ms` (KIP-854) in every partition.
+    pub fn expire_producers(&self, now_ms: i64) {
+        let expiration_ms =
+            i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        let expired = std::sync::atomic::AtomicUsize::new(0);
+        self.for_each_partition("expiring producer ids", |p| {
+            let n = p.expire_producers(now_ms, expiration_ms)?;
+            expired.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        });
+        let expired = expired.into_inner();
+        if expired > 0 {
+            tracing::info!(expired, expiration_ms, "expired idle producer ids");
+        }
+    }
+
     /// Flushes and closes every log.
     pub fn close(&self) {
         self.topics.close_all();

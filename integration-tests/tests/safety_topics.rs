@@ -87,20 +87,43 @@ impl Raw {
     /// Produces `batch` to partition 0 of `topic` with acks=all: `Ok(base offset)` or the error
     /// code.
     fn produce(&mut self, topic: &str, batch: Bytes) -> Result<i64, i16> {
+        self.produce_to(topic, vec![(0, batch)])[0]
+    }
+
+    /// Produces one batch to each of the given partitions of `topic` in one request, with
+    /// acks=all: per partition (in the order given), `Ok(base offset)` or the error code.
+    fn produce_to(&mut self, topic: &str, batches: Vec<(i32, Bytes)>) -> Vec<Result<i64, i16>> {
+        let order: Vec<i32> = batches.iter().map(|(p, _)| *p).collect();
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(5000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic_name(topic))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(batch))])]);
+                .with_partition_data(
+                    batches
+                        .into_iter()
+                        .map(|(index, batch)| {
+                            PartitionProduceData::default()
+                                .with_index(index)
+                                .with_records(Some(batch))
+                        })
+                        .collect(),
+                )]);
         let response = self.call(9, &request);
-        let partition = &response.responses[0].partition_responses[0];
-        match partition.error_code {
-            0 => Ok(partition.base_offset),
-            code => Err(code),
-        }
+        let partitions = &response.responses[0].partition_responses;
+        order
+            .iter()
+            .map(|&index| {
+                let partition = partitions
+                    .iter()
+                    .find(|p| p.index == index)
+                    .expect("a response for every partition");
+                match partition.error_code {
+                    0 => Ok(partition.base_offset),
+                    code => Err(code),
+                }
+            })
+            .collect()
     }
 
     /// Metadata for `topics`, never auto-creating.
@@ -382,5 +405,112 @@ fn create_topics_does_not_stall_other_clients_metadata() {
     assert!(
         slowest < BOUND,
         "a Metadata request took {slowest:?} while CreateTopics ({took:?}) ran; {answered} answered"
+    );
+}
+
+/// Item 10b: idle producer ids expire after `producer.id.expiration.ms` (KIP-854) and stay
+/// expired across a restart, while an active producer's state is kept: its retry is still
+/// answered as a duplicate.
+#[test]
+fn idle_producer_ids_expire_and_stay_expired_across_a_restart() {
+    const TOPIC: &str = "pids";
+    const PARTITIONS: i32 = 100;
+    const INVENTED: i64 = 10_000;
+    const EXPIRATION: Duration = Duration::from_secs(4);
+    const ACTIVE_PID: i64 = 42;
+    let mut broker = Broker::start_with(BrokerOptions {
+        segment_bytes: Some(64 * 1024),
+        // By environment, which an older broker ignores (it then fails on the behaviour, not
+        // on an unknown flag).
+        env: vec![
+            (
+                "INLET_PRODUCER_ID_EXPIRATION_MS".into(),
+                EXPIRATION.as_millis().to_string(),
+            ),
+            (
+                "INLET_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS".into(),
+                "100".into(),
+            ),
+        ],
+        ..Default::default()
+    });
+    let mut client = Raw::connect(&broker);
+    assert_eq!(client.create_topic(TOPIC, PARTITIONS), 0);
+    // Invented producer `FIRST_PID + i` sends one batch (sequence 0) to partition i % PARTITIONS.
+    const FIRST_PID: i64 = 1_000_000;
+    let partition_of = |i: i64| (i % i64::from(PARTITIONS)) as i32;
+    let mut original = vec![0i64; INVENTED as usize];
+    for start in (0..INVENTED).step_by(PARTITIONS as usize) {
+        let pids: Vec<i64> = (start..(start + i64::from(PARTITIONS)).min(INVENTED)).collect();
+        let batches = pids
+            .iter()
+            .map(|&i| (partition_of(i), batch(FIRST_PID + i, 0, 1)))
+            .collect();
+        for (&i, acked) in pids.iter().zip(client.produce_to(TOPIC, batches)) {
+            original[i as usize] = acked.expect("an invented producer's first batch");
+        }
+    }
+    // Resends invented producer `i`'s first batch: whether the broker still knows it.
+    let still_known = |client: &mut Raw, i: i64| {
+        let offset = client.produce_to(TOPIC, vec![(partition_of(i), batch(FIRST_PID + i, 0, 1))])
+            [0]
+        .expect("a resent batch is acknowledged");
+        offset == original[i as usize]
+    };
+    // The active producer appends every ~100 ms on partition 0 meanwhile; `active_last` is its
+    // last batch and that batch's offset.
+    let mut active_sequence = 0;
+    let mut active_last = (Bytes::new(), 0i64);
+    let mut active_append = |client: &mut Raw| {
+        let next = batch(ACTIVE_PID, active_sequence, 1);
+        let offset = client
+            .produce(TOPIC, next.clone())
+            .expect("the active producer appends");
+        active_sequence += 1;
+        active_last = (next, offset);
+    };
+    // Probed from the last one created: once it has expired, every invented one has.
+    let started = Instant::now();
+    let mut probe = INVENTED - 1;
+    loop {
+        active_append(&mut client);
+        if !still_known(&mut client, probe) {
+            break;
+        }
+        probe -= 1;
+        assert!(
+            started.elapsed() < EXPIRATION + Duration::from_secs(6),
+            "no idle producer id expired {:?} after its last append (expiration {EXPIRATION:?})",
+            started.elapsed()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        started.elapsed() >= EXPIRATION - Duration::from_millis(500),
+        "producer ids expired after {:?}, before the {EXPIRATION:?} expiration",
+        started.elapsed()
+    );
+    active_append(&mut client);
+    let (last, offset) = active_last.clone();
+    assert_eq!(
+        client.produce(TOPIC, last.clone()),
+        Ok(offset),
+        "the active producer's retry is a duplicate"
+    );
+
+    // A crash and restart: expired producers do not come back from snapshots or replay.
+    drop(client);
+    broker.kill9();
+    broker.restart();
+    let mut client = Raw::connect(&broker);
+    assert_eq!(
+        client.produce(TOPIC, last),
+        Ok(offset),
+        "after a restart, the active producer's retry is still a duplicate"
+    );
+    let resurrected: Vec<i64> = (0..50).filter(|&i| still_known(&mut client, i)).collect();
+    assert!(
+        resurrected.is_empty(),
+        "expired producer ids known again after a restart: {resurrected:?}"
     );
 }
