@@ -237,8 +237,6 @@ fn live_dirs_without_metadata(data_dir: &Path) -> Vec<String> {
             let name = e.file_name().to_string_lossy().into_owned();
             !name.contains('~') && e.path().is_dir()
         })
-        // Looked at twice: a directory being created by the old broker has no topic.toml for
-        // an instant; the check reports only one seen without it at both looks.
         .filter(|e| !e.path().join("topic.toml").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
@@ -262,6 +260,8 @@ fn delete_racing_auto_create_never_loses_the_live_topic() {
         let data_dir = broker.data_dir().to_path_buf();
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                // Looked at twice, 20 ms apart: an old broker's directory lacks topic.toml for
+                // an instant while it is created; only one lacking it at both looks counts.
                 let missing = live_dirs_without_metadata(&data_dir);
                 if !missing.is_empty() {
                     thread::sleep(Duration::from_millis(20));
@@ -321,6 +321,9 @@ fn delete_racing_auto_create_never_loses_the_live_topic() {
     }
     let deletes = deleter.join().unwrap();
     watcher.join().unwrap();
+    eprintln!(
+        "{deletes} deletions; {acked_total} records acknowledged, {in_current} in the live topic"
+    );
     assert!(deletes >= 10, "only {deletes} deletions went through");
     assert!(in_current > 0, "the topic is live at shutdown");
     assert_eq!(producer.log_end(TOPIC), in_current);
@@ -397,6 +400,7 @@ fn create_topics_does_not_stall_other_clients_metadata() {
         thread::sleep(Duration::from_millis(5));
     }
     let (code, took) = creator.join().unwrap();
+    eprintln!("CreateTopics of {PARTITIONS} partitions took {took:?}; slowest of {answered} Metadata: {slowest:?}");
     assert_eq!(code, 0, "CreateTopics of {PARTITIONS} partitions");
     assert!(
         took > BOUND * 2,
