@@ -428,6 +428,41 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Against a model (producer id -> last append time): after any mix of appends and
+        /// expiry checks, exactly the producers appended within the expiration remain.
+        #[test]
+        fn expiry_keeps_exactly_the_producers_seen_within_the_expiration(
+            ops in proptest::collection::vec((0i64..6, 0i64..50, proptest::bool::ANY), 1..60),
+            expiration in 1i64..40,
+        ) {
+            let mut t = ProducerStateTable::new();
+            let mut model: HashMap<i64, i64> = HashMap::new();
+            let mut next_seq: HashMap<i64, i32> = HashMap::new();
+            let mut now = 0i64;
+            for (pid, advance, is_check) in ops {
+                now += advance;
+                if is_check {
+                    t.expire(now, expiration);
+                    model.retain(|_, &mut last| now - last < expiration);
+                } else {
+                    let seq = next_seq.entry(pid).or_insert(0);
+                    let mut staged = t.stage_at(now);
+                    staged.check(&header(pid, 0, *seq, 1, 0)).unwrap();
+                    let updates = staged.into_updates();
+                    t.apply(updates);
+                    *seq += 1;
+                    model.insert(pid, now);
+                }
+                let mut kept: Vec<(i64, i64)> = t.iter().map(|(p, _, last, _)| (p, last)).collect();
+                kept.sort_unstable();
+                let mut expected: Vec<(i64, i64)> = model.iter().map(|(&p, &l)| (p, l)).collect();
+                expected.sort_unstable();
+                proptest::prop_assert_eq!(kept, expected);
+            }
+        }
+    }
+
     #[test]
     fn staged_checks_see_earlier_batches_of_the_same_append() {
         let t = ProducerStateTable::new();
