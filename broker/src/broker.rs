@@ -162,8 +162,9 @@ impl Broker {
 
     /// Forgets producer ids idle for `producer.id.expiration.ms` (KIP-854) in every partition.
     pub fn expire_producers(&self, now_ms: i64) {
+        // Kafka's lower bound is 1 ms; 0 would forget every producer at each check.
         let expiration_ms =
-            i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+            i64::try_from(self.config.producer_id_expiration_ms.max(1)).unwrap_or(i64::MAX);
         let expired = std::sync::atomic::AtomicUsize::new(0);
         self.for_each_partition("expiring producer ids", |p| {
             let n = p.expire_producers(now_ms, expiration_ms)?;
