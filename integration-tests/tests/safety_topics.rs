@@ -403,7 +403,7 @@ fn create_topics_does_not_stall_other_clients_metadata() {
     eprintln!("CreateTopics of {PARTITIONS} partitions took {took:?}; slowest of {answered} Metadata: {slowest:?}");
     assert_eq!(code, 0, "CreateTopics of {PARTITIONS} partitions");
     assert!(
-        took > BOUND * 2,
+        took > BOUND,
         "creating {PARTITIONS} partitions took only {took:?}: too quick to show anything"
     );
     assert!(
