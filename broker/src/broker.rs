@@ -105,12 +105,15 @@ impl Broker {
             return Err(TopicError::Unknown(name.to_string()));
         }
         validate_topic_name(name)?;
-        match self.topics.create(
-            name,
-            self.config.num_partitions,
-            TopicConfig::default(),
-            false,
-        ) {
+        let created = blocking(|| {
+            self.topics.create(
+                name,
+                self.config.num_partitions,
+                TopicConfig::default(),
+                false,
+            )
+        });
+        match created {
             Ok(Some(topic)) => Ok(topic),
             // Another connection created it between our lookup and our create.
             Ok(None) | Err(TopicError::AlreadyExists(_)) => self
@@ -157,9 +160,40 @@ impl Broker {
         self.for_each_partition("compaction", |p| p.compact(now_ms).map(|_| ()));
     }
 
+    /// Forgets producer ids idle for `producer.id.expiration.ms` (KIP-854) in every partition.
+    pub fn expire_producers(&self, now_ms: i64) {
+        // Kafka's lower bound is 1 ms; 0 would forget every producer at each check.
+        let expiration_ms =
+            i64::try_from(self.config.producer_id_expiration_ms.max(1)).unwrap_or(i64::MAX);
+        let expired = std::sync::atomic::AtomicUsize::new(0);
+        self.for_each_partition("expiring producer ids", |p| {
+            let n = p.expire_producers(now_ms, expiration_ms)?;
+            expired.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        });
+        let expired = expired.into_inner();
+        if expired > 0 {
+            tracing::info!(expired, expiration_ms, "expired idle producer ids");
+        }
+    }
+
     /// Flushes and closes every log.
     pub fn close(&self) {
         self.topics.close_all();
+    }
+}
+
+/// Runs file work (creating or deleting topics) from a request handler. Handlers run on the
+/// async runtime's workers; on a multi-threaded runtime this hands the worker's other tasks to
+/// another thread first, so connections that happened to be queued on this worker (Metadata,
+/// Produce from other clients) are not stuck behind the disk. Elsewhere (tests) it just runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 

@@ -64,6 +64,12 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// How often compacted topics are checked for compaction (`log.cleaner.backoff.ms`).
     pub log_cleaner_backoff_ms: u64,
+    /// How long a producer id's state is kept after its last append (`producer.id.expiration.ms`,
+    /// KIP-854): idle idempotent producers are then forgotten, so ids do not pile up.
+    pub producer_id_expiration_ms: u64,
+    /// How often producer ids are checked for expiry
+    /// (`producer.id.expiration.check.interval.ms`).
+    pub producer_id_expiration_check_interval_ms: u64,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); None: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
@@ -150,6 +156,8 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             log_cleaner_backoff_ms: 15_000,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            producer_id_expiration_check_interval_ms: 10 * 60 * 1000,
             metrics_listen: None,
             log: LogDefaults::default(),
             lake: LakeConfig::default(),

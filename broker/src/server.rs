@@ -294,12 +294,16 @@ async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     ));
     let mut cleaner_tick = ticker(Duration::from_millis(config.log_cleaner_backoff_ms.max(10)));
     let mut idle_tick = ticker(RELEASE_IDLE_PAGES);
+    let mut producer_expiry_tick = ticker(Duration::from_millis(
+        config.producer_id_expiration_check_interval_ms.max(10),
+    ));
     loop {
         let work: fn(&Broker, i64) = tokio::select! {
             _ = flush_tick.tick() => Broker::flush_due,
             _ = retention_tick.tick() => Broker::apply_retention,
             _ = cleaner_tick.tick() => Broker::apply_compaction,
             _ = idle_tick.tick() => Broker::release_idle_pages,
+            _ = producer_expiry_tick.tick() => Broker::expire_producers,
             _ = stop.wait_for(|stop| *stop) => return,
         };
         let broker = broker.clone();

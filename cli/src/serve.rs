@@ -45,6 +45,14 @@ pub struct ServeArgs {
     /// (`group.initial.rebalance.delay.ms`).
     #[arg(long, env = "INLET_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// How long an idle producer id's state is kept after its last append, in ms
+    /// (`producer.id.expiration.ms`).
+    #[arg(long, env = "INLET_PRODUCER_ID_EXPIRATION_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    producer_id_expiration_ms: Option<u64>,
+    /// How often producer ids are checked for expiry, in ms
+    /// (`producer.id.expiration.check.interval.ms`).
+    #[arg(long, env = "INLET_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    producer_id_expiration_check_interval_ms: Option<u64>,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off unless set).
     #[arg(long, env = "INLET_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -198,6 +206,12 @@ impl ServeArgs {
         }
         if let Some(ms) = self.group_initial_rebalance_delay_ms {
             config.group_initial_rebalance_delay_ms = ms;
+        }
+        if let Some(ms) = self.producer_id_expiration_ms {
+            config.producer_id_expiration_ms = ms;
+        }
+        if let Some(ms) = self.producer_id_expiration_check_interval_ms {
+            config.producer_id_expiration_check_interval_ms = ms;
         }
         self.lake.apply(&mut config);
         self.limits.apply(&mut config);

@@ -569,6 +569,24 @@ impl Log {
         drop(self);
         std::fs::remove_dir_all(&dir).context(|| format!("deleting {}", dir.display()))
     }
+
+    /// Drops producers idle for `expiration_ms` or more (`producer.id.expiration.ms`). When any
+    /// went, a snapshot of the table at the log end is written, so a restart (even after a crash)
+    /// starts from the table without them rather than from an older snapshot that has them.
+    /// Returns how many expired.
+    pub fn expire_producers(
+        &mut self,
+        now_ms: i64,
+        expiration_ms: i64,
+    ) -> Result<usize, StorageError> {
+        let expired = self.producers.expire(now_ms, expiration_ms);
+        if expired > 0 {
+            self.write_snapshot()?;
+            tracing::debug!(dir = %self.dir.display(), expired, remaining = self.producers.len(),
+                "expired idle producer ids");
+        }
+        Ok(expired)
+    }
 }
 
 #[cfg(test)]

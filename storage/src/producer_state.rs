@@ -10,11 +10,17 @@
 //! * Unknown producer: any sequence is accepted, as Kafka does, because its state may have been
 //!   removed by retention while the producer is still alive.
 //!
+//! Idle producers expire (KIP-854, Kafka's `producer.id.expiration.ms`): each entry keeps the
+//! wall-clock time of its last append, and [`ProducerStateTable::expire`] drops those idle for
+//! longer than the expiration, so invented or abandoned producer ids do not accumulate. A
+//! producer that comes back after expiring is unknown again, and accepted at any sequence.
+//!
 //! [`Log::open`](crate::Log::open) and truncation rebuild the table from the newest usable
 //! snapshot ([`crate::snapshot`], written at every roll and at close) plus a replay of the batch
 //! headers after it ([`ProducerStateTable::replay`]); with no snapshot, from the whole log.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use inlet_protocol::batch::{increment_sequence, BatchHeader};
 
@@ -43,13 +49,35 @@ impl BatchMetadata {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMetadata>,
+    /// Wall-clock ms of the producer's last append (Kafka's `lastTimestamp`); replayed batches
+    /// give their max timestamp, as Kafka does when it reloads producer state.
+    last_timestamp: i64,
 }
 
+/// Entries are equal when they decide sequence checks alike. The last-append time only decides
+/// expiry, and a table rebuilt by replay has the batches' timestamps where the live one has the
+/// append times, so it is left out.
+impl PartialEq for ProducerEntry {
+    fn eq(&self, other: &ProducerEntry) -> bool {
+        self.epoch == other.epoch && self.batches == other.batches
+    }
+}
+
+impl Eq for ProducerEntry {}
+
 impl ProducerEntry {
+    fn new(epoch: i16, last_timestamp: i64) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            last_timestamp,
+        }
+    }
+
     fn record(&mut self, epoch: i16, meta: BatchMetadata) {
         if epoch != self.epoch {
             self.epoch = epoch;
@@ -81,6 +109,8 @@ pub struct ProducerStateTable {
 pub struct StagedAppend<'a> {
     table: &'a ProducerStateTable,
     updates: HashMap<i64, ProducerEntry>,
+    /// When this append happens: the producers it touches were last seen now.
+    now_ms: i64,
 }
 
 /// Producer changes of a validated append, to [`apply`](ProducerStateTable::apply) once written.
@@ -92,12 +122,30 @@ impl ProducerStateTable {
         ProducerStateTable::default()
     }
 
-    /// Starts validating the batches of one append.
+    /// Starts validating the batches of one append, happening now.
     pub fn stage(&self) -> StagedAppend<'_> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.stage_at(now_ms)
+    }
+
+    /// Starts validating the batches of one append happening at `now_ms`.
+    pub fn stage_at(&self, now_ms: i64) -> StagedAppend<'_> {
         StagedAppend {
             table: self,
             updates: HashMap::new(),
+            now_ms,
         }
+    }
+
+    /// Drops producers whose last append is `expiration_ms` or more before `now_ms` (Kafka's
+    /// `producer.id.expiration.ms` check). Returns how many were dropped.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        before - self.producers.len()
     }
 
     pub fn apply(&mut self, updates: ProducerUpdates) {
@@ -112,20 +160,19 @@ impl ProducerStateTable {
         let entry = self
             .producers
             .entry(header.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: header.producer_epoch,
-                batches: VecDeque::new(),
-            });
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch, header.max_timestamp));
         if header.producer_epoch >= entry.epoch {
             entry.record(header.producer_epoch, BatchMetadata::of(header));
+            entry.last_timestamp = header.max_timestamp;
         }
     }
 
-    /// Every producer: id, epoch and cached batches (oldest first), in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<BatchMetadata>)> {
+    /// Every producer: id, epoch, last append time and cached batches (oldest first), in no
+    /// particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i16, i64, &VecDeque<BatchMetadata>)> {
         self.producers
             .iter()
-            .map(|(&pid, e)| (pid, e.epoch, &e.batches))
+            .map(|(&pid, e)| (pid, e.epoch, e.last_timestamp, &e.batches))
     }
 
     /// Sets one producer's state (loading a snapshot). Keeps the last five batches given.
@@ -133,12 +180,10 @@ impl ProducerStateTable {
         &mut self,
         producer_id: i64,
         epoch: i16,
+        last_timestamp: i64,
         batches: impl IntoIterator<Item = BatchMetadata>,
     ) {
-        let mut entry = ProducerEntry {
-            epoch,
-            batches: VecDeque::new(),
-        };
+        let mut entry = ProducerEntry::new(epoch, last_timestamp);
         for meta in batches {
             entry.record(epoch, meta);
         }
@@ -207,11 +252,12 @@ impl StagedAppend<'_> {
                 }
             }
         }
-        let mut entry = self.entry(pid).cloned().unwrap_or(ProducerEntry {
-            epoch,
-            batches: VecDeque::new(),
-        });
+        let mut entry = self
+            .entry(pid)
+            .cloned()
+            .unwrap_or_else(|| ProducerEntry::new(epoch, self.now_ms));
         entry.record(epoch, BatchMetadata::of(header));
+        entry.last_timestamp = self.now_ms;
         self.updates.insert(pid, entry);
         Ok(SequenceCheck::Append)
     }
@@ -243,7 +289,7 @@ mod tests {
         table: &mut ProducerStateTable,
         h: &BatchHeader,
     ) -> Result<SequenceCheck, StorageError> {
-        let mut staged = table.stage();
+        let mut staged = table.stage_at(h.max_timestamp);
         let r = staged.check(h)?;
         let updates = staged.into_updates();
         table.apply(updates);
@@ -346,6 +392,75 @@ mod tests {
             replayed.replay(&h);
         }
         assert_eq!(live, replayed);
+    }
+
+    #[test]
+    fn idle_producers_expire_and_come_back_unknown() {
+        const EXPIRATION: i64 = 1_000;
+        let mut t = ProducerStateTable::new();
+        let appended_at = |t: &mut ProducerStateTable, h: &BatchHeader, now: i64| {
+            let mut staged = t.stage_at(now);
+            let check = staged.check(h).unwrap();
+            let updates = staged.into_updates();
+            t.apply(updates);
+            check
+        };
+        appended_at(&mut t, &header(1, 0, 0, 1, 0), 10_000);
+        appended_at(&mut t, &header(2, 0, 0, 1, 1), 10_000);
+        // Producer 2 stays active; producer 1 goes idle.
+        appended_at(&mut t, &header(2, 0, 1, 1, 2), 10_900);
+        assert_eq!(
+            t.expire(10_999, EXPIRATION),
+            0,
+            "idle for less than the expiration"
+        );
+        assert_eq!(t.expire(11_000, EXPIRATION), 1);
+        assert_eq!(t.iter().map(|(pid, ..)| pid).collect::<Vec<_>>(), [2]);
+        // The active producer's retry is still a duplicate...
+        assert!(matches!(
+            appended_at(&mut t, &header(2, 0, 1, 1, 3), 11_000),
+            SequenceCheck::Duplicate(_)
+        ));
+        // ...while the expired one is unknown again: its old batch is appended anew.
+        assert_eq!(
+            appended_at(&mut t, &header(1, 0, 0, 1, 3), 11_000),
+            SequenceCheck::Append
+        );
+    }
+
+    proptest::proptest! {
+        /// Against a model (producer id -> last append time): after any mix of appends and
+        /// expiry checks, exactly the producers appended within the expiration remain.
+        #[test]
+        fn expiry_keeps_exactly_the_producers_seen_within_the_expiration(
+            ops in proptest::collection::vec((0i64..6, 0i64..50, proptest::bool::ANY), 1..60),
+            expiration in 1i64..40,
+        ) {
+            let mut t = ProducerStateTable::new();
+            let mut model: HashMap<i64, i64> = HashMap::new();
+            let mut next_seq: HashMap<i64, i32> = HashMap::new();
+            let mut now = 0i64;
+            for (pid, advance, is_check) in ops {
+                now += advance;
+                if is_check {
+                    t.expire(now, expiration);
+                    model.retain(|_, &mut last| now - last < expiration);
+                } else {
+                    let seq = next_seq.entry(pid).or_insert(0);
+                    let mut staged = t.stage_at(now);
+                    staged.check(&header(pid, 0, *seq, 1, 0)).unwrap();
+                    let updates = staged.into_updates();
+                    t.apply(updates);
+                    *seq += 1;
+                    model.insert(pid, now);
+                }
+                let mut kept: Vec<(i64, i64)> = t.iter().map(|(p, _, last, _)| (p, last)).collect();
+                kept.sort_unstable();
+                let mut expected: Vec<(i64, i64)> = model.iter().map(|(&p, &l)| (p, l)).collect();
+                expected.sort_unstable();
+                proptest::prop_assert_eq!(kept, expected);
+            }
+        }
     }
 
     #[test]

@@ -6,16 +6,24 @@
 //! A torn or stale one is never trusted: it carries a checksum, and snapshots above the log end
 //! are deleted on open and on truncation. The newest [`KEEP`] are kept.
 //!
+//! Producers carry the time of their last append, so expiry (`producer.id.expiration.ms`)
+//! continues across a restart: an expired producer is gone from every snapshot written after
+//! its expiry, and one still in an older snapshot expires again at the first check.
+//!
 //! Format, big-endian:
 //!
 //! | size | field                                                            |
 //! |-----:|------------------------------------------------------------------|
-//! |    4 | magic `IPS1`                                                     |
+//! |    4 | magic `IPS2`                                                     |
 //! |    8 | `offset` i64                                                     |
 //! |    4 | `producer_count` u32                                             |
-//! |  ... | per producer: `producer_id` i64, `epoch` i16, `batch_count` u8,  |
-//! |      | then per batch `first_seq` i32, `last_seq` i32, `base_offset` i64, `last_offset` i64 |
+//! |  ... | per producer: `producer_id` i64, `epoch` i16, `last_timestamp` i64, |
+//! |      | `batch_count` u8, then per batch `first_seq` i32, `last_seq` i32, |
+//! |      | `base_offset` i64, `last_offset` i64                             |
 //! |    4 | CRC-32 (IEEE) of everything before it                            |
+//!
+//! `IPS1` snapshots (before expiry) lack `last_timestamp`; their producers are taken as last
+//! seen when the snapshot was written (its file's modification time).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -23,7 +31,9 @@ use std::path::Path;
 use crate::producer_state::{BatchMetadata, ProducerStateTable};
 use crate::segment::segment_path;
 
-const MAGIC: &[u8; 4] = b"IPS1";
+const MAGIC: &[u8; 4] = b"IPS2";
+/// The format without `last_timestamp`, still read.
+const MAGIC_V1: &[u8; 4] = b"IPS1";
 /// How many snapshots are kept.
 pub const KEEP: usize = 3;
 
@@ -32,9 +42,10 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&offset.to_be_bytes());
     out.extend_from_slice(&(table.len() as u32).to_be_bytes());
-    for (pid, epoch, batches) in table.iter() {
+    for (pid, epoch, last_timestamp, batches) in table.iter() {
         out.extend_from_slice(&pid.to_be_bytes());
         out.extend_from_slice(&epoch.to_be_bytes());
+        out.extend_from_slice(&last_timestamp.to_be_bytes());
         out.push(batches.len() as u8);
         for b in batches {
             out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -66,21 +77,25 @@ impl Reader<'_> {
 }
 
 /// The offset and table of a snapshot, or `None` if it is torn or not a snapshot.
-pub fn decode(bytes: &[u8]) -> Option<(i64, ProducerStateTable)> {
+/// `written_ms` stands for the producers' last append time in an `IPS1` snapshot.
+pub fn decode(bytes: &[u8], written_ms: i64) -> Option<(i64, ProducerStateTable)> {
     let (body, crc) = bytes.split_last_chunk::<4>()?;
     if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
         return None;
     }
     let mut r = Reader(body);
-    if &r.take::<4>()? != MAGIC {
-        return None;
-    }
+    let has_timestamps = match &r.take::<4>()? {
+        MAGIC => true,
+        MAGIC_V1 => false,
+        _ => return None,
+    };
     let offset = r.i64()?;
     let count = u32::from_be_bytes(r.take()?);
     let mut table = ProducerStateTable::new();
     for _ in 0..count {
         let pid = r.i64()?;
         let epoch = i16::from_be_bytes(r.take()?);
+        let last_timestamp = if has_timestamps { r.i64()? } else { written_ms };
         let [n] = r.take::<1>()?;
         let mut batches = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
@@ -93,7 +108,7 @@ pub fn decode(bytes: &[u8]) -> Option<(i64, ProducerStateTable)> {
                 last_offset,
             });
         }
-        table.restore(pid, epoch, batches);
+        table.restore(pid, epoch, last_timestamp, batches);
     }
     r.0.is_empty().then_some((offset, table))
 }
@@ -139,7 +154,13 @@ pub fn delete_above(dir: &Path, log_end: i64) -> io::Result<()> {
 pub fn load_latest(dir: &Path, log_end: i64) -> io::Result<Option<(i64, ProducerStateTable)>> {
     for offset in list(dir)?.into_iter().rev().filter(|&o| o <= log_end) {
         let path = segment_path(dir, offset, "snapshot");
-        match std::fs::read(&path).ok().as_deref().and_then(decode) {
+        let written_ms = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        let bytes = std::fs::read(&path).ok();
+        match bytes.as_deref().and_then(|b| decode(b, written_ms)) {
             Some((o, table)) if o == offset => return Ok(Some((o, table))),
             _ => tracing::warn!(file = %path.display(), "ignoring unreadable producer snapshot"),
         }
@@ -171,13 +192,61 @@ mod tests {
     #[test]
     fn snapshot_round_trips_and_torn_snapshots_are_rejected() {
         let bytes = encode(&table(), 42);
-        assert_eq!(decode(&bytes), Some((42, table())));
+        assert_eq!(decode(&bytes, 0), Some((42, table())));
         for cut in 0..bytes.len() {
-            assert_eq!(decode(&bytes[..cut]), None);
+            assert_eq!(decode(&bytes[..cut], 0), None);
         }
         let mut flipped = bytes.clone();
         flipped[14] ^= 1;
-        assert_eq!(decode(&flipped), None);
+        assert_eq!(decode(&flipped, 0), None);
+    }
+
+    #[test]
+    fn last_append_times_survive_and_old_format_snapshots_still_load() {
+        let mut t = table();
+        let mut staged = t.stage_at(1_000_000);
+        let b = TestBatchBuilder {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: 0,
+            base_offset: 3,
+            ..Default::default()
+        }
+        .build(&[(b"", b"v")]);
+        staged.check(&BatchHeader::parse(&b).unwrap()).unwrap();
+        let updates = staged.into_updates();
+        t.apply(updates);
+        let (_, decoded) = decode(&encode(&t, 4), 0).unwrap();
+        assert_eq!(decoded, t);
+        // Producers 1 and 2 were replayed from batches stamped 0; 7 appended at 1_000_000.
+        assert_eq!(decoded.clone().expire(1_000_000 + 500, 1_000), 2);
+        assert_eq!(decoded.clone().expire(1_000_000 + 1_000, 1_000), 3);
+
+        // An IPS1 snapshot of the same producers: no times, so the file's time stands in.
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&4i64.to_be_bytes());
+        v1.extend_from_slice(&(t.len() as u32).to_be_bytes());
+        for (pid, epoch, _, batches) in t.iter() {
+            v1.extend_from_slice(&pid.to_be_bytes());
+            v1.extend_from_slice(&epoch.to_be_bytes());
+            v1.push(batches.len() as u8);
+            for b in batches {
+                for field in [
+                    b.first_seq.to_be_bytes().to_vec(),
+                    b.last_seq.to_be_bytes().to_vec(),
+                ] {
+                    v1.extend_from_slice(&field);
+                }
+                v1.extend_from_slice(&b.base_offset.to_be_bytes());
+                v1.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        let (offset, mut old) = decode(&v1, 2_000_000).unwrap();
+        assert_eq!((offset, old.len()), (4, 3));
+        assert_eq!(old.expire(2_000_999, 1_000), 0);
+        assert_eq!(old.expire(2_001_000, 1_000), 3);
     }
 
     #[test]

@@ -193,6 +193,15 @@ impl Partition {
         self.with_log(|log| log.compact(now_ms))
     }
 
+    /// Forgets producers idle for `expiration_ms` or more; returns how many.
+    pub fn expire_producers(
+        &self,
+        now_ms: i64,
+        expiration_ms: i64,
+    ) -> Result<usize, PartitionError> {
+        self.with_log(|log| log.expire_producers(now_ms, expiration_ms))
+    }
+
     pub fn release_idle_pages(&self) -> Result<(), PartitionError> {
         self.with_log(|log| log.release_idle_pages())
     }
@@ -276,6 +285,12 @@ impl Partition {
             Some(log) => Ok(log.close()?),
             None => Ok(()),
         }
+    }
+
+    /// Closes the log without flushing or touching its files: its topic is being deleted and
+    /// its directory moved away. Later calls see [`PartitionError::Closed`].
+    pub fn detach(&self) {
+        drop(self.log.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     /// Closes the log and removes its files.

@@ -5,7 +5,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::topic_error;
-use crate::broker::Broker;
+use crate::broker::{blocking, Broker};
 
 pub fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let results = request
@@ -13,10 +13,12 @@ pub fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartit
         .into_iter()
         .map(|topic| {
             let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-            match broker
-                .topics
-                .add_partitions(&topic.name, topic.count, request.validate_only)
-            {
+            let grown = blocking(|| {
+                broker
+                    .topics
+                    .add_partitions(&topic.name, topic.count, request.validate_only)
+            });
+            match grown {
                 Ok(()) => result,
                 Err(error) => result
                     .with_error_code(topic_error(&error).code())

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::topic_error;
-use crate::broker::Broker;
+use crate::broker::{blocking, Broker};
 use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::topics::TopicError;
 
@@ -69,9 +69,11 @@ fn create(
             .iter()
             .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
     )?;
-    let created = broker
-        .topics
-        .create(&topic.name, partitions, config.clone(), validate_only)?;
+    let created = blocking(|| {
+        broker
+            .topics
+            .create(&topic.name, partitions, config.clone(), validate_only)
+    })?;
     Ok((partitions, config, created.map(|t| t.id)))
 }
 

@@ -7,7 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::topic_error;
-use crate::broker::Broker;
+use crate::broker::{blocking, Broker};
 
 pub fn handle(broker: &Broker, version: i16, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let wanted: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
@@ -46,7 +46,7 @@ pub fn handle(broker: &Broker, version: i16, request: DeleteTopicsRequest) -> De
                         "internal topics cannot be deleted",
                     )));
             }
-            match broker.topics.delete(&name) {
+            match blocking(|| broker.topics.delete(&name)) {
                 Ok(topic) => {
                     if let Some(lake) = &broker.lake {
                         lake.topic_deleted(&name);
