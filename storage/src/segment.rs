@@ -10,7 +10,9 @@
 //! previous batch's `baseOffset + lastOffsetDelta + 1`, the first equals the segment base offset.
 //!
 //! The active segment is mapped for its whole `segment_bytes` and appended to with `pwrite`, while
-//! its file grows a reserved chunk at a time ahead of the writes (see [`crate::mmap`]); the bytes
+//! its file grows a reserved chunk at a time ahead of the writes, from the first append on (see
+//! [`crate::mmap`]): creating or reopening an active segment needs no free disk space, so a
+//! partition opens on a full disk and only its appends fail until space is freed; the bytes
 //! after the logical end are zeros, which recovery recognises as the end (a zero `batchLength` is
 //! invalid). On roll the file is truncated to its logical size and mapped again at that size. Reads
 //! return [`Bytes`] pointing into the mapping (see [`crate::mmap`] for why that is sound).
@@ -57,7 +59,8 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates a new, empty active segment of up to `capacity` bytes.
+    /// Creates a new, empty active segment of up to `capacity` bytes. Its files start empty:
+    /// disk is reserved by the appends (see [`crate::mmap::MapWriter`]).
     pub fn create(
         dir: &Path,
         base_offset: i64,
@@ -131,7 +134,7 @@ impl Segment {
             tracker: scan.tracker,
             created_ms: now_ms,
             flushed: scan.valid_len,
-            // The file was created, preallocated or cut: its metadata needs a sync.
+            // The file was created or cut: its metadata needs a sync.
             needs_sync: true,
             released_upto: 0,
             read_since_release: AtomicBool::new(false),
@@ -402,24 +405,31 @@ impl Segment {
         Ok(BatchHeader::parse(&self.bytes()[pos..]).ok())
     }
 
-    /// Makes the active segment read-only: drops the writer, cuts the preallocated tail, writes
-    /// the final time-index entry and maps file and indexes read-only. Does not sync (see `flush`).
+    /// Makes the active segment read-only: writes the final time-index entry, maps the indexes
+    /// read-only, cuts the reserved tail, maps the file read-only and drops the writer. Does not
+    /// sync (see `flush`).
+    ///
+    /// The steps that need disk space (the index entries) come first, and the writer goes last:
+    /// on a full disk a failed freeze leaves the segment active and whole, and the roll that
+    /// asked for it is simply tried again by a later append.
     pub fn freeze(&mut self) -> Result<(), StorageError> {
-        if self.writer.take().is_none() {
+        if self.writer.is_none() {
             return Ok(());
         }
         let base = self.base_offset();
         let ctx = || format!("closing segment {base}");
         let size = self.size();
-        // No sync here (rolls must stay fast): written pages stay dirty in the page cache after
-        // the mapping is replaced, and the next `flush` fsyncs the file.
-        self.file.set_len(size as u64).context(ctx)?;
-        self.map = MappedFile::read_only(&self.file).context(ctx)?;
         if let Some((t, o)) = self.tracker.final_time_entry() {
             self.time_index.maybe_append(t, o);
         }
         self.offset_index.freeze().context(ctx)?;
         self.time_index.freeze().context(ctx)?;
+        // No sync here (rolls must stay fast): written pages stay dirty in the page cache after
+        // the mapping is replaced, and the next `flush` fsyncs the file. Cutting the file needs
+        // no free space.
+        self.file.set_len(size as u64).context(ctx)?;
+        self.map = MappedFile::read_only(&self.file).context(ctx)?;
+        self.writer = None;
         self.flushed = size;
         self.needs_sync = true;
         Ok(())
