@@ -5,6 +5,12 @@
 //!
 //! One task does all tiering, partition after partition, so uploads never race each other; a
 //! failure is logged, counted and retried on the next pass.
+//!
+//! Producers get the data disk first: a segment is tiered only while the data directory's
+//! filesystem keeps `lake.min_free_bytes` free after what the upload writes there (the Parquet
+//! staging file in `<data-dir>/lake-staging`, and the copy itself when the lake is a directory on
+//! the same disk, as the default `<data-dir>/lake` is). Otherwise tiering waits, logged once and
+//! counted, and resumes by itself when space comes back; retention still runs meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use inlet_storage::tier::{
-    manifest, upload, LakeLocation, LakeReader, Manifest, PartitionPaths, PartitionTier, TierError,
+    disk_space, manifest, upload, ClosedSegment, LakeLocation, LakeReader, Manifest,
+    PartitionPaths, PartitionTier, TierError,
 };
 use object_store::ObjectStore;
 use tokio::sync::watch;
@@ -32,6 +39,51 @@ pub struct LakeMetrics {
     /// Bytes of closed segments not yet in the lake, after the last pass.
     pub lag_bytes: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Segment uploads put off because the data disk was short of space.
+    pub postponed_low_disk: AtomicU64,
+    /// 1 while tiering waits for space on the data disk, else 0.
+    pub waiting_for_disk: AtomicU64,
+}
+
+/// The data disk's free space that tiering must leave to producers (see the module doc).
+#[derive(Debug)]
+struct DiskReserve {
+    data_dir: std::path::PathBuf,
+    min_free: u64,
+    /// Lake objects land on the data disk (a local lake on the same filesystem).
+    lake_on_data_disk: bool,
+}
+
+impl DiskReserve {
+    /// Bytes an upload of `segment` takes from the data disk at its peak. A Parquet file is
+    /// guessed as large as the segment's batches (it is usually smaller); it exists twice for a
+    /// moment when the lake is on the data disk (staging file and lake copy).
+    fn cost(&self, segment: &ClosedSegment, parquet: bool) -> u64 {
+        let log = segment.log.len() as u64;
+        let parquet = if parquet { log } else { 0 };
+        if self.lake_on_data_disk {
+            let copy = log + (segment.offset_index.len() + segment.time_index.len()) as u64;
+            copy + 2 * parquet
+        } else {
+            parquet
+        }
+    }
+
+    /// `Err(available)` when an upload costing `cost` would leave less than the reserve.
+    fn check(&self, cost: u64) -> Result<(), u64> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        match disk_space(&self.data_dir) {
+            Ok(space) if space.available >= cost.saturating_add(self.min_free) => Ok(()),
+            Ok(space) => Err(space.available),
+            Err(error) => {
+                // Not knowing is no reason to stop tiering (its writes fail cleanly anyway).
+                tracing::debug!(%error, dir = %self.data_dir.display(), "cannot stat the data disk");
+                Ok(())
+            }
+        }
+    }
 }
 
 pub struct Lake {
@@ -44,6 +96,7 @@ pub struct Lake {
     pub metrics: LakeMetrics,
     /// Topics deleted since the last pass; their lake data goes before anything is tiered.
     deleted_topics: Mutex<Vec<String>>,
+    reserve: DiskReserve,
 }
 
 impl Lake {
@@ -54,6 +107,11 @@ impl Lake {
         }
         let location = config.lake_location();
         let store = location.open()?;
+        let reserve = DiskReserve {
+            data_dir: config.data_dir.clone(),
+            min_free: config.lake.min_free_bytes,
+            lake_on_data_disk: location.shares_filesystem_with(&config.data_dir),
+        };
         Ok(Some(Lake {
             location,
             reader: LakeReader::new(store.clone(), config.lake.cache_bytes),
@@ -62,6 +120,7 @@ impl Lake {
             staging: config.data_dir.join("lake-staging"),
             metrics: LakeMetrics::default(),
             deleted_topics: Mutex::new(Vec::new()),
+            reserve,
         }))
     }
 
@@ -134,6 +193,32 @@ impl Lake {
         Ok(Manifest::load(self.store.as_ref(), &paths)
             .await?
             .map(|loaded| partition.init_lake_manifest(Arc::new(loaded))))
+    }
+
+    /// Whether the data disk has room to upload `segment` and still keep the reserve; logs when
+    /// tiering starts and stops waiting for space.
+    fn has_room_for(&self, segment: &ClosedSegment, parquet: bool) -> bool {
+        let cost = self.reserve.cost(segment, parquet);
+        match self.reserve.check(cost) {
+            Ok(()) => {
+                if self.metrics.waiting_for_disk.swap(0, Ordering::Relaxed) == 1 {
+                    tracing::info!(dir = %self.reserve.data_dir.display(),
+                        "the data disk has room again: tiering resumes");
+                }
+                true
+            }
+            Err(available) => {
+                self.metrics
+                    .postponed_low_disk
+                    .fetch_add(1, Ordering::Relaxed);
+                if self.metrics.waiting_for_disk.swap(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(dir = %self.reserve.data_dir.display(), available,
+                        needed = cost, min_free_bytes = self.reserve.min_free,
+                        "the data disk is short of space: tiering waits, producers come first");
+                }
+                false
+            }
+        }
     }
 
     /// Schedules the deletion of a deleted topic's lake data.
@@ -244,6 +329,9 @@ async fn tier_partition(
     };
     let mut uploaded = false;
     while let Some(segment) = partition.closed_segment_from(tier.tiered_end())? {
+        if !lake.has_room_for(&segment, config.lake_parquet) {
+            break;
+        }
         let started = Instant::now();
         let done = tier.upload(&segment, config.lake_parquet).await?;
         partition.set_lake_manifest(tier.manifest().clone())?;

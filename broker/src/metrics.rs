@@ -97,6 +97,18 @@ pub fn render(broker: &Broker) -> String {
                 "Record bytes fetched from the lake.",
                 &m.bytes_read,
             ),
+            (
+                "inlet_lake_tiering_postponed_low_disk_total",
+                "counter",
+                "Segment uploads put off to leave lake.min_free_bytes free on the data disk.",
+                &m.postponed_low_disk,
+            ),
+            (
+                "inlet_lake_tiering_waiting_for_disk",
+                "gauge",
+                "1 while tiering waits for free space on the data disk.",
+                &m.waiting_for_disk,
+            ),
         ];
         for (name, kind, help, value) in counters {
             let _ = writeln!(
