@@ -186,6 +186,9 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         "only {before_full} records fit"
     );
     assert!(broker.is_running(), "the broker died on a full disk");
+    // A crash on the full disk, and a start with no free space at all.
+    broker.kill9();
+    broker.restart();
     // Reads keep working on the full disk (Metadata, ListOffsets and Fetch).
     let read = consume_all(
         &bootstrap,
@@ -264,4 +267,91 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         "no log line says tiering waits for disk space"
     );
     broker.terminate();
+}
+
+/// Produces `count` records of [`VALUE_BYTES`] with the probe producer; every one must be
+/// acknowledged.
+async fn produce_all(producer: &FutureProducer, tag: &str, count: usize) {
+    for i in 0..count {
+        let v = value(tag, i);
+        let key = format!("{tag}{i}");
+        if let Err((e, _)) = producer
+            .send(
+                FutureRecord::to(TOPIC).key(&key).payload(&v),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            panic!("record {tag} {i} refused: {e}");
+        }
+    }
+}
+
+/// Waits (bounded) until the lake directory holds at least `want` segment copies; returns how
+/// many it holds.
+fn wait_for_lake_segments(lake: &Path, want: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = files_ending_in(lake, &[".log"]).len();
+        if n >= want || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Item 7b: the default lake is a directory on the data disk, so tiering copies every closed
+/// segment (and a Parquet file) onto the disk producers write to. With room to spare it does;
+/// once the disk has less than `lake.min_free_bytes` free it waits, producers keep the space,
+/// and it resumes by itself when space comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiering_leaves_the_last_free_space_to_producers() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let config_dir = tempfile::tempdir().expect("create a config directory");
+    let config = config_dir.path().join("inlet.toml");
+    std::fs::write(
+        &config,
+        "[lake]\ntier_interval_ms = 100\nmin_free_bytes = 8388608\n",
+    )
+    .expect("write the broker config");
+    let data_dir = disk.path().join("data");
+    let lake = data_dir.join("lake");
+    let broker = Broker::start_with(BrokerOptions {
+        data_dir: Some(data_dir.clone()),
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..BrokerOptions::default()
+    });
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, TOPIC, 1).await;
+    let probe = probe_producer(&bootstrap);
+
+    // Plenty of room: three 1 MiB segments close and are tiered.
+    produce_all(&probe, "roomy", 56).await;
+    let tiered = wait_for_lake_segments(&lake, 3, Duration::from_secs(20));
+    assert!(tiered >= 3, "only {tiered} segments tiered with room to spare");
+
+    // 6 MiB left, under the 8 MiB reserve: 4 MiB of records all fit, and no segment is copied
+    // (copies and Parquet files of those four segments would not have left them room).
+    let filler = disk.fill_leaving(6 << 20);
+    produce_all(&probe, "tight", 64).await;
+    let still = wait_for_lake_segments(&lake, tiered + 1, Duration::from_secs(1));
+    assert_eq!(
+        still, tiered,
+        "tiering copied segments into the data disk's last free space"
+    );
+    assert!(
+        broker.log().contains("tiering waits"),
+        "no log line says tiering waits for disk space"
+    );
+
+    // Space is back: tiering catches up without a restart.
+    std::fs::remove_file(&filler).expect("delete the filler file");
+    let caught_up = wait_for_lake_segments(&lake, tiered + 3, Duration::from_secs(20));
+    assert!(
+        caught_up >= tiered + 3,
+        "tiering did not resume: {caught_up} segments in the lake"
+    );
+    assert!(broker.log().contains("tiering resumes"));
 }
