@@ -126,10 +126,7 @@ fn files_ending_in(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
         let path = entry.path();
         if path.is_dir() {
             found.extend(files_ending_in(&path, suffixes));
-        } else if suffixes
-            .iter()
-            .any(|s| path.to_string_lossy().ends_with(s))
-        {
+        } else if suffixes.iter().any(|s| path.to_string_lossy().ends_with(s)) {
             found.push(path);
         }
     }
@@ -190,13 +187,7 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
     broker.kill9();
     broker.restart();
     // Reads keep working on the full disk (Metadata, ListOffsets and Fetch).
-    let read = consume_all(
-        &bootstrap,
-        TOPIC,
-        1,
-        before_full,
-        Duration::from_secs(20),
-    );
+    let read = consume_all(&bootstrap, TOPIC, 1, before_full, Duration::from_secs(20));
     let read_values: Vec<Vec<u8>> = read.iter().filter_map(|r| r.value.clone()).collect();
     assert_eq!(
         read_values, acked,
@@ -245,9 +236,14 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
     let read = consume_all(&bootstrap, TOPIC, 1, acked.len(), Duration::from_secs(30));
     let mut counts: BTreeMap<&[u8], usize> = BTreeMap::new();
     for r in &read {
-        *counts.entry(r.value.as_deref().unwrap_or_default()).or_default() += 1;
+        *counts
+            .entry(r.value.as_deref().unwrap_or_default())
+            .or_default() += 1;
     }
-    let missing = acked.iter().filter(|v| !counts.contains_key(&v[..])).count();
+    let missing = acked
+        .iter()
+        .filter(|v| !counts.contains_key(&v[..]))
+        .count();
     let duplicated = counts.values().filter(|&&n| n > 1).count();
     assert_eq!(
         (missing, duplicated, read.len()),
@@ -330,7 +326,10 @@ async fn tiering_leaves_the_last_free_space_to_producers() {
     // Plenty of room: three 1 MiB segments close and are tiered.
     produce_all(&probe, "roomy", 56).await;
     let tiered = wait_for_lake_segments(&lake, 3, Duration::from_secs(20));
-    assert!(tiered >= 3, "only {tiered} segments tiered with room to spare");
+    assert!(
+        tiered >= 3,
+        "only {tiered} segments tiered with room to spare"
+    );
 
     // 6 MiB left, under the 8 MiB reserve: 4 MiB of records all fit, and no segment is copied
     // (copies and Parquet files of those four segments would not have left them room).

@@ -135,7 +135,10 @@ mod tests {
     fn disk_space_of_a_directory_is_within_its_filesystem() {
         let dir = tempfile::tempdir().unwrap();
         let space = disk_space(dir.path()).unwrap();
-        assert!(space.total > 0 && space.available <= space.total, "{space:?}");
+        assert!(
+            space.total > 0 && space.available <= space.total,
+            "{space:?}"
+        );
         assert!(disk_space(&dir.path().join("missing")).is_err());
     }
 
