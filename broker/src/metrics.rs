@@ -109,6 +109,12 @@ pub fn render(broker: &Broker) -> String {
                 "1 while tiering waits for free space on the data disk.",
                 &m.waiting_for_disk,
             ),
+            (
+                "inlet_lake_parquet_skipped_low_disk_total",
+                "counter",
+                "Segments tiered to a lake off the data disk without their Parquet file, whose staging file did not fit.",
+                &m.parquet_skipped_low_disk,
+            ),
         ];
         for (name, kind, help, value) in counters {
             let _ = writeln!(
