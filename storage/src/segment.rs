@@ -28,7 +28,7 @@ use inlet_protocol::batch::{BatchHeader, BatchIter};
 
 use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::mmap::{MapWriter, MappedFile};
+use crate::mmap::{is_out_of_space, MapWriter, MappedFile};
 use crate::scan::{scan, Scan, Tracker};
 
 /// `<dir>/<base offset, 20 digits>.<ext>`.
@@ -118,12 +118,7 @@ impl Segment {
         let map_len = capacity.max(scan.valid_len);
         let writer = MappedFile::writable(&file, map_len, scan.valid_len)
             .context(|| format!("mapping {}", path.display()))?;
-        let offset_index =
-            OffsetIndex::create(&segment_path(dir, base, "index"), &scan.offset_entries)
-                .context(|| format!("writing offset index of segment {base}"))?;
-        let time_index =
-            TimeIndex::create(&segment_path(dir, base, "timeindex"), &scan.time_entries)
-                .context(|| format!("writing time index of segment {base}"))?;
+        let (offset_index, time_index) = write_indexes(dir, base, &scan, "writing")?;
         Ok(Segment {
             dir: dir.to_path_buf(),
             file,
@@ -175,21 +170,14 @@ impl Segment {
         file.set_len(scan.valid_len as u64).context(ctx)?;
         let map = MappedFile::read_only(&file).context(ctx)?;
         let idx = |e| format!("rebuilding {e} of segment {base_offset}");
-        let mut offset_index = OffsetIndex::create(
-            &segment_path(dir, base_offset, "index"),
-            &scan.offset_entries,
-        )
-        .context(|| idx("offset index"))?;
-        let mut time_index = TimeIndex::create(
-            &segment_path(dir, base_offset, "timeindex"),
-            &scan.time_entries,
-        )
-        .context(|| idx("time index"))?;
+        let (mut offset_index, mut time_index) =
+            write_indexes(dir, base_offset, &scan, "rebuilding")?;
         if let Some((t, o)) = scan.tracker.final_time_entry() {
             time_index.maybe_append(t, o);
         }
-        offset_index.freeze().context(|| idx("offset index"))?;
-        time_index.freeze().context(|| idx("time index"))?;
+        // On a full disk the entries stay in memory and the next flush writes them.
+        keep_if_out_of_space(offset_index.freeze(), base_offset).context(|| idx("offset index"))?;
+        keep_if_out_of_space(time_index.freeze(), base_offset).context(|| idx("time index"))?;
         Ok(Segment {
             dir: dir.to_path_buf(),
             file,
@@ -508,6 +496,54 @@ impl Segment {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes the index files of segment `base` with the entries `scan` found. Indexes are derived
+/// data, so a full disk does not stop a segment (and the broker) from opening: the files are
+/// then created empty (which needs no data blocks) and the entries kept in memory, as pending
+/// appends that the next flush writes once there is room. An empty or short index on disk is
+/// only slower to use, never wrong: lookups walk forward from the last entry they find.
+fn write_indexes(
+    dir: &Path,
+    base: i64,
+    scan: &Scan,
+    what: &str,
+) -> Result<(OffsetIndex, TimeIndex), StorageError> {
+    let offset_path = segment_path(dir, base, "index");
+    let time_path = segment_path(dir, base, "timeindex");
+    let full = match (
+        OffsetIndex::create(&offset_path, &scan.offset_entries),
+        TimeIndex::create(&time_path, &scan.time_entries),
+    ) {
+        (Ok(offsets), Ok(times)) => return Ok((offsets, times)),
+        (Err(e), _) | (_, Err(e)) if !is_out_of_space(&e) => {
+            return Err(e).context(|| format!("{what} indexes of segment {base}"));
+        }
+        (Err(e), _) | (_, Err(e)) => e,
+    };
+    tracing::warn!(segment = base, dir = %dir.display(), error = %full,
+        "no space for index files: keeping the entries in memory until a flush has room");
+    let ctx = || format!("{what} empty indexes of segment {base}");
+    let mut offsets = OffsetIndex::create(&offset_path, &[]).context(ctx)?;
+    for &(o, p) in &scan.offset_entries {
+        offsets.append(o, p);
+    }
+    let mut times = TimeIndex::create(&time_path, &[]).context(ctx)?;
+    for &(t, o) in &scan.time_entries {
+        times.maybe_append(t, o);
+    }
+    Ok((offsets, times))
+}
+
+/// `Ok` when `result` failed only for lack of disk space (the caller keeps its state in memory).
+fn keep_if_out_of_space(result: io::Result<()>, base: i64) -> io::Result<()> {
+    match result {
+        Err(e) if is_out_of_space(&e) => {
+            tracing::warn!(segment = base, error = %e, "index entries stay in memory until a flush has room");
+            Ok(())
+        }
+        other => other,
     }
 }
 
