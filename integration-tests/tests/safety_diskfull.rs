@@ -72,7 +72,10 @@ impl SmallDisk {
 
     /// Fills the disk with a filler file, then frees `leave` bytes of it. Returns the filler.
     fn fill_leaving(&self, leave: u64) -> PathBuf {
-        let path = self.mount_point.join("filler");
+        let path = (0..)
+            .map(|i| self.mount_point.join(format!("filler-{i}")))
+            .find(|p| !p.exists())
+            .expect("a free filler name");
         let mut file = File::create(&path).expect("create the filler file");
         let chunk = vec![0xa5u8; 1 << 20];
         let mut written = 0u64;
@@ -184,6 +187,7 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
     );
     assert!(broker.is_running(), "the broker died on a full disk");
     // A crash on the full disk, and a start with no free space at all.
+    let topup = disk.fill_leaving(0);
     broker.kill9();
     broker.restart();
     // Reads keep working on the full disk (Metadata, ListOffsets and Fetch).
@@ -220,6 +224,7 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         "a record was acknowledged on a full disk"
     );
     std::fs::remove_file(&filler).expect("delete the filler file");
+    std::fs::remove_file(&topup).expect("delete the second filler file");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     for (i, (v, future)) in pending.into_iter().enumerate() {
         let delivery = tokio::time::timeout_at(deadline, future)
