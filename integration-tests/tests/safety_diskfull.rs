@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use inlet_integration_tests::kafka::{consume_all, create_topic, producer_config};
+use inlet_integration_tests::kafka::{client_config, consume_all, create_topic, producer_config};
 use inlet_integration_tests::{Broker, BrokerOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -113,6 +115,26 @@ fn probe_producer(bootstrap: &str) -> FutureProducer {
         .expect("create the probe producer")
 }
 
+/// CreateTopics of one single-partition topic: `Err` with the broker's error code.
+async fn try_create_topic(bootstrap: &str, topic: &str) -> Result<(), RDKafkaErrorCode> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
+        .create()
+        .expect("create an admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(
+            [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CreateTopics request for {topic}: {e}"));
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err((_, code))) => Err(code),
+        None => panic!("no CreateTopics result for {topic}"),
+    }
+}
+
 fn value(tag: &str, i: usize) -> Vec<u8> {
     let mut v = format!("{tag}-{i:06}-").into_bytes();
     v.resize(VALUE_BYTES, b'a' + (i % 26) as u8);
@@ -197,6 +219,13 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         read_values, acked,
         "every record acknowledged before the disk filled, once, in order"
     );
+    // Creating a topic on the full disk fails cleanly and leaves nothing half-made behind.
+    let created = try_create_topic(&bootstrap, "later").await;
+    assert_eq!(
+        created,
+        Err(RDKafkaErrorCode::KafkaStorageError),
+        "CreateTopics on a disk with no free space"
+    );
 
     // (c) An idempotent acks=all producer sends while the disk is still full: nothing can be
     // acknowledged until space is freed, then everything is, without a restart.
@@ -237,6 +266,10 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         acked.push(v);
     }
     assert!(broker.is_running(), "the broker died");
+    // The topic refused on the full disk can be created now.
+    try_create_topic(&bootstrap, "later")
+        .await
+        .expect("create the topic refused on the full disk");
 
     let read = consume_all(&bootstrap, TOPIC, 1, acked.len(), Duration::from_secs(30));
     let mut counts: BTreeMap<&[u8], usize> = BTreeMap::new();
