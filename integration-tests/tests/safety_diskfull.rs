@@ -14,12 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use inlet_integration_tests::kafka::{client_config, consume_all, create_topic, producer_config};
+use inlet_integration_tests::kafka::{
+    client_config, consume_all, consumer_config, create_topic, producer_config,
+};
 use inlet_integration_tests::{Broker, BrokerOptions};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "diskfull";
 /// The tmpfs size. Small, so filling it is quick, but room for several 1 MiB segments.
@@ -113,6 +117,36 @@ fn probe_producer(bootstrap: &str) -> FutureProducer {
         .set("linger.ms", "0")
         .create()
         .expect("create the probe producer")
+}
+
+const GROUP: &str = "diskfull-group";
+
+/// Commits `offset` for partition 0 of [`TOPIC`] in [`GROUP`] (a group with no members).
+fn commit_offset(bootstrap: &str, offset: i64) -> Result<(), KafkaError> {
+    let consumer: BaseConsumer = consumer_config(bootstrap)
+        .set("group.id", GROUP)
+        .create()
+        .expect("create a consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(TOPIC, 0, Offset::Offset(offset))
+        .expect("add a partition");
+    consumer.commit(&list, CommitMode::Sync)
+}
+
+/// The offset [`GROUP`] committed for partition 0 of [`TOPIC`].
+fn committed_offset(bootstrap: &str) -> Option<i64> {
+    let consumer: BaseConsumer = consumer_config(bootstrap)
+        .set("group.id", GROUP)
+        .create()
+        .expect("create a consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition(TOPIC, 0);
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("OffsetFetch");
+    committed
+        .find_partition(TOPIC, 0)
+        .and_then(|p| p.offset().to_raw())
 }
 
 /// CreateTopics of one single-partition topic: `Err` with the broker's error code.
@@ -219,6 +253,18 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         read_values, acked,
         "every record acknowledged before the disk filled, once, in order"
     );
+    // An offset commit on the full disk is not acknowledged (librdkafka retries the
+    // coordinator's error); it is once space is freed.
+    let commit = tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.clone();
+        move || commit_offset(&bootstrap, 7)
+    });
+    tokio::pin!(commit);
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut commit).await;
+    assert!(
+        !matches!(early, Ok(Ok(Ok(())))),
+        "an offset commit was acknowledged on a full disk"
+    );
     // Creating a topic on the full disk fails cleanly and leaves nothing half-made behind.
     let created = try_create_topic(&bootstrap, "later").await;
     assert_eq!(
@@ -266,6 +312,17 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         acked.push(v);
     }
     assert!(broker.is_running(), "the broker died");
+    // The offset commit goes through (the first one, if librdkafka was still retrying it).
+    let committed = match early {
+        Ok(done) => done.expect("commit task").is_ok() || commit_offset(&bootstrap, 7).is_ok(),
+        Err(_) => tokio::time::timeout(Duration::from_secs(20), commit)
+            .await
+            .expect("the offset commit did not finish 20 s after space was freed")
+            .expect("commit task")
+            .is_ok(),
+    };
+    assert!(committed, "no offset commit after space was freed");
+    assert_eq!(committed_offset(&bootstrap), Some(7));
     // The topic refused on the full disk can be created now.
     try_create_topic(&bootstrap, "later")
         .await
