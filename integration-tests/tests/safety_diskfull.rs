@@ -237,6 +237,10 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
         "a write on a full disk must get KAFKA_STORAGE_ERROR (56)"
     );
     let before_full = acked.len();
+    eprintln!(
+        "{before_full} records ({} KiB) acknowledged before the disk filled",
+        before_full * VALUE_BYTES / 1024
+    );
     assert!(
         before_full * VALUE_BYTES > (2 << 20),
         "only {before_full} records fit"
