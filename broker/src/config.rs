@@ -98,6 +98,11 @@ pub struct LakeConfig {
     pub tier_interval_ms: u64,
     /// Memory for recently read lake data, in bytes (default 256 MiB).
     pub cache_bytes: u64,
+    /// Free space tiering leaves producers on the data directory's filesystem, in bytes
+    /// (default 1 GiB, a default-sized segment): a segment is tiered only if, after what its
+    /// upload writes to that filesystem (the Parquet staging file, and the copy itself when the
+    /// lake directory is on the same disk), this much is still free. 0: never hold back.
+    pub min_free_bytes: u64,
 }
 
 /// Broker-wide defaults for topic configs; each field names the topic config it is the default of.
@@ -173,6 +178,7 @@ impl Default for LakeConfig {
             s3: None,
             tier_interval_ms: 1000,
             cache_bytes: 256 * 1024 * 1024,
+            min_free_bytes: 1024 * 1024 * 1024,
         }
     }
 }

@@ -5,6 +5,12 @@
 //!
 //! One task does all tiering, partition after partition, so uploads never race each other; a
 //! failure is logged, counted and retried on the next pass.
+//!
+//! Producers get the data disk first: a segment is tiered only while the data directory's
+//! filesystem keeps `lake.min_free_bytes` free after what the upload writes there (the Parquet
+//! staging file in `<data-dir>/lake-staging`, and the copy itself when the lake is a directory on
+//! the same disk, as the default `<data-dir>/lake` is). Otherwise tiering waits, logged once and
+//! counted, and resumes by itself when space comes back; retention still runs meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use inlet_storage::tier::{
-    manifest, upload, LakeLocation, LakeReader, Manifest, PartitionPaths, PartitionTier, TierError,
+    disk_space, manifest, upload, ClosedSegment, LakeLocation, LakeReader, Manifest,
+    PartitionPaths, PartitionTier, TierError,
 };
 use object_store::ObjectStore;
 use tokio::sync::watch;
@@ -32,6 +39,79 @@ pub struct LakeMetrics {
     /// Bytes of closed segments not yet in the lake, after the last pass.
     pub lag_bytes: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Segment uploads put off because the data disk was short of space.
+    pub postponed_low_disk: AtomicU64,
+    /// 1 while tiering waits for space on the data disk, else 0.
+    pub waiting_for_disk: AtomicU64,
+    /// Segments tiered without their Parquet file because its staging file did not fit.
+    pub parquet_skipped_low_disk: AtomicU64,
+}
+
+/// The data disk's free space that tiering must leave to producers (see the module doc).
+#[derive(Debug)]
+struct DiskReserve {
+    data_dir: std::path::PathBuf,
+    min_free: u64,
+    /// Lake objects land on the data disk (a local lake on the same filesystem).
+    lake_on_data_disk: bool,
+}
+
+/// What the data disk allows for the next upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// Upload as configured.
+    Upload,
+    /// Upload without the Parquet file: only its staging file would not fit, and the upload
+    /// itself writes nothing to the data disk (the lake is elsewhere) while letting local
+    /// retention free space there. Postponing it instead would keep the disk full.
+    WithoutParquet,
+    /// Wait: the upload would leave producers less than the reserve.
+    Wait { available: u64, needed: u64 },
+}
+
+impl DiskReserve {
+    /// Bytes an upload of `segment` takes from the data disk at its peak. A Parquet file is
+    /// guessed as large as the segment's batches (it is usually smaller); it exists twice for a
+    /// moment when the lake is on the data disk (staging file and lake copy).
+    fn cost(&self, segment: &ClosedSegment, parquet: bool) -> u64 {
+        let log = segment.log.len() as u64;
+        let parquet = if parquet { log } else { 0 };
+        if self.lake_on_data_disk {
+            let copy = log + (segment.offset_index.len() + segment.time_index.len()) as u64;
+            copy + 2 * parquet
+        } else {
+            parquet
+        }
+    }
+
+    /// What `available` free bytes allow for uploading `segment`.
+    fn room(&self, segment: &ClosedSegment, parquet: bool, available: u64) -> Room {
+        let fits = |cost: u64| available >= cost.saturating_add(self.min_free);
+        let needed = self.cost(segment, parquet);
+        // An upload that writes nothing to the data disk never waits.
+        if self.min_free == 0 || needed == 0 || fits(needed) {
+            Room::Upload
+        } else if parquet && !self.lake_on_data_disk {
+            Room::WithoutParquet
+        } else {
+            Room::Wait { available, needed }
+        }
+    }
+
+    /// [`room`](Self::room) with the data disk's current free space.
+    fn check(&self, segment: &ClosedSegment, parquet: bool) -> Room {
+        if self.min_free == 0 {
+            return Room::Upload;
+        }
+        match disk_space(&self.data_dir) {
+            Ok(space) => self.room(segment, parquet, space.available),
+            Err(error) => {
+                // Not knowing is no reason to stop tiering (its writes fail cleanly anyway).
+                tracing::debug!(%error, dir = %self.data_dir.display(), "cannot stat the data disk");
+                Room::Upload
+            }
+        }
+    }
 }
 
 pub struct Lake {
@@ -44,6 +124,7 @@ pub struct Lake {
     pub metrics: LakeMetrics,
     /// Topics deleted since the last pass; their lake data goes before anything is tiered.
     deleted_topics: Mutex<Vec<String>>,
+    reserve: DiskReserve,
 }
 
 impl Lake {
@@ -54,6 +135,11 @@ impl Lake {
         }
         let location = config.lake_location();
         let store = location.open()?;
+        let reserve = DiskReserve {
+            data_dir: config.data_dir.clone(),
+            min_free: config.lake.min_free_bytes,
+            lake_on_data_disk: location.shares_filesystem_with(&config.data_dir),
+        };
         Ok(Some(Lake {
             location,
             reader: LakeReader::new(store.clone(), config.lake.cache_bytes),
@@ -62,6 +148,7 @@ impl Lake {
             staging: config.data_dir.join("lake-staging"),
             metrics: LakeMetrics::default(),
             deleted_topics: Mutex::new(Vec::new()),
+            reserve,
         }))
     }
 
@@ -134,6 +221,37 @@ impl Lake {
         Ok(Manifest::load(self.store.as_ref(), &paths)
             .await?
             .map(|loaded| partition.init_lake_manifest(Arc::new(loaded))))
+    }
+
+    /// Whether and how `segment` may be uploaded with the data disk's free space; logs when
+    /// tiering starts and stops waiting for space. `None`: wait.
+    fn upload_parquet(&self, segment: &ClosedSegment, parquet: bool) -> Option<bool> {
+        let room = self.reserve.check(segment, parquet);
+        if let Room::Wait { available, needed } = room {
+            self.metrics
+                .postponed_low_disk
+                .fetch_add(1, Ordering::Relaxed);
+            if self.metrics.waiting_for_disk.swap(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(dir = %self.reserve.data_dir.display(), available, needed,
+                    min_free_bytes = self.reserve.min_free,
+                    "the data disk is short of space: tiering waits, producers come first");
+            }
+            return None;
+        }
+        if self.metrics.waiting_for_disk.swap(0, Ordering::Relaxed) == 1 {
+            tracing::info!(dir = %self.reserve.data_dir.display(),
+                "the data disk has room again: tiering resumes");
+        }
+        if room == Room::WithoutParquet {
+            self.metrics
+                .parquet_skipped_low_disk
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(dir = %self.reserve.data_dir.display(), base_offset = segment.base_offset,
+                min_free_bytes = self.reserve.min_free,
+                "the data disk is short of space for a Parquet staging file: tiering the segment without it");
+            return Some(false);
+        }
+        Some(parquet)
     }
 
     /// Schedules the deletion of a deleted topic's lake data.
@@ -244,8 +362,11 @@ async fn tier_partition(
     };
     let mut uploaded = false;
     while let Some(segment) = partition.closed_segment_from(tier.tiered_end())? {
+        let Some(parquet) = lake.upload_parquet(&segment, config.lake_parquet) else {
+            break;
+        };
         let started = Instant::now();
-        let done = tier.upload(&segment, config.lake_parquet).await?;
+        let done = tier.upload(&segment, parquet).await?;
         partition.set_lake_manifest(tier.manifest().clone())?;
         let elapsed = started.elapsed();
         lake.metrics.segments_tiered.fetch_add(1, Ordering::Relaxed);
@@ -281,4 +402,60 @@ async fn tier_partition(
         }
     }
     partition.closed_bytes_from(tier.tiered_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(log_bytes: usize) -> ClosedSegment {
+        ClosedSegment {
+            base_offset: 0,
+            last_offset: 9,
+            max_timestamp: 0,
+            log: Bytes::from(vec![0; log_bytes]),
+            offset_index: Bytes::new(),
+            time_index: Bytes::new(),
+        }
+    }
+
+    fn reserve(min_free: u64, lake_on_data_disk: bool) -> DiskReserve {
+        DiskReserve {
+            data_dir: std::path::PathBuf::from("/nonexistent"),
+            min_free,
+            lake_on_data_disk,
+        }
+    }
+
+    #[test]
+    fn a_lake_on_the_data_disk_waits_unless_copy_and_parquet_leave_the_reserve() {
+        let on_disk = reserve(100, true);
+        let s = segment(10);
+        // Copy 10 + Parquet staged and copied 2 * 10, plus the reserve.
+        assert_eq!(on_disk.room(&s, true, 130), Room::Upload);
+        assert_eq!(
+            on_disk.room(&s, true, 129),
+            Room::Wait {
+                available: 129,
+                needed: 30
+            }
+        );
+        assert_eq!(on_disk.room(&s, false, 110), Room::Upload);
+        assert!(matches!(on_disk.room(&s, false, 109), Room::Wait { .. }));
+    }
+
+    #[test]
+    fn a_lake_elsewhere_only_drops_the_parquet_file_when_its_staging_does_not_fit() {
+        let elsewhere = reserve(100, false);
+        let s = segment(10);
+        assert_eq!(elsewhere.room(&s, true, 110), Room::Upload);
+        assert_eq!(elsewhere.room(&s, true, 109), Room::WithoutParquet);
+        assert_eq!(elsewhere.room(&s, false, 0), Room::Upload);
+    }
+
+    #[test]
+    fn a_zero_reserve_never_holds_tiering_back() {
+        assert_eq!(reserve(0, true).room(&segment(10), true, 0), Room::Upload);
+        assert_eq!(reserve(0, true).check(&segment(10), true), Room::Upload);
+    }
 }

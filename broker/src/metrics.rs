@@ -98,6 +98,24 @@ pub fn render(broker: &Broker) -> String {
                 "Record bytes fetched from the lake.",
                 &m.bytes_read,
             ),
+            (
+                "inlet_lake_tiering_postponed_low_disk_total",
+                "counter",
+                "Segment uploads put off to leave lake.min_free_bytes free on the data disk.",
+                &m.postponed_low_disk,
+            ),
+            (
+                "inlet_lake_tiering_waiting_for_disk",
+                "gauge",
+                "1 while tiering waits for free space on the data disk.",
+                &m.waiting_for_disk,
+            ),
+            (
+                "inlet_lake_parquet_skipped_low_disk_total",
+                "counter",
+                "Segments tiered to a lake off the data disk without their Parquet file, whose staging file did not fit.",
+                &m.parquet_skipped_low_disk,
+            ),
         ];
         for (name, kind, help, value) in counters {
             let _ = writeln!(

@@ -17,6 +17,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -135,15 +136,18 @@ impl<const W: usize> IndexFile<W> {
         }
     }
 
-    /// Appends entries not yet in the file (no sync).
+    /// Writes entries not yet in the file after those that are (no sync). At their position, not
+    /// in append mode: a write cut short by a full disk is overwritten by the retry instead of
+    /// leaving a torn entry in the middle of the file.
     fn write_pending(&mut self) -> io::Result<()> {
         if let Entries::Memory { bytes, persisted } = &mut self.entries {
             if *persisted < bytes.len() {
-                let mut file = OpenOptions::new()
-                    .append(true)
+                let file = OpenOptions::new()
+                    .write(true)
                     .create(true)
+                    .truncate(false)
                     .open(&self.path)?;
-                file.write_all(&bytes[*persisted..])?;
+                file.write_all_at(&bytes[*persisted..], *persisted as u64)?;
                 *persisted = bytes.len();
                 self.dirty = true;
             }

@@ -37,10 +37,17 @@ pub struct MappedFile {
 
 /// The unique writer of a writable [`MappedFile`]. Not `Clone`.
 ///
-/// The mapping spans the segment's whole capacity, but disk blocks are reserved only a chunk
-/// ahead of the write position ([`RESERVE_CHUNK`]): a partition costs disk for what it holds,
-/// not for its maximum segment size. Writes stay below `reserved` (the file's length), so no
-/// page past the end of the file is ever touched (which would raise SIGBUS).
+/// The mapping spans the segment's whole capacity, but disk blocks are reserved only when an
+/// append needs them, a chunk ahead of the write position ([`RESERVE_CHUNK`]): a partition
+/// costs disk for what it holds, not for its maximum segment size, and opening or creating an
+/// active segment needs no free space at all (a broker starts on a full disk). When the disk
+/// cannot give a whole chunk, just the bytes of the append are reserved; when it cannot give
+/// those either, the append fails with the filesystem's error (ENOSPC) before any byte is
+/// written, and the next append simply tries again, so writes resume once space is freed.
+///
+/// Writes stay below `reserved` (the file's length), and readers see only committed bytes,
+/// which were all written: no page past the end of the file or without disk blocks is ever
+/// touched through the mapping (which would raise SIGBUS).
 #[derive(Debug)]
 pub struct MapWriter {
     map: Arc<MappedFile>,
@@ -64,9 +71,10 @@ impl MappedFile {
     }
 
     /// Maps `len` bytes of `file` (opened read-write, at least `committed` long) for appending,
-    /// with the first `committed` bytes already holding data, and reserves disk a chunk ahead.
-    /// Returns the mapping and its only writer. The mapping itself is read-only: appends go
-    /// through the file (see [`MapWriter::append_patched`]).
+    /// with the first `committed` bytes already holding data. Reserves no disk: the first append
+    /// does (see [`MapWriter`]), so this works on a full disk. Returns the mapping and its only
+    /// writer. The mapping itself is read-only: appends go through the file (see
+    /// [`MapWriter::append_patched`]).
     pub fn writable(file: &File, len: usize, committed: usize) -> io::Result<MapWriter> {
         if committed > len {
             return Err(io::Error::new(
@@ -78,16 +86,14 @@ impl MappedFile {
             .unwrap_or(usize::MAX)
             .clamp(committed, len);
         let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
-        let mut writer = MapWriter {
+        Ok(MapWriter {
             map: Arc::new(MappedFile {
                 raw,
                 committed: AtomicUsize::new(committed),
             }),
             file: file.try_clone()?,
             reserved,
-        };
-        writer.reserve_for(committed)?;
-        Ok(writer)
+        })
     }
 
     /// Length of the immutable, readable prefix.
@@ -165,14 +171,28 @@ impl MapWriter {
     }
 
     /// Makes sure the file has blocks up to at least `end` (and a chunk beyond, within the
-    /// mapping), so writes below `end` land on reserved disk.
+    /// mapping, when the disk has room for it), so writes below `end` land on reserved disk.
+    /// Fails, with nothing written, when the disk cannot give the blocks up to `end`.
     fn reserve_for(&mut self, end: usize) -> io::Result<()> {
-        if end <= self.reserved && self.reserved > 0 {
+        if end <= self.reserved {
             return Ok(());
         }
-        let target = end.saturating_add(RESERVE_CHUNK).min(self.map.raw.len());
-        preallocate_range(&self.file, self.reserved as u64, target as u64)?;
-        self.reserved = target;
+        let len = self.map.raw.len();
+        let ahead = end.saturating_add(RESERVE_CHUNK).min(len);
+        match preallocate_range(&self.file, self.reserved as u64, ahead as u64) {
+            Ok(()) => {
+                self.reserved = ahead;
+                return Ok(());
+            }
+            Err(e) if !is_out_of_space(&e) => return Err(e),
+            Err(_) => {}
+        }
+        // The disk is short of a whole chunk: take just what this write needs (page-rounded),
+        // leaving the rest of the free space to other partitions.
+        let page = page_size();
+        let needed = end.div_ceil(page).saturating_mul(page).min(len).max(end);
+        preallocate_range(&self.file, self.reserved as u64, needed as u64)?;
+        self.reserved = needed;
         Ok(())
     }
 
@@ -239,6 +259,14 @@ fn page_size() -> usize {
         .ok()
         .filter(|&s| s > 0)
         .unwrap_or(4096)
+}
+
+/// Whether `error` says the filesystem (or the user's quota) has no room left.
+pub fn is_out_of_space(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    ) || error.kind() == io::ErrorKind::StorageFull
 }
 
 /// Reserves disk blocks for bytes `from..to` of `file`, extending it to at least `to`, so that
@@ -324,12 +352,13 @@ mod tests {
         let (_dir, file) = temp_file();
         let capacity = 4 * RESERVE_CHUNK;
         let mut w = MappedFile::writable(&file, capacity, 0).unwrap();
-        assert_eq!(file.metadata().unwrap().len() as usize, RESERVE_CHUNK);
-        w.append(&vec![7; RESERVE_CHUNK + 1]).unwrap();
-        assert_eq!(
-            file.metadata().unwrap().len() as usize,
-            2 * RESERVE_CHUNK + 1
-        );
+        // Nothing is reserved before the first append: an empty segment costs no disk.
+        assert_eq!(file.metadata().unwrap().len(), 0);
+        w.append(b"x").unwrap();
+        assert_eq!(file.metadata().unwrap().len() as usize, RESERVE_CHUNK + 1);
+        // Within the reservation: no growth.
+        w.append(&vec![7; RESERVE_CHUNK]).unwrap();
+        assert_eq!(file.metadata().unwrap().len() as usize, RESERVE_CHUNK + 1);
         w.append(&vec![8; 2 * RESERVE_CHUNK]).unwrap();
         assert_eq!(file.metadata().unwrap().len() as usize, capacity);
         assert_eq!(w.map().bytes()[RESERVE_CHUNK], 7);

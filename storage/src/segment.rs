@@ -10,7 +10,9 @@
 //! previous batch's `baseOffset + lastOffsetDelta + 1`, the first equals the segment base offset.
 //!
 //! The active segment is mapped for its whole `segment_bytes` and appended to with `pwrite`, while
-//! its file grows a reserved chunk at a time ahead of the writes (see [`crate::mmap`]); the bytes
+//! its file grows a reserved chunk at a time ahead of the writes, from the first append on (see
+//! [`crate::mmap`]): creating or reopening an active segment needs no free disk space, so a
+//! partition opens on a full disk and only its appends fail until space is freed; the bytes
 //! after the logical end are zeros, which recovery recognises as the end (a zero `batchLength` is
 //! invalid). On roll the file is truncated to its logical size and mapped again at that size. Reads
 //! return [`Bytes`] pointing into the mapping (see [`crate::mmap`] for why that is sound).
@@ -26,7 +28,7 @@ use inlet_protocol::batch::{BatchHeader, BatchIter};
 
 use crate::error::{IoContext, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::mmap::{MapWriter, MappedFile};
+use crate::mmap::{is_out_of_space, MapWriter, MappedFile};
 use crate::scan::{scan, Scan, Tracker};
 
 /// `<dir>/<base offset, 20 digits>.<ext>`.
@@ -57,7 +59,8 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates a new, empty active segment of up to `capacity` bytes.
+    /// Creates a new, empty active segment of up to `capacity` bytes. Its files start empty:
+    /// disk is reserved by the appends (see [`crate::mmap::MapWriter`]).
     pub fn create(
         dir: &Path,
         base_offset: i64,
@@ -115,12 +118,7 @@ impl Segment {
         let map_len = capacity.max(scan.valid_len);
         let writer = MappedFile::writable(&file, map_len, scan.valid_len)
             .context(|| format!("mapping {}", path.display()))?;
-        let offset_index =
-            OffsetIndex::create(&segment_path(dir, base, "index"), &scan.offset_entries)
-                .context(|| format!("writing offset index of segment {base}"))?;
-        let time_index =
-            TimeIndex::create(&segment_path(dir, base, "timeindex"), &scan.time_entries)
-                .context(|| format!("writing time index of segment {base}"))?;
+        let (offset_index, time_index) = write_indexes(dir, base, &scan, "writing")?;
         Ok(Segment {
             dir: dir.to_path_buf(),
             file,
@@ -131,7 +129,7 @@ impl Segment {
             tracker: scan.tracker,
             created_ms: now_ms,
             flushed: scan.valid_len,
-            // The file was created, preallocated or cut: its metadata needs a sync.
+            // The file was created or cut: its metadata needs a sync.
             needs_sync: true,
             released_upto: 0,
             read_since_release: AtomicBool::new(false),
@@ -172,21 +170,14 @@ impl Segment {
         file.set_len(scan.valid_len as u64).context(ctx)?;
         let map = MappedFile::read_only(&file).context(ctx)?;
         let idx = |e| format!("rebuilding {e} of segment {base_offset}");
-        let mut offset_index = OffsetIndex::create(
-            &segment_path(dir, base_offset, "index"),
-            &scan.offset_entries,
-        )
-        .context(|| idx("offset index"))?;
-        let mut time_index = TimeIndex::create(
-            &segment_path(dir, base_offset, "timeindex"),
-            &scan.time_entries,
-        )
-        .context(|| idx("time index"))?;
+        let (mut offset_index, mut time_index) =
+            write_indexes(dir, base_offset, &scan, "rebuilding")?;
         if let Some((t, o)) = scan.tracker.final_time_entry() {
             time_index.maybe_append(t, o);
         }
-        offset_index.freeze().context(|| idx("offset index"))?;
-        time_index.freeze().context(|| idx("time index"))?;
+        // On a full disk the entries stay in memory and the next flush writes them.
+        keep_if_out_of_space(offset_index.freeze(), base_offset).context(|| idx("offset index"))?;
+        keep_if_out_of_space(time_index.freeze(), base_offset).context(|| idx("time index"))?;
         Ok(Segment {
             dir: dir.to_path_buf(),
             file,
@@ -402,24 +393,31 @@ impl Segment {
         Ok(BatchHeader::parse(&self.bytes()[pos..]).ok())
     }
 
-    /// Makes the active segment read-only: drops the writer, cuts the preallocated tail, writes
-    /// the final time-index entry and maps file and indexes read-only. Does not sync (see `flush`).
+    /// Makes the active segment read-only: writes the final time-index entry, maps the indexes
+    /// read-only, cuts the reserved tail, maps the file read-only and drops the writer. Does not
+    /// sync (see `flush`).
+    ///
+    /// The steps that need disk space (the index entries) come first, and the writer goes last:
+    /// on a full disk a failed freeze leaves the segment active and whole, and the roll that
+    /// asked for it is simply tried again by a later append.
     pub fn freeze(&mut self) -> Result<(), StorageError> {
-        if self.writer.take().is_none() {
+        if self.writer.is_none() {
             return Ok(());
         }
         let base = self.base_offset();
         let ctx = || format!("closing segment {base}");
         let size = self.size();
-        // No sync here (rolls must stay fast): written pages stay dirty in the page cache after
-        // the mapping is replaced, and the next `flush` fsyncs the file.
-        self.file.set_len(size as u64).context(ctx)?;
-        self.map = MappedFile::read_only(&self.file).context(ctx)?;
         if let Some((t, o)) = self.tracker.final_time_entry() {
             self.time_index.maybe_append(t, o);
         }
         self.offset_index.freeze().context(ctx)?;
         self.time_index.freeze().context(ctx)?;
+        // No sync here (rolls must stay fast): written pages stay dirty in the page cache after
+        // the mapping is replaced, and the next `flush` fsyncs the file. Cutting the file needs
+        // no free space.
+        self.file.set_len(size as u64).context(ctx)?;
+        self.map = MappedFile::read_only(&self.file).context(ctx)?;
+        self.writer = None;
         self.flushed = size;
         self.needs_sync = true;
         Ok(())
@@ -498,6 +496,54 @@ impl Segment {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes the index files of segment `base` with the entries `scan` found. Indexes are derived
+/// data, so a full disk does not stop a segment (and the broker) from opening: the files are
+/// then created empty (which needs no data blocks) and the entries kept in memory, as pending
+/// appends that the next flush writes once there is room. An empty or short index on disk is
+/// only slower to use, never wrong: lookups walk forward from the last entry they find.
+fn write_indexes(
+    dir: &Path,
+    base: i64,
+    scan: &Scan,
+    what: &str,
+) -> Result<(OffsetIndex, TimeIndex), StorageError> {
+    let offset_path = segment_path(dir, base, "index");
+    let time_path = segment_path(dir, base, "timeindex");
+    let full = match (
+        OffsetIndex::create(&offset_path, &scan.offset_entries),
+        TimeIndex::create(&time_path, &scan.time_entries),
+    ) {
+        (Ok(offsets), Ok(times)) => return Ok((offsets, times)),
+        (Err(e), _) | (_, Err(e)) if !is_out_of_space(&e) => {
+            return Err(e).context(|| format!("{what} indexes of segment {base}"));
+        }
+        (Err(e), _) | (_, Err(e)) => e,
+    };
+    tracing::warn!(segment = base, dir = %dir.display(), error = %full,
+        "no space for index files: keeping the entries in memory until a flush has room");
+    let ctx = || format!("{what} empty indexes of segment {base}");
+    let mut offsets = OffsetIndex::create(&offset_path, &[]).context(ctx)?;
+    for &(o, p) in &scan.offset_entries {
+        offsets.append(o, p);
+    }
+    let mut times = TimeIndex::create(&time_path, &[]).context(ctx)?;
+    for &(t, o) in &scan.time_entries {
+        times.maybe_append(t, o);
+    }
+    Ok((offsets, times))
+}
+
+/// `Ok` when `result` failed only for lack of disk space (the caller keeps its state in memory).
+fn keep_if_out_of_space(result: io::Result<()>, base: i64) -> io::Result<()> {
+    match result {
+        Err(e) if is_out_of_space(&e) => {
+            tracing::warn!(segment = base, error = %e, "index entries stay in memory until a flush has room");
+            Ok(())
+        }
+        other => other,
     }
 }
 

@@ -2,8 +2,13 @@
 //! fetches, and the manifest of what it has in the lake. On a single broker the in-sync replica set
 //! is the leader alone, so the high watermark follows the log end as soon as an append returns;
 //! replication will move it only once followers have the data.
+//!
+//! A write the disk refuses (full, or failing) fails that request with a storage error and
+//! leaves the partition as it was: reads go on, and the next append simply tries again, so
+//! writes resume by themselves once space is freed. The first failure and the recovery are
+//! logged once each, not per request.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -54,6 +59,8 @@ pub struct Partition {
     appended: Arc<watch::Sender<u64>>,
     /// What the lake holds of this partition (set by the tiering task once it has looked).
     lake: Mutex<Option<Arc<Manifest>>>,
+    /// The last append failed on the disk (see the module doc).
+    write_failing: AtomicBool,
 }
 
 impl Partition {
@@ -67,6 +74,7 @@ impl Partition {
             high_watermark,
             appended,
             lake: Mutex::new(None),
+            write_failing: AtomicBool::new(false),
         }
     }
 
@@ -94,7 +102,20 @@ impl Partition {
             self.high_watermark
                 .store(log.log_end_offset(), Ordering::Release);
             Ok(outcome)
-        })?;
+        });
+        let outcome = match outcome {
+            Err(PartitionError::Storage(StorageError::Io { context, source })) => {
+                if !self.write_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(topic = %self.topic, partition = self.index, %context,
+                        error = %source, "writes to this partition fail; retried on every append");
+                }
+                return Err(StorageError::Io { context, source }.into());
+            }
+            other => other?,
+        };
+        if self.write_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(topic = %self.topic, partition = self.index, "writes resumed");
+        }
         if !outcome.duplicate {
             self.appended.send_modify(|n| *n = n.wrapping_add(1));
         }

@@ -27,7 +27,7 @@ pub use error::TierError;
 pub use extent::LakeExtent;
 pub use manifest::{Manifest, PartitionPaths, RemoteSegment};
 pub use reader::LakeReader;
-pub use store::{LakeLocation, S3Location};
+pub use store::{disk_space, DiskSpace, LakeLocation, S3Location};
 pub use upload::{PartitionTier, Uploaded};
 
 /// A closed segment's immutable contents (see [`crate::Log::closed_segment_from`]).

@@ -1,7 +1,11 @@
 //! Where the lake lives: a local directory (the default, `<data-dir>/lake`) or an S3-compatible
-//! bucket, both behind the `object_store` crate so the rest of the tier never knows which.
+//! bucket, both behind the `object_store` crate so the rest of the tier never knows which; and
+//! how much room a filesystem has left ([`disk_space`]), so tiering never takes the last free
+//! space of the data directory from producers.
 
-use std::path::PathBuf;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::aws::AmazonS3Builder;
@@ -86,5 +90,68 @@ impl LakeLocation {
                 }
             }
         }
+    }
+}
+
+impl LakeLocation {
+    /// Whether objects put to this lake land on the filesystem holding `data_dir` (a local lake
+    /// on the same disk, as the default `<data-dir>/lake` is): then every tiered byte is also
+    /// taken from the space producers write to. Unknown (missing directories) counts as yes.
+    pub fn shares_filesystem_with(&self, data_dir: &Path) -> bool {
+        match self {
+            LakeLocation::Local(dir) => match (std::fs::metadata(dir), std::fs::metadata(data_dir))
+            {
+                (Ok(lake), Ok(data)) => lake.dev() == data.dev(),
+                _ => true,
+            },
+            LakeLocation::S3(_) => false,
+        }
+    }
+}
+
+/// Space of the filesystem holding a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes an unprivileged writer may still allocate (`f_bavail`).
+    pub available: u64,
+    /// Size of the filesystem in bytes.
+    pub total: u64,
+}
+
+/// The space left on the filesystem holding `path` (statvfs).
+pub fn disk_space(path: &Path) -> io::Result<DiskSpace> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(DiskSpace {
+        available: stat.f_bavail.saturating_mul(stat.f_frsize),
+        total: stat.f_blocks.saturating_mul(stat.f_frsize),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_space_of_a_directory_is_within_its_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = disk_space(dir.path()).unwrap();
+        assert!(
+            space.total > 0 && space.available <= space.total,
+            "{space:?}"
+        );
+        assert!(disk_space(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn only_a_local_lake_on_the_data_disk_shares_its_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LakeLocation::Local(dir.path().join("lake"));
+        std::fs::create_dir(dir.path().join("lake")).unwrap();
+        assert!(lake.shares_filesystem_with(dir.path()));
+        let s3 = LakeLocation::S3(S3Location::default());
+        assert!(!s3.shares_filesystem_with(dir.path()));
+        // /proc is never the disk a temp dir lives on.
+        let proc = LakeLocation::Local(PathBuf::from("/proc"));
+        assert!(!proc.shares_filesystem_with(dir.path()));
     }
 }
