@@ -53,6 +53,9 @@ pub struct BrokerOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the broker process (e.g. `INLET_LOG`).
     pub env: Vec<(String, String)>,
+    /// Run the broker under `ulimit -n` of this many open files (soft and hard limit, so the
+    /// broker cannot raise it).
+    pub open_files_limit: Option<u64>,
 }
 
 /// A running (or stopped, between [`Broker::kill9`] and [`Broker::restart`]) `inlet` process.
@@ -249,7 +252,17 @@ impl Broker {
             .unwrap_or_else(|e| panic!("open broker log {}: {e}", self.log_path.display()));
         let log_err = log.try_clone().expect("clone the broker log file handle");
         let listen = self.bootstrap();
-        let mut cmd = Command::new(inlet_bin());
+        let mut cmd = match self.options.open_files_limit {
+            // `exec` keeps the pid, so signals and waits reach the broker itself.
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(inlet_bin());
+                sh
+            }
+            None => Command::new(inlet_bin()),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(&listen)
