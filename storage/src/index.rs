@@ -350,6 +350,35 @@ impl TimeIndex {
         Ok(Some(TimeIndex(file)))
     }
 
+    /// Whether the sampled entries agree with the log: each names the base offset of a batch
+    /// (found through `offsets`, a checked offset index of the same segment) whose own max
+    /// timestamp is at most the entry's timestamp (the running max up to that batch). Samples
+    /// as [`OffsetIndex::matches_log`] does; a few header reads per sample.
+    pub fn matches_log(
+        &self,
+        offsets: &OffsetIndex,
+        log: &[u8],
+        base_offset: i64,
+        samples: usize,
+    ) -> bool {
+        let n = self.0.len();
+        if n == 0 {
+            return true;
+        }
+        let step = (n / samples.max(1)).max(1);
+        (0..n).step_by(step).chain(std::iter::once(n - 1)).all(|i| {
+            let (timestamp, rel) = decode_time_entry(&self.0.entry(i));
+            let target = base_offset + i64::from(rel);
+            let start = offsets.lookup(rel).map_or(0, |(_, p)| p as usize);
+            // The batches from the indexed one on, until the one at `target` or past it.
+            let found = inlet_protocol::batch::BatchIter::new(log.get(start..).unwrap_or(&[]))
+                .map_while(Result::ok)
+                .map(|(h, _)| h)
+                .find(|h| h.base_offset >= target);
+            found.is_some_and(|h| h.base_offset == target && h.max_timestamp <= timestamp)
+        })
+    }
+
     /// A time index over encoded entries kept in memory; `None` if not whole entries.
     pub fn detached(bytes: Vec<u8>) -> Option<TimeIndex> {
         IndexFile::detached(bytes).map(TimeIndex)

@@ -34,8 +34,8 @@ pub fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
 
-/// Offset-index entries checked against the log when a closed segment is opened, besides the
-/// first and the last (see [`OffsetIndex::matches_log`]).
+/// Index entries checked against the log when a closed segment is opened, besides the first
+/// and the last (see [`OffsetIndex::matches_log`], [`TimeIndex::matches_log`]).
 const INDEX_SAMPLES: usize = 32;
 
 /// What opening a closed segment found wrong with its bytes, and what was done about it.
@@ -302,6 +302,11 @@ impl Segment {
         else {
             return Ok(None);
         };
+        if !time_index.matches_log(&offset_index, bytes, base, INDEX_SAMPLES) {
+            tracing::warn!(segment = base, dir = %dir.display(),
+                "time index does not match the log; rebuilding the indexes");
+            return Ok(None);
+        }
         let mut tracker = Tracker::new(base, interval);
         tracker.next_offset = tail.tracker.next_offset;
         tracker.first_batch_timestamp = BatchHeader::parse(bytes).ok().map(|h| h.max_timestamp);
