@@ -944,3 +944,28 @@ fn time_index_naming_no_batch_or_too_old_a_timestamp_is_rebuilt_on_open() {
         Some(30)
     );
 }
+
+#[test]
+fn segment_overlapping_the_previous_one_is_set_aside_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1000)).unwrap();
+    let stored: Vec<Vec<u8>> = (0..30)
+        .map(|i| append(&mut log, batch(1, 100, i)).1)
+        .collect();
+    let second = log.segments[1].base_offset();
+    log.close().unwrap();
+    // A stray copy of the second segment named one offset later: offsets would go backwards.
+    let stray = crate::segment::segment_path(dir.path(), second + 1, "log");
+    std::fs::copy(
+        crate::segment::segment_path(dir.path(), second, "log"),
+        &stray,
+    )
+    .unwrap();
+    let log = Log::open(dir.path(), config(1000)).unwrap();
+    assert_eq!(log.damaged_segments_at_open(), 1);
+    assert!(!stray.exists() && stray.with_extension("log.corrupt").exists());
+    assert_eq!(log.log_end_offset(), 30);
+    for b in &stored {
+        assert_eq!(&log.read(base(b), 0).unwrap()[..], &b[..]);
+    }
+}
