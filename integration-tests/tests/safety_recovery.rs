@@ -301,7 +301,7 @@ async fn many_closed_segments_fit_a_low_open_files_limit() {
         "a segment per batch, more than the open-files limit"
     );
 
-    broker.terminate();
+    assert!(broker.terminate().success(), "clean shutdown");
     broker.restart();
     let records = tokio::task::spawn_blocking({
         let (bootstrap, topic) = (bootstrap.clone(), topic.to_string());
