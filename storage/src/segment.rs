@@ -444,7 +444,12 @@ impl Segment {
         }
         let base = self.base_offset();
         tracing::warn!(segment = base, dir = %self.dir.display(), entry_offset = entry_rel,
-            entry_position = pos, "offset index entry names no batch; rebuilding the index from the log");
+            entry_position = pos, "offset index entry names no batch; not trusting the index");
+        if self.is_active() {
+            // The active index is built by the appends themselves and still growing: never
+            // replaced under them. Walking from the start is slow but right.
+            return 0;
+        }
         let healed = self.healed_index.get_or_init(|| {
             let walk = scan(self.bytes(), base, self.tracker.interval(), false);
             let path = segment_path(&self.dir, base, "index");
