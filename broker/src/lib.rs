@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod fd_limit;
 pub mod group;
 pub mod handlers;
 pub mod lake;

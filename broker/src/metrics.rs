@@ -65,6 +65,13 @@ pub fn render(broker: &Broker) -> String {
         }
     }
     out.push_str(&partitions);
+    let _ = writeln!(
+        out,
+        "# HELP {name} Segments log recovery found damaged (cut to their valid prefix, original \
+         set aside as <base>.log.corrupt) since the broker started.\n# TYPE {name} counter\n{name} {}",
+        inlet_storage::recovery::damaged_segments_total(),
+        name = "inlet_log_recovery_damaged_segments_total",
+    );
     if let Some(lake) = &broker.lake {
         let m = &lake.metrics;
         let counters = [

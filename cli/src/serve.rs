@@ -280,6 +280,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging();
+    inlet_broker::fd_limit::raise_to_hard_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("inlet")

@@ -13,13 +13,17 @@
 //! at or before the wanted batch and the caller walks batch headers forward from there.
 //! The active segment keeps its entries in memory and appends them to the file on flush; a
 //! closed segment's index is a read-only mapping of its file. Indexes are derived data: a missing
-//! or inconsistent file is rebuilt from the `.log` by recovery.
+//! or inconsistent file is rebuilt from the `.log` by recovery. "Consistent" is checked against
+//! the log, not only structurally: sampled entries must name a batch that starts at the stated
+//! position with the stated offset (see [`OffsetIndex::matches_log`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use inlet_protocol::batch::BatchHeader;
 
 use crate::mmap::MappedFile;
 
@@ -223,6 +227,21 @@ impl OffsetIndex {
         Ok(Some(OffsetIndex(file)))
     }
 
+    /// An index of `entries` kept only in memory, written nowhere.
+    pub fn in_memory(entries: &[(u32, u32)]) -> OffsetIndex {
+        OffsetIndex(IndexFile {
+            path: PathBuf::new(),
+            entries: Entries::Memory {
+                bytes: entries
+                    .iter()
+                    .flat_map(|&(o, p)| encode_offset_entry(o, p))
+                    .collect(),
+                persisted: entries.len() * OFFSET_ENTRY_LEN,
+            },
+            dirty: false,
+        })
+    }
+
     /// An index over encoded entries kept in memory (a copy fetched from the lake); `None` if
     /// `bytes` are not whole entries.
     pub fn detached(bytes: Vec<u8>) -> Option<OffsetIndex> {
@@ -251,6 +270,26 @@ impl OffsetIndex {
         (n > 0).then(|| decode_offset_entry(&self.0.entry(n - 1)))
     }
 
+    /// Whether the sampled entries point where they say: at the start of a batch whose base
+    /// offset is the entry's offset, in `log` (the segment's batches, based at `base_offset`).
+    /// The structural checks of [`OffsetIndex::open`] cannot see an index rewritten with
+    /// increasing, in-range but wrong positions; this can. It reads one batch header per
+    /// sampled entry: the first and last entries and up to `samples` spread between them, so
+    /// the cost of opening a segment does not grow with its size (every page of a cold log is
+    /// not read at start-up). Lookups check the entry they use as well (see
+    /// `Segment::find_position`), so an entry this misses cannot misplace a read.
+    pub fn matches_log(&self, log: &[u8], base_offset: i64, samples: usize) -> bool {
+        let n = self.0.len();
+        if n == 0 {
+            return true;
+        }
+        let step = (n / samples.max(1)).max(1);
+        (0..n).step_by(step).chain(std::iter::once(n - 1)).all(|i| {
+            let (rel, pos) = decode_offset_entry(&self.0.entry(i));
+            points_at_batch(log, base_offset, rel, pos)
+        })
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
     }
@@ -258,6 +297,13 @@ impl OffsetIndex {
     pub fn freeze(&mut self) -> io::Result<()> {
         self.0.freeze()
     }
+}
+
+/// Whether a batch whose base offset is `base_offset + relative_offset` starts at `position`.
+pub fn points_at_batch(log: &[u8], base_offset: i64, relative_offset: u32, position: u32) -> bool {
+    log.get(position as usize..)
+        .and_then(|rest| BatchHeader::parse_header_only(rest).ok())
+        .is_some_and(|h| h.base_offset == base_offset + i64::from(relative_offset))
 }
 
 /// Sparse map from (running max) timestamp to relative offset.
@@ -306,6 +352,35 @@ impl TimeIndex {
             prev = Some((t, o));
         }
         Ok(Some(TimeIndex(file)))
+    }
+
+    /// Whether the sampled entries agree with the log: each names the base offset of a batch
+    /// (found through `offsets`, a checked offset index of the same segment) whose own max
+    /// timestamp is at most the entry's timestamp (the running max up to that batch). Samples
+    /// as [`OffsetIndex::matches_log`] does; a few header reads per sample.
+    pub fn matches_log(
+        &self,
+        offsets: &OffsetIndex,
+        log: &[u8],
+        base_offset: i64,
+        samples: usize,
+    ) -> bool {
+        let n = self.0.len();
+        if n == 0 {
+            return true;
+        }
+        let step = (n / samples.max(1)).max(1);
+        (0..n).step_by(step).chain(std::iter::once(n - 1)).all(|i| {
+            let (timestamp, rel) = decode_time_entry(&self.0.entry(i));
+            let target = base_offset + i64::from(rel);
+            let start = offsets.lookup(rel).map_or(0, |(_, p)| p as usize);
+            // The batches from the indexed one on, until the one at `target` or past it.
+            let found = inlet_protocol::batch::BatchIter::new(log.get(start..).unwrap_or(&[]))
+                .map_while(Result::ok)
+                .map(|(h, _)| h)
+                .find(|h| h.base_offset >= target);
+            found.is_some_and(|h| h.base_offset == target && h.max_timestamp <= timestamp)
+        })
     }
 
     /// A time index over encoded entries kept in memory; `None` if not whole entries.

@@ -8,10 +8,12 @@
 //! * [`Log::append`] validates every batch (framing, magic, CRC-32C, idempotent-producer
 //!   sequence) before writing anything, assigns dense offsets, updates the sparse indexes and
 //!   rolls segments by size or age.
-//! * [`Log::read`] returns whole batches starting with the one containing the offset: at least
-//!   one batch, then more while they fit in `max_bytes`, from one segment.
+//! * [`Log::read`] returns whole batches starting with the one containing the offset (or the
+//!   next one, in a gap recovery left): at least one batch, then more while they fit in
+//!   `max_bytes`, from one segment.
 //! * [`Log::open`] recovers after a crash: the tail of the last segment is checked batch by
-//!   batch and cut at the first torn or corrupt one ([`recovery`]).
+//!   batch and cut at the first torn or corrupt one; a damaged closed segment keeps its valid
+//!   prefix and costs no other segment anything ([`recovery`]).
 //! * [`Log::apply_retention`] deletes old closed segments by time and size ([`retention`]).
 //! * [`Log::compact`] keeps the latest record per key in closed segments ([`compaction`]).
 //!

@@ -8,12 +8,19 @@
 //! <dir>/00000000000000000000.timeindex  time index, see `index`
 //! <dir>/00000000000000012345.log        next segment: base offset = previous segment's end
 //! ...
+//! <dir>/00000000000000000000.log.corrupt a damaged segment's original bytes, set aside by
+//!                                       recovery for an operator; never read back
 //! <dir>/.clean_shutdown                 empty; present only between `close` and the next `open`
 //! ```
 //!
 //! Invariants kept here:
-//! * segments are sorted by base offset and contiguous: each base offset equals the previous
-//!   segment's next offset, so offsets are dense from `log_start_offset` to `log_end_offset`;
+//! * segments are sorted by base offset and offsets strictly increase: each base offset is at
+//!   or above the previous segment's next offset. Every write path (append, roll, truncation,
+//!   compaction, retention) keeps segments contiguous, so offsets are dense from
+//!   `log_start_offset` to `log_end_offset` unless recovery found damage: a segment cut to its
+//!   valid prefix (see [`crate::recovery`]) leaves a gap before the next segment, which is kept.
+//!   A read at an offset in a gap returns the batches from the next segment's base on, as
+//!   Kafka's fetch skips forward; appends always continue at the log end;
 //! * only the last segment may be active (writable); if it is closed (after a truncation or
 //!   recovery), the next append rolls a new one;
 //! * an append is validated completely before anything is written, so a rejected append leaves
@@ -60,8 +67,11 @@ pub struct TimestampOffset {
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
-    /// Sorted, contiguous, never empty.
+    /// Sorted, offsets strictly increasing (contiguous unless recovery found damage), never
+    /// empty.
     segments: Vec<Segment>,
+    /// Segments recovery found damaged when this log was opened.
+    damaged_at_open: usize,
     producers: ProducerStateTable,
     unflushed_messages: u64,
     last_flush_ms: i64,
@@ -94,11 +104,13 @@ impl Log {
         compaction::finish_interrupted(dir)?;
         let recovered = recovery::recover(dir, &config, now)?;
         tracing::info!(dir = %dir.display(), segments = recovered.segments.len(),
-            log_end_offset = recovered.segments.last().map_or(0, Segment::next_offset), "opened log");
+            log_end_offset = recovered.segments.last().map_or(0, Segment::next_offset),
+            damaged_segments = recovered.damaged_segments, "opened log");
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
             segments: recovered.segments,
+            damaged_at_open: recovered.damaged_segments,
             producers: recovered.producers,
             unflushed_messages: 0,
             last_flush_ms: now,
@@ -106,6 +118,12 @@ impl Log {
             recovery_point: recovery::read_recovery_point(dir),
             lake_extent: LakeExtent::read(dir),
         })
+    }
+
+    /// How many segments recovery found damaged (cut to their valid prefix or set aside) when
+    /// this log was opened; see also [`recovery::damaged_segments_total`].
+    pub fn damaged_segments_at_open(&self) -> usize {
+        self.damaged_at_open
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -256,7 +274,8 @@ impl Log {
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
         for segment in &self.segments[first..] {
-            if let Some(position) = segment.find_position(offset)? {
+            // An offset in a gap left by damage reads on from the next segment's first batch.
+            if let Some(position) = segment.find_position(offset.max(segment.base_offset()))? {
                 return Ok(segment.read_at(position, max_bytes));
             }
         }

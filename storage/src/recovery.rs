@@ -8,19 +8,28 @@
 //!    segment base offsets from `<20 digits>.log` names and sort them;
 //! 3. open every segment but the last as a closed segment. After an unclean shutdown, a segment
 //!    reaching past the recovery point may hold unflushed bytes, so it is walked whole with CRC
-//!    checks, cut after its last valid batch and re-indexed. Otherwise its index files are
-//!    trusted when they are consistent and the batches after the last indexed position end
-//!    exactly at the end of the file (else it is walked and re-indexed the same way). A segment whose base offset does not continue the previous one
-//!    (a hole left by a cut) is deleted together with every later segment;
+//!    checks and re-indexed. Otherwise (always after a clean shutdown) it is not rescanned: its
+//!    index files are trusted when they are consistent, sampled entries match the log and the
+//!    batches after the last indexed position end exactly at the end of the file (else it is
+//!    walked and re-indexed the same way). A walk that stops before the end of the file found
+//!    damage: the segment keeps its valid prefix, the original file is set aside as
+//!    `<base>.log.corrupt`, and the damage is logged and counted ([`damaged_segments_total`]).
+//!    Damage never costs another segment its data: a later segment whose base offset is above
+//!    the previous segment's end is kept, leaving a gap in the offsets that reads skip over (as
+//!    Kafka's fetch does). Only a segment overlapping the previous one (base offset below its
+//!    end, which no write path produces) is set aside whole, since offsets must increase;
 //! 4. walk the last segment from its start, checking framing, offset continuity and CRC-32C
 //!    (CRC skipped after a clean shutdown), and stop at the first torn, corrupt or zeroed batch:
 //!    that is the logical end. The file is cut there (which also drops the preallocated zeros),
-//!    its indexes are rebuilt from the walk and it becomes the active segment;
+//!    its indexes are rebuilt from the walk and it becomes the active segment. A torn tail is
+//!    expected after a crash; after a clean shutdown, non-zero bytes past the end are damage and
+//!    the file is first copied aside as for a closed segment;
 //! 5. rebuild the idempotent-producer table: load the newest producer snapshot at or below the
 //!    log end (newer ones are deleted) and replay the batch headers after it.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use inlet_protocol::batch::BatchIter;
 
@@ -29,7 +38,7 @@ use crate::error::{IoContext, StorageError};
 use crate::mmap::MappedFile;
 use crate::producer_state::ProducerStateTable;
 use crate::scan::scan;
-use crate::segment::{segment_path, sync_dir, Segment};
+use crate::segment::{aside_path, segment_path, sync_dir, Segment};
 use crate::snapshot;
 
 /// Written by [`Log::close`](crate::Log::close); its presence means the last segment's file ends
@@ -43,12 +52,24 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 /// [`Log::flush`]: crate::Log::flush
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 
+/// Segments found damaged by recoveries in this process, all partitions together.
+static DAMAGED_SEGMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many segments recovery found damaged (and cut or set aside) since the process started,
+/// over every log opened: the `inlet_log_recovery_damaged_segments_total` counter.
+pub fn damaged_segments_total() -> u64 {
+    DAMAGED_SEGMENTS.load(Ordering::Relaxed)
+}
+
 /// The state of a recovered partition directory.
 #[derive(Debug)]
 pub struct Recovered {
-    /// Sorted by base offset, never empty; all closed except possibly the last.
+    /// Sorted by base offset, offsets strictly increasing (gaps possible after damage), never
+    /// empty; all closed except possibly the last.
     pub segments: Vec<Segment>,
     pub producers: ProducerStateTable,
+    /// Segments found damaged: cut to their valid prefix or set aside.
+    pub damaged_segments: usize,
 }
 
 pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered, StorageError> {
@@ -71,20 +92,34 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
 
     // 3. Closed segments.
     let mut segments: Vec<Segment> = Vec::new();
+    let mut damaged = 0;
     for (i, &base) in bases.iter().enumerate() {
         if let Some(prev) = segments.last() {
-            if prev.next_offset() != base {
-                tracing::warn!(dir = %dir.display(), expected = prev.next_offset(), found = base,
-                    "offset hole between segments; deleting this and later segments");
-                for &later in &bases[i..] {
-                    delete_segment_files(dir, later).context(ctx)?;
-                }
-                break;
+            let end = prev.next_offset();
+            if base < end {
+                let aside = set_aside_whole(dir, base, now_ms).context(ctx)?;
+                tracing::warn!(dir = %dir.display(), segment = base, previous_end = end,
+                    set_aside = %aside.display(), "segment overlaps the previous one; set aside");
+                damaged += 1;
+                continue;
+            }
+            if base > end {
+                tracing::warn!(dir = %dir.display(), segment = base, previous_end = end,
+                    missing = base - end, "offset gap before segment; reads skip forward over it");
             }
         }
         if let Some(&next_base) = bases.get(i + 1) {
             let verify = !clean && next_base > recovery_point;
-            segments.push(Segment::open_closed(dir, base, interval, verify, now_ms)?);
+            let (segment, damage) = Segment::recover_closed(dir, base, interval, verify, now_ms)?;
+            if damage.is_some() {
+                damaged += 1;
+                if segment.is_empty() {
+                    // Nothing valid is left; its bytes are in the set-aside file.
+                    segment.delete()?;
+                    continue;
+                }
+            }
+            segments.push(segment);
             continue;
         }
 
@@ -92,13 +127,23 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
         let path = segment_path(dir, base, "log");
         let file = std::fs::File::open(&path).context(ctx)?;
         let map = MappedFile::read_only(&file).context(ctx)?;
+        drop(file);
         let walk = scan(map.bytes(), base, interval, !clean);
         if let Some(reason) = &walk.stopped {
             // Zeros where the next batch would start are the preallocated end, not damage.
             let next = &map.bytes()[walk.valid_len..];
             if next.iter().take(12).any(|&b| b != 0) {
-                tracing::warn!(segment = %path.display(), valid_len = walk.valid_len,
-                    dropped = next.len(), %reason, "truncating torn or corrupt tail");
+                if clean {
+                    // Nothing was being written: this is damage, not a torn write.
+                    let aside = copy_aside(&path, now_ms).context(ctx)?;
+                    tracing::warn!(segment = %path.display(), position = walk.valid_len,
+                        file_len = map.bytes().len(), %reason, set_aside = %aside.display(),
+                        "damaged last segment after a clean shutdown: keeping its valid prefix");
+                    damaged += 1;
+                } else {
+                    tracing::warn!(segment = %path.display(), valid_len = walk.valid_len,
+                        dropped = next.len(), %reason, "truncating torn or corrupt tail");
+                }
             }
         }
         drop(map);
@@ -109,6 +154,7 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
             now_ms,
         )?);
     }
+    DAMAGED_SEGMENTS.fetch_add(damaged as u64, Ordering::Relaxed);
     if segments.is_empty() {
         segments.push(Segment::create(
             dir,
@@ -125,6 +171,7 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
     Ok(Recovered {
         segments,
         producers,
+        damaged_segments: damaged,
     })
 }
 
@@ -211,14 +258,27 @@ fn parse_base_offset(stem: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
-fn delete_segment_files(dir: &Path, base: i64) -> io::Result<()> {
-    for ext in ["log", "index", "timeindex"] {
+/// Copies the last segment's file aside before `Segment::open_active` cuts it in place.
+fn copy_aside(path: &Path, now_ms: i64) -> io::Result<PathBuf> {
+    let aside = aside_path(path, now_ms);
+    std::fs::copy(path, &aside)?;
+    std::fs::File::open(&aside)?.sync_all()?;
+    Ok(aside)
+}
+
+/// Sets a whole segment aside: its `.log` renamed to `.log.corrupt`, its indexes removed
+/// (they are derived data).
+fn set_aside_whole(dir: &Path, base: i64, now_ms: i64) -> io::Result<PathBuf> {
+    let path = segment_path(dir, base, "log");
+    let aside = aside_path(&path, now_ms);
+    std::fs::rename(&path, &aside)?;
+    for ext in ["index", "timeindex"] {
         match std::fs::remove_file(segment_path(dir, base, ext)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
-    Ok(())
+    Ok(aside)
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ impl Tracker {
         }
     }
 
+    /// Bytes of batches between sparse index entries.
+    pub fn interval(&self) -> usize {
+        self.interval
+    }
+
     fn relative(&self, offset: i64) -> u32 {
         // Offsets of a segment stay below base + i32::MAX: the log rolls before that.
         (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32

@@ -21,13 +21,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use inlet_protocol::batch::{BatchHeader, BatchIter};
 
 use crate::error::{IoContext, StorageError};
-use crate::index::{OffsetIndex, TimeIndex};
+use crate::index::{points_at_batch, OffsetIndex, TimeIndex};
 use crate::mmap::{is_out_of_space, MapWriter, MappedFile};
 use crate::scan::{scan, Scan, Tracker};
 
@@ -36,15 +36,38 @@ pub fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
 
+/// Index entries checked against the log when a closed segment is opened, besides the first
+/// and the last (see [`OffsetIndex::matches_log`], [`TimeIndex::matches_log`]).
+const INDEX_SAMPLES: usize = 32;
+
+/// What opening a closed segment found wrong with its bytes, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Length of the valid prefix that was kept: where the damage starts.
+    pub position: usize,
+    /// Length of the file as found.
+    pub file_len: usize,
+    pub reason: String,
+    /// Where the original file was kept for an operator to inspect.
+    pub set_aside: PathBuf,
+}
+
 /// One segment of a partition log.
+///
+/// Only the active segment holds its `.log` file open; a closed one reads through its mapping,
+/// which needs no file descriptor, so a partition's open files do not grow with its segments.
 #[derive(Debug)]
 pub struct Segment {
     dir: PathBuf,
-    file: File,
+    /// The open `.log` file: `Some` only while the segment is active.
+    file: Option<File>,
     map: Arc<MappedFile>,
     /// `Some` while this is the active (writable) segment.
     writer: Option<MapWriter>,
     offset_index: OffsetIndex,
+    /// Replaces `offset_index` once a lookup found it pointing at no batch (see
+    /// `lookup_position`); built at most once, from the log itself.
+    healed_index: OnceLock<OffsetIndex>,
     time_index: TimeIndex,
     tracker: Tracker,
     /// Wall-clock creation time (ms), for time-based rolls of segments with no timestamps yet.
@@ -121,10 +144,11 @@ impl Segment {
         let (offset_index, time_index) = write_indexes(dir, base, &scan, "writing")?;
         Ok(Segment {
             dir: dir.to_path_buf(),
-            file,
+            file: Some(file),
             map: Arc::clone(writer.map()),
             writer: Some(writer),
             offset_index,
+            healed_index: OnceLock::new(),
             time_index,
             tracker: scan.tracker,
             created_ms: now_ms,
@@ -137,9 +161,15 @@ impl Segment {
     }
 
     /// Opens a closed segment. Unless `verify` is set, trusts its index files if they are
-    /// consistent and the batches after the last indexed position end exactly at the end of the
-    /// file. Otherwise scans the whole file (with CRC checks), cuts it after the last valid batch
-    /// and rebuilds the indexes.
+    /// consistent, sampled entries match the log, and the batches after the last indexed
+    /// position end exactly at the end of the file. Otherwise walks the whole file (with CRC
+    /// checks) and rebuilds the indexes from the walk.
+    ///
+    /// Bytes after the last valid batch are cut. Zeros there are an unfinished preallocation
+    /// and simply dropped; anything else is damage: the original file is kept as
+    /// `<base>.log.corrupt` (see [`set_aside`]) and returned as [`Damage`]. Only this
+    /// segment's bytes from the damage on are affected; what the caller does about the offsets
+    /// they held is its business (recovery keeps later segments, see [`crate::recovery`]).
     pub fn open_closed(
         dir: &Path,
         base_offset: i64,
@@ -147,28 +177,56 @@ impl Segment {
         verify: bool,
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
+        Segment::recover_closed(dir, base_offset, interval, verify, now_ms).map(|(s, _)| s)
+    }
+
+    /// [`Segment::open_closed`], also saying what damage was found (already logged).
+    pub fn recover_closed(
+        dir: &Path,
+        base_offset: i64,
+        interval: usize,
+        verify: bool,
+        now_ms: i64,
+    ) -> Result<(Segment, Option<Damage>), StorageError> {
         let path = segment_path(dir, base_offset, "log");
         let ctx = || format!("opening {}", path.display());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .context(ctx)?;
-        let map = MappedFile::read_only(&file).context(ctx)?;
+        // The mapping is all a closed segment reads through; the descriptor is closed at once.
+        let map = MappedFile::read_only(&File::open(&path).context(ctx)?).context(ctx)?;
         if !verify {
             if let Some(segment) =
-                Segment::closed_from_indexes(dir, &file, &map, base_offset, interval, now_ms)?
+                Segment::closed_from_indexes(dir, &map, base_offset, interval, now_ms)?
             {
-                return Ok(Segment { file, ..segment });
+                return Ok((segment, None));
             }
         }
         let scan = scan(map.bytes(), base_offset, interval, true);
-        if let Some(reason) = &scan.stopped {
-            tracing::warn!(segment = %path.display(), valid_len = scan.valid_len, %reason, "truncating corrupt closed segment");
+        let mut damage = None;
+        if let Some(rest) = map.bytes().get(scan.valid_len..).filter(|r| !r.is_empty()) {
+            let reason = scan.stopped.clone().unwrap_or_default();
+            if rest.iter().all(|&b| b == 0) {
+                tracing::info!(segment = %path.display(), valid_len = scan.valid_len,
+                    dropped = rest.len(), "dropping preallocated zeros after a closed segment");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(scan.valid_len as u64))
+                    .context(ctx)?;
+            } else {
+                let aside = set_aside(&path, &map.bytes()[..scan.valid_len], now_ms)
+                    .context(|| format!("setting aside damaged {}", path.display()))?;
+                tracing::warn!(segment = %path.display(), position = scan.valid_len,
+                    file_len = map.bytes().len(), %reason, set_aside = %aside.display(),
+                    "damaged closed segment: keeping its valid prefix, original set aside");
+                damage = Some(Damage {
+                    position: scan.valid_len,
+                    file_len: map.bytes().len(),
+                    reason,
+                    set_aside: aside,
+                });
+            }
         }
         drop(map);
-        file.set_len(scan.valid_len as u64).context(ctx)?;
-        let map = MappedFile::read_only(&file).context(ctx)?;
+        let map = MappedFile::read_only(&File::open(&path).context(ctx)?).context(ctx)?;
         let idx = |e| format!("rebuilding {e} of segment {base_offset}");
         let (mut offset_index, mut time_index) =
             write_indexes(dir, base_offset, &scan, "rebuilding")?;
@@ -178,25 +236,27 @@ impl Segment {
         // On a full disk the entries stay in memory and the next flush writes them.
         keep_if_out_of_space(offset_index.freeze(), base_offset).context(|| idx("offset index"))?;
         keep_if_out_of_space(time_index.freeze(), base_offset).context(|| idx("time index"))?;
-        Ok(Segment {
+        let segment = Segment {
             dir: dir.to_path_buf(),
-            file,
+            file: None,
             map,
             writer: None,
             offset_index,
+            healed_index: OnceLock::new(),
             time_index,
             tracker: scan.tracker,
             created_ms: now_ms,
             flushed: scan.valid_len,
-            needs_sync: false,
+            // Rebuilt index files are written but not synced.
+            needs_sync: true,
             released_upto: 0,
             read_since_release: AtomicBool::new(false),
-        })
+        };
+        Ok((segment, damage))
     }
 
     fn closed_from_indexes(
         dir: &Path,
-        file: &File,
         map: &Arc<MappedFile>,
         base: i64,
         interval: usize,
@@ -209,6 +269,11 @@ impl Segment {
         else {
             return Ok(None);
         };
+        if !offset_index.matches_log(bytes, base, INDEX_SAMPLES) {
+            tracing::warn!(segment = base, dir = %dir.display(),
+                "offset index does not match the log; rebuilding it");
+            return Ok(None);
+        }
         // Walk from the last indexed batch to the end: it must land exactly on the file end.
         let (rel, pos) = offset_index.last().unwrap_or((0, 0));
         let tail = scan(
@@ -228,6 +293,11 @@ impl Segment {
         else {
             return Ok(None);
         };
+        if !time_index.matches_log(&offset_index, bytes, base, INDEX_SAMPLES) {
+            tracing::warn!(segment = base, dir = %dir.display(),
+                "time index does not match the log; rebuilding the indexes");
+            return Ok(None);
+        }
         let mut tracker = Tracker::new(base, interval);
         tracker.next_offset = tail.tracker.next_offset;
         tracker.first_batch_timestamp = BatchHeader::parse(bytes).ok().map(|h| h.max_timestamp);
@@ -240,10 +310,11 @@ impl Segment {
         };
         Ok(Some(Segment {
             dir: dir.to_path_buf(),
-            file: file.try_clone().context(ctx)?,
+            file: None,
             map: Arc::clone(map),
             writer: None,
             offset_index,
+            healed_index: OnceLock::new(),
             time_index,
             tracker,
             created_ms: now_ms,
@@ -329,7 +400,7 @@ impl Segment {
             last_offset: self.next_offset() - 1,
             max_timestamp: self.max_timestamp(),
             log: self.map.slice(0..self.size())?,
-            offset_index: Bytes::copy_from_slice(self.offset_index.entry_bytes()),
+            offset_index: Bytes::copy_from_slice(self.offset_index().entry_bytes()),
             time_index: Bytes::copy_from_slice(self.time_index.entry_bytes()),
         })
     }
@@ -340,8 +411,53 @@ impl Segment {
             return Ok(None);
         }
         let rel = (offset - self.base_offset()) as u32;
-        let start = self.offset_index.lookup(rel).map_or(0, |(_, p)| p as usize);
-        self.first_batch_from(start, |h| h.last_offset() >= offset)
+        self.first_batch_from(self.lookup_position(rel), |h| h.last_offset() >= offset)
+    }
+
+    /// The offset index in use: the one on disk, or the one rebuilt from the log after a lookup
+    /// found the disk one wrong.
+    fn offset_index(&self) -> &OffsetIndex {
+        self.healed_index.get().unwrap_or(&self.offset_index)
+    }
+
+    /// Position of the indexed batch at or before relative offset `rel` (0 without one).
+    ///
+    /// The entry used is checked to name a batch starting at its position with its offset (one
+    /// header read, which the walk that follows needs anyway). If it does not, the index is not
+    /// trusted again: it is rebuilt from the log once, in memory and on disk, so a bad entry
+    /// that the sampling at open missed costs one walk, not a failed read on every fetch.
+    fn lookup_position(&self, rel: u32) -> usize {
+        let Some((entry_rel, pos)) = self.offset_index().lookup(rel) else {
+            return 0;
+        };
+        if points_at_batch(self.bytes(), self.base_offset(), entry_rel, pos) {
+            return pos as usize;
+        }
+        let base = self.base_offset();
+        tracing::warn!(segment = base, dir = %self.dir.display(), entry_offset = entry_rel,
+            entry_position = pos, "offset index entry names no batch; not trusting the index");
+        if self.is_active() {
+            // The active index is built by the appends themselves and still growing: never
+            // replaced under them. Walking from the start is slow but right.
+            return 0;
+        }
+        let healed = self.healed_index.get_or_init(|| {
+            let walk = scan(self.bytes(), base, self.tracker.interval(), false);
+            let path = segment_path(&self.dir, base, "index");
+            let entries = &walk.offset_entries;
+            match OffsetIndex::create(&path, entries).and_then(|mut i| i.freeze().map(|()| i)) {
+                Ok(index) => index,
+                Err(error) => {
+                    tracing::warn!(segment = base, %error,
+                        "cannot rewrite the offset index; keeping the rebuilt one in memory");
+                    OffsetIndex::in_memory(entries)
+                }
+            }
+        });
+        match healed.lookup(rel) {
+            Some((r, p)) if points_at_batch(self.bytes(), base, r, p) => p as usize,
+            _ => 0,
+        }
     }
 
     /// Walks batches from `start` and returns the position of the first one matching `want`.
@@ -384,7 +500,7 @@ impl Segment {
             return Ok(None);
         }
         let start = match self.time_index.last_before(timestamp) {
-            Some((_, rel)) => self.offset_index.lookup(rel).map_or(0, |(_, p)| p as usize),
+            Some((_, rel)) => self.lookup_position(rel),
             None => 0,
         };
         let Some(pos) = self.first_batch_from(start, |h| h.max_timestamp >= timestamp)? else {
@@ -414,9 +530,11 @@ impl Segment {
         self.time_index.freeze().context(ctx)?;
         // No sync here (rolls must stay fast): written pages stay dirty in the page cache after
         // the mapping is replaced, and the next `flush` fsyncs the file. Cutting the file needs
-        // no free space.
-        self.file.set_len(size as u64).context(ctx)?;
-        self.map = MappedFile::read_only(&self.file).context(ctx)?;
+        // no free space. The descriptor is dropped: a closed segment reads through its mapping.
+        if let Some(file) = self.file.take() {
+            file.set_len(size as u64).context(ctx)?;
+            self.map = MappedFile::read_only(&file).context(ctx)?;
+        }
         self.writer = None;
         self.flushed = size;
         self.needs_sync = true;
@@ -440,7 +558,12 @@ impl Segment {
             self.map.flush_range(self.flushed..size).context(ctx)?;
         }
         if self.needs_sync {
-            self.file.sync_all().context(ctx)?;
+            match &self.file {
+                Some(file) => file.sync_all().context(ctx)?,
+                // A closed segment holds no descriptor: open one just for the sync (fsync
+                // writes back the file's dirty pages whichever descriptor asks).
+                None => sync_path(&segment_path(&self.dir, base, "log")).context(ctx)?,
+            }
         }
         self.flushed = size;
         self.needs_sync = false;
@@ -544,6 +667,46 @@ fn keep_if_out_of_space(result: io::Result<()>, base: i64) -> io::Result<()> {
             Ok(())
         }
         other => other,
+    }
+}
+
+/// Syncs the file at `path`; a file deleted meanwhile (retention, truncation) needs no sync.
+fn sync_path(path: &Path) -> io::Result<()> {
+    match File::open(path) {
+        Ok(file) => file.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Keeps the damaged segment file at `path` as `<base>.log.corrupt` (or
+/// `<base>.log.corrupt.<now_ms>` if that exists) and puts a copy of its valid prefix `valid` in
+/// its place. The original is hard-linked aside before the prefix is renamed over `.log`, so a
+/// crash at any point leaves a whole `.log` (original or cut); recovery never reads the
+/// `.corrupt` file, which stays until an operator removes it. Returns the set-aside path.
+pub fn set_aside(path: &Path, valid: &[u8], now_ms: i64) -> io::Result<PathBuf> {
+    let aside = aside_path(path, now_ms);
+    let tmp = path.with_extension("log.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(valid)?;
+    file.sync_all()?;
+    std::fs::hard_link(path, &aside)?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(aside)
+}
+
+/// A name for a set-aside copy of the segment file `path` that does not exist yet:
+/// `<base>.log.corrupt`, else `<base>.log.corrupt.<now_ms>`. Recovery lists only `<base>.log`
+/// files, so set-aside files are never read back.
+pub fn aside_path(path: &Path, now_ms: i64) -> PathBuf {
+    let aside = path.with_extension("log.corrupt");
+    if aside.exists() {
+        path.with_extension(format!("log.corrupt.{now_ms}"))
+    } else {
+        aside
     }
 }
 
