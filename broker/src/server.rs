@@ -83,7 +83,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         .config
         .metrics_listen
         .map(|addr| tokio::spawn(crate::metrics::serve(broker.clone(), addr, stop_rx.clone())));
-    let (max_total, max_per_ip) = connection_limits(&broker.config, open_file_limit());
+    let (max_total, max_per_ip) = connection_limits(&broker.config, crate::fd_limit::open_file_limit());
     let slots = Arc::new(ConnectionSlots::new(max_total, max_per_ip));
     let budget = RequestBudget::new(broker.config.queued_max_request_bytes);
     let mut connections = JoinSet::new();
@@ -270,20 +270,6 @@ fn connection_limits(config: &BrokerConfig, nofile: Option<u64>) -> (usize, usiz
     (fits, per_ip)
 }
 
-/// The soft limit on open files (RLIMIT_NOFILE) as `/proc/self/limits` shows it; None when it
-/// cannot be read (not Linux) or is unlimited.
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Background work: flush per policy, retention per `log.retention.check.interval.ms`,
 /// compaction per `log.cleaner.backoff.ms`, and releasing idle mapped pages.
 async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
@@ -350,6 +336,6 @@ mod tests {
             (config.max_connections, config.max_connections_per_ip)
         );
         assert_eq!(connection_limits(&config, Some(1024)), (896, 448));
-        assert!(open_file_limit().is_some_and(|n| n > 0) || !cfg!(target_os = "linux"));
+        assert!(crate::fd_limit::open_file_limit().is_some_and(|n| n > 0) || !cfg!(target_os = "linux"));
     }
 }
