@@ -706,3 +706,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_request_with_one_bad_batch_stores_nothing_and_leaves_producer_state_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let first = idempotent(7, 0, 0, 2);
+    // Second batch: valid CRC, but its header claims 3 records and it holds 2 (issue 10 item 1).
+    let mut lying = idempotent(7, 0, 2, 2);
+    lying[23..27].copy_from_slice(&2i32.to_be_bytes());
+    lying[57..61].copy_from_slice(&3i32.to_be_bytes());
+    let crc = inlet_protocol::batch::compute_crc(&lying).unwrap();
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    let request = [first.clone(), lying].concat();
+    assert!(matches!(
+        log.append(&request, 0),
+        Err(StorageError::CorruptBatch { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    // The producer's corrected retry is stored exactly once, from sequence 0.
+    let retry = [first, idempotent(7, 0, 2, 2)].concat();
+    let outcome = log.append(&retry, 0).unwrap();
+    assert_eq!((outcome.base_offset, outcome.last_offset), (0, 3));
+    assert!(log.append(&retry, 0).unwrap().duplicate);
+    assert_eq!(log.log_end_offset(), 4);
+}
