@@ -312,6 +312,22 @@ mod tests {
     }
 
     #[test]
+    fn decoding_is_bounded_for_every_codec() {
+        let big = Bytes::from(vec![0u8; 4 << 20]);
+        for bits in 1..5 {
+            let plain = simple_batch(0, 5, &[(None, Some(big.clone()))]).unwrap();
+            let (mut header, records) = decode_batch(&Bytes::from(plain)).unwrap();
+            header.attributes = bits;
+            let bomb = Bytes::from(encode_batch(&header, &records).unwrap());
+            assert!(matches!(
+                decode_batch_bounded(&bomb, 1 << 20),
+                Err(RecordsError::TooLarge { limit }) if limit == 1 << 20
+            ));
+            assert_eq!(decode_batch(&bomb).unwrap().1, records);
+        }
+    }
+
+    #[test]
     fn truncated_records_are_reported_not_panicked_on() {
         let mut batch = TestBatchBuilder::default().build(&[(b"key", b"value")]);
         batch[57..61].copy_from_slice(&5i32.to_be_bytes());
