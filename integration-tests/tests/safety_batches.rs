@@ -63,7 +63,9 @@ fn produce(broker: &Broker, topic: &str, records: &[u8]) -> (i16, i64) {
     frame.extend_from_slice(&buf);
     stream.write_all(&frame).expect("send the Produce request");
     let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("read the response size");
+    stream
+        .read_exact(&mut size)
+        .expect("read the response size");
     let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
     stream.read_exact(&mut body).expect("read the response");
     let mut body = Bytes::from(body);
@@ -252,7 +254,11 @@ async fn a_request_whose_second_batch_is_bad_stores_nothing() {
     let request = [batch(&["a0"]), short].concat();
     assert_eq!(produce(&broker, topic, &request).0, CORRUPT_MESSAGE);
     let (code, offset) = produce(&broker, topic, &batch(&["c0"]));
-    assert_eq!((code, offset), (0, 0), "the refused request took no offsets");
+    assert_eq!(
+        (code, offset),
+        (0, 0),
+        "the refused request took no offsets"
+    );
     expect_values(&broker, topic, &["c0".into()]);
 }
 
@@ -285,7 +291,12 @@ async fn timestamps_outside_the_configured_window_get_invalid_timestamp() {
         );
     }
     assert_eq!(
-        produce(&broker, topic, &batch_at(now + 2 * 60 * 60 * 1000, &["in 2 h"])).0,
+        produce(
+            &broker,
+            topic,
+            &batch_at(now + 2 * 60 * 60 * 1000, &["in 2 h"])
+        )
+        .0,
         INVALID_TIMESTAMP
     );
     assert_eq!(

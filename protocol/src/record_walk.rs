@@ -168,7 +168,8 @@ fn decompressor<'a>(
         Compression::Snappy => Box::new(SnappyReader::new(body, limit)),
         Compression::Lz4 => Box::new(lz4::Decoder::new(body).map_err(codec_error)?),
         Compression::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(codec_error)?;
+            let mut decoder =
+                zstd::stream::read::Decoder::with_buffer(body).map_err(codec_error)?;
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(codec_error)?;
@@ -435,9 +436,8 @@ fn walk_records<S: Source>(header: &BatchHeader, mut source: S) -> Result<WalkSu
     let expected = header.records_count;
     let mut index = 0usize;
     let mut timestamps: Option<(i64, i64)> = None;
-    loop {
-        // End of the records, or the first byte of the next record's length.
-        let Some(first) = source.byte()? else { break };
+    // Until the end of the records; `first` is the first byte of the next record's length.
+    while let Some(first) = source.byte()? {
         if index as i64 >= i64::from(expected) {
             // More records than the header claims, or garbage after the last one.
             return Err(WalkError::TrailingBytes);
@@ -549,10 +549,17 @@ mod tests {
 
     fn compressed(bits: i16, records: usize, value: &[u8]) -> Vec<u8> {
         let records: Vec<Record> = (0..records)
-            .map(|i| Record::new(i as i32, i as i64, None, Some(Bytes::copy_from_slice(value))))
+            .map(|i| {
+                Record::new(
+                    i as i32,
+                    i as i64,
+                    None,
+                    Some(Bytes::copy_from_slice(value)),
+                )
+            })
             .collect();
-        let mut header = BatchHeader::parse(&simple_batch(0, 1_000, &[(None, None)]).unwrap())
-            .unwrap();
+        let mut header =
+            BatchHeader::parse(&simple_batch(0, 1_000, &[(None, None)]).unwrap()).unwrap();
         header.attributes = bits;
         header.last_offset_delta = records.len() as i32 - 1;
         encode_batch(&header, &records).unwrap()
@@ -588,7 +595,10 @@ mod tests {
             header.crc = crc32c::crc32c(&one[21..]);
             header.write_to(&mut one);
             assert!(
-                matches!(walk_batch(&one, LIMIT), Err(WalkError::CountMismatch { .. })),
+                matches!(
+                    walk_batch(&one, LIMIT),
+                    Err(WalkError::CountMismatch { .. })
+                ),
                 "codec {bits}"
             );
         }
@@ -669,7 +679,12 @@ mod tests {
                 Err(WalkError::TooLarge { limit: LIMIT })
             );
             assert_eq!(walk_batch(&batch, 16 << 20).unwrap().records, 1);
-            assert!(decompress_bounded(codec, &batch[HEADER_LEN..], 16 << 20).unwrap().len() > 8 << 20);
+            assert!(
+                decompress_bounded(codec, &batch[HEADER_LEN..], 16 << 20)
+                    .unwrap()
+                    .len()
+                    > 8 << 20
+            );
         }
     }
 
@@ -677,7 +692,10 @@ mod tests {
     fn limit_follows_max_message_bytes_within_bounds() {
         assert_eq!(decompressed_batch_limit(1 << 20), 64 << 20);
         assert_eq!(decompressed_batch_limit(100), MIN_DECOMPRESSED_BATCH_BYTES);
-        assert_eq!(decompressed_batch_limit(usize::MAX), MAX_DECOMPRESSED_BATCH_BYTES);
+        assert_eq!(
+            decompressed_batch_limit(usize::MAX),
+            MAX_DECOMPRESSED_BATCH_BYTES
+        );
     }
 
     proptest! {

@@ -177,7 +177,9 @@ mod tests {
             Err(StorageError::InvalidTimestamp { .. })
         ));
         // By default nothing is too old.
-        assert!(validate_request(&at(0), &LogConfig::default(), now, &mut RecordWalker::new()).is_ok());
+        assert!(
+            validate_request(&at(0), &LogConfig::default(), now, &mut RecordWalker::new()).is_ok()
+        );
     }
 
     #[test]

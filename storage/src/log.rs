@@ -150,7 +150,6 @@ impl Log {
         mut batches: Vec<(inlet_protocol::batch::BatchHeader, std::ops::Range<usize>)>,
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
-
         // 2. Assign offsets and check producer sequences, staging the producer updates.
         let mut next = self.log_end_offset();
         let mut staged = self.producers.stage();

@@ -238,7 +238,8 @@ impl MapWriter {
         if data.is_empty() {
             return Ok(());
         }
-        if starts.windows(2).any(|w| w[0] >= w[1]) || starts.last().is_some_and(|&s| s >= data.len())
+        if starts.windows(2).any(|w| w[0] >= w[1])
+            || starts.last().is_some_and(|&s| s >= data.len())
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -258,7 +259,8 @@ impl MapWriter {
                 let len = end - start;
                 prefix[..len].copy_from_slice(&data[start..end]);
                 patch(i, &mut prefix[..len]);
-                self.file.write_all_at(&prefix[..len], (at + start) as u64)?;
+                self.file
+                    .write_all_at(&prefix[..len], (at + start) as u64)?;
                 written = end;
             }
             self.file
