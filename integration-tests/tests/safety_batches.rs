@@ -234,6 +234,10 @@ async fn a_zstd_bomb_is_refused_without_inflating_the_broker() {
         "a batch inflating to 256 MiB got error {code}"
     );
     let after = rss_kib(&broker);
+    eprintln!(
+        "zstd bomb of {} bytes (256 MiB inflated): broker VmRSS {before} KiB before, {after} KiB after",
+        bomb.len()
+    );
     assert!(
         after < before + 64 * 1024,
         "broker RSS grew from {before} KiB to {after} KiB"

@@ -298,33 +298,7 @@ impl Segment {
     /// Appends one validated batch; `header.base_offset` (this segment's next offset) and
     /// `header.partition_leader_epoch` are stamped into the stored copy.
     pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> Result<(), StorageError> {
-        let position = self.size();
-        let base = self.base_offset();
-        let writer = self.writer.as_mut().ok_or_else(|| StorageError::Io {
-            context: format!("appending to closed segment {base}"),
-            source: io::Error::other("segment is closed"),
-        })?;
-        // The stored copy gets the assigned offset and leader epoch; both lie outside the
-        // CRC, and the caller's buffer stays as the producer sent it.
-        let stamp = |copy: &mut [u8]| {
-            if let Some(field) = copy.get_mut(0..8) {
-                field.copy_from_slice(&header.base_offset.to_be_bytes());
-            }
-            if let Some(field) = copy.get_mut(12..16) {
-                field.copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
-            }
-        };
-        writer
-            .append_patched(batch, stamp)
-            .context(|| format!("appending to segment {base}"))?;
-        let entries = self.tracker.observe(position, header);
-        if let Some((o, p)) = entries.offset {
-            self.offset_index.append(o, p);
-        }
-        if let Some((t, o)) = entries.time {
-            self.time_index.maybe_append(t, o);
-        }
-        Ok(())
+        self.append_batches(batch, &[(*header, 0..batch.len())])
     }
 
     /// Appends the validated batches of one request (`records`, whose `batches` ranges cover it
