@@ -203,10 +203,6 @@ impl Log {
         let Some(active) = self.segments.last() else {
             return true;
         };
-        // Relative offsets in the indexes are 32-bit: a segment holds at most i32::MAX offsets.
-        // The record walk makes `last_offset` trustworthy (one offset per record held), so an
-        // append never spans that many offsets on its own and an empty segment always fits it.
-        let offsets_overflow = last_offset - active.base_offset() >= i64::from(i32::MAX);
         if !active.is_active() || size > active.remaining() {
             return true;
         }
@@ -220,6 +216,10 @@ impl Log {
             None => wall_clock_ms().saturating_sub(active.created_ms),
         };
         let too_old = age > self.config.segment_ms;
+        // Relative offsets in the indexes are 32-bit: a segment holds at most i32::MAX offsets.
+        // The record walk makes `last_offset` trustworthy (one offset per record held), so an
+        // append never spans that many offsets on its own and an empty segment always fits it.
+        let offsets_overflow = last_offset - active.base_offset() >= i64::from(i32::MAX);
         too_big || too_old || offsets_overflow
     }
 
