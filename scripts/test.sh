@@ -92,9 +92,14 @@ fi
 if "$CARGO" fuzz --version >/dev/null 2>&1; then
     for target in decode_request record_batch; do
         step "fuzzing $target for ${FUZZ_SECONDS} s"
+        # New inputs go to fuzz/corpus/<target> (not versioned); fuzz/seeds/<target>, when
+        # present, holds versioned starting inputs (a valid batch gets past the header checks).
+        corpora=("corpus/$target")
+        if [ -d "$ROOT/fuzz/seeds/$target" ]; then corpora+=("seeds/$target"); fi
+        mkdir -p "$ROOT/fuzz/corpus/$target"
         # The fuzz crate is outside the workspace: its own target dir, not CARGO_TARGET_DIR's.
         (cd "$ROOT/fuzz" && CARGO_TARGET_DIR="$ROOT/fuzz/target" RUSTC_BOOTSTRAP=1 \
-            "$CARGO" fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS") \
+            "$CARGO" fuzz run "$target" "${corpora[@]}" -- -max_total_time="$FUZZ_SECONDS") \
             || failed+=("fuzz $target")
     done
 fi
