@@ -80,6 +80,30 @@ step "cargo test --workspace"
 step "pytest integration-tests/python"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=8 integration-tests/python || failed+=("pytest")
 
+# --- Fuzzing --------------------------------------------------------------------------------
+# Both cargo-fuzz targets (fuzz/fuzz_targets) for a bounded time each (FUZZ_SECONDS, default 30).
+# cargo-fuzz needs nightly-only compiler flags (-Zsanitizer); RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain accept them, so CI needs no nightly. cargo-fuzz itself is installed if missing.
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+if ! "$CARGO" fuzz --version >/dev/null 2>&1; then
+    step "installing cargo-fuzz"
+    "$CARGO" install --locked cargo-fuzz || failed+=("cargo install cargo-fuzz")
+fi
+if "$CARGO" fuzz --version >/dev/null 2>&1; then
+    for target in decode_request record_batch; do
+        step "fuzzing $target for ${FUZZ_SECONDS} s"
+        # New inputs go to fuzz/corpus/<target> (not versioned); fuzz/seeds/<target>, when
+        # present, holds versioned starting inputs (a valid batch gets past the header checks).
+        corpora=("corpus/$target")
+        if [ -d "$ROOT/fuzz/seeds/$target" ]; then corpora+=("seeds/$target"); fi
+        mkdir -p "$ROOT/fuzz/corpus/$target"
+        # The fuzz crate is outside the workspace: its own target dir, not CARGO_TARGET_DIR's.
+        (cd "$ROOT/fuzz" && CARGO_TARGET_DIR="$ROOT/fuzz/target" RUSTC_BOOTSTRAP=1 \
+            "$CARGO" fuzz run "$target" "${corpora[@]}" -- -max_total_time="$FUZZ_SECONDS") \
+            || failed+=("fuzz $target")
+    done
+fi
+
 if ((${#failed[@]})); then
     step "FAILED: ${failed[*]} ($((SECONDS - START)) s)"
     exit 1

@@ -137,6 +137,12 @@ pub struct LogDefaults {
     pub local_retention_bytes: i64,
     /// `lake.parquet.enable`: also write every tiered segment as a Parquet file
     pub lake_parquet_enable: bool,
+    /// `message.timestamp.before.max.ms` (Kafka's `log.message.timestamp.before.max.ms`,
+    /// KIP-937): refuse records whose timestamp is further in the past (default: never)
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms` (Kafka's `log.message.timestamp.after.max.ms`,
+    /// KIP-937): refuse records whose timestamp is further in the future (default 1 hour)
+    pub message_timestamp_after_max_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -199,6 +205,8 @@ impl Default for LogDefaults {
             local_retention_ms: -2,
             local_retention_bytes: -2,
             lake_parquet_enable: true,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 60 * 60 * 1000,
         }
     }
 }

@@ -41,6 +41,22 @@ pub struct ServeArgs {
     /// Default retention in ms, -1 for forever (topic config `retention.ms`).
     #[arg(long, env = "INLET_LOG_RETENTION_MS", allow_hyphen_values = true)]
     log_retention_ms: Option<i64>,
+    /// Default largest age of a record timestamp in ms, relative to the broker's clock (topic
+    /// config `message.timestamp.before.max.ms`; default 9223372036854775807: unbounded).
+    #[arg(
+        long,
+        env = "INLET_LOG_MESSAGE_TIMESTAMP_BEFORE_MAX_MS",
+        value_parser = clap::value_parser!(i64).range(0..)
+    )]
+    log_message_timestamp_before_max_ms: Option<i64>,
+    /// Default largest lead of a record timestamp in ms over the broker's clock (topic config
+    /// `message.timestamp.after.max.ms`; default 3600000).
+    #[arg(
+        long,
+        env = "INLET_LOG_MESSAGE_TIMESTAMP_AFTER_MAX_MS",
+        value_parser = clap::value_parser!(i64).range(0..)
+    )]
+    log_message_timestamp_after_max_ms: Option<i64>,
     /// How long an empty group's first rebalance waits for more members
     /// (`group.initial.rebalance.delay.ms`).
     #[arg(long, env = "INLET_GROUP_INITIAL_REBALANCE_DELAY_MS")]
@@ -203,6 +219,12 @@ impl ServeArgs {
         }
         if let Some(ms) = self.log_retention_ms {
             config.log.retention_ms = ms;
+        }
+        if let Some(ms) = self.log_message_timestamp_before_max_ms {
+            config.log.message_timestamp_before_max_ms = ms;
+        }
+        if let Some(ms) = self.log_message_timestamp_after_max_ms {
+            config.log.message_timestamp_after_max_ms = ms;
         }
         if let Some(ms) = self.group_initial_rebalance_delay_ms {
             config.group_initial_rebalance_delay_ms = ms;

@@ -111,13 +111,13 @@ impl Broker {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The broker's process id while it runs (for `/proc/<pid>/status`).
+    /// The broker process id while it runs (e.g. to read its `/proc/<pid>/status`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -8,6 +8,7 @@ pub mod chunked;
 pub mod client;
 pub mod codec;
 pub mod frame;
+pub mod record_walk;
 pub mod records;
 
 pub use kafka_protocol;

@@ -11,12 +11,15 @@
 //! headerCount varint | headers (kept as raw bytes here, never interpreted)
 //! ```
 //!
-//! Compressed batches are decompressed and recompressed with the `kafka-protocol` crate's codecs.
+//! Compressed batches are decompressed through [`crate::record_walk::decompress_bounded`] (streamed,
+//! refused past [`MAX_DECOMPRESSED_BATCH_BYTES`], so a stored decompression bomb is an error, not
+//! a GiB of memory) and recompressed with the `kafka-protocol` crate's codecs.
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::compression::{self as codecs, Compressor, Decompressor};
+use kafka_protocol::compression::{self as codecs, Compressor};
 
 use crate::batch::{BatchError, BatchHeader, Compression, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+use crate::record_walk::{decompress_bounded, WalkError, MAX_DECOMPRESSED_BATCH_BYTES};
 
 /// Why the records of a batch cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,8 @@ pub enum RecordsError {
         codec: Compression,
         reason: String,
     },
+    #[error("records decompress to more than {limit} bytes")]
+    TooLarge { limit: usize },
     #[error("malformed record {index}: {reason}")]
     Malformed { index: usize, reason: &'static str },
 }
@@ -81,10 +86,19 @@ impl Record {
 }
 
 /// The header and every record of the batch at the start of `batch` (CRC not checked here).
+/// Records decompressing to more than [`MAX_DECOMPRESSED_BATCH_BYTES`] are refused.
 pub fn decode_batch(batch: &Bytes) -> Result<(BatchHeader, Vec<Record>), RecordsError> {
+    decode_batch_bounded(batch, MAX_DECOMPRESSED_BATCH_BYTES)
+}
+
+/// [`decode_batch`] with records refused past `limit` decompressed bytes.
+pub fn decode_batch_bounded(
+    batch: &Bytes,
+    limit: usize,
+) -> Result<(BatchHeader, Vec<Record>), RecordsError> {
     let header = BatchHeader::parse(batch)?;
     let body = batch.slice(HEADER_LEN..header.total_len());
-    let mut body = decompress(header.compression(), body)?;
+    let mut body = decompress(header.compression(), body, limit)?;
     let count = usize::try_from(header.records_count).unwrap_or(0);
     // Each record takes at least 7 bytes, which bounds what a lying count can allocate.
     let mut records = Vec::with_capacity(count.min(body.len() / 7 + 1));
@@ -174,18 +188,20 @@ fn codec_error(action: &'static str, codec: Compression, e: anyhow::Error) -> Re
     }
 }
 
-fn decompress(codec: Compression, mut body: Bytes) -> Result<Bytes, RecordsError> {
-    fn run<D: Decompressor<Bytes>>(body: &mut Bytes) -> anyhow::Result<Bytes> {
-        D::decompress(body, |out| Ok(out.copy_to_bytes(out.remaining())))
+fn decompress(codec: Compression, body: Bytes, limit: usize) -> Result<Bytes, RecordsError> {
+    if codec == Compression::None {
+        return Ok(body);
     }
-    let result = match codec {
-        Compression::None => return Ok(body),
-        Compression::Gzip => run::<codecs::Gzip>(&mut body),
-        Compression::Snappy => run::<codecs::Snappy>(&mut body),
-        Compression::Lz4 => run::<codecs::Lz4>(&mut body),
-        Compression::Zstd => run::<codecs::Zstd>(&mut body),
-    };
-    result.map_err(|e| codec_error("decompress", codec, e))
+    decompress_bounded(codec, &body, limit)
+        .map(Bytes::from)
+        .map_err(|e| match e {
+            WalkError::TooLarge { limit } => RecordsError::TooLarge { limit },
+            other => RecordsError::Codec {
+                action: "decompress",
+                codec,
+                reason: other.to_string(),
+            },
+        })
 }
 
 fn compress(codec: Compression, body: Vec<u8>) -> Result<Vec<u8>, RecordsError> {
@@ -292,6 +308,22 @@ mod tests {
             let (back_header, back) = decode_batch(&Bytes::from(encoded)).unwrap();
             assert_eq!(back_header.compression(), codec);
             assert_eq!((back_header.base_offset, back), (100, records));
+        }
+    }
+
+    #[test]
+    fn decoding_is_bounded_for_every_codec() {
+        let big = Bytes::from(vec![0u8; 4 << 20]);
+        for bits in 1..5 {
+            let plain = simple_batch(0, 5, &[(None, Some(big.clone()))]).unwrap();
+            let (mut header, records) = decode_batch(&Bytes::from(plain)).unwrap();
+            header.attributes = bits;
+            let bomb = Bytes::from(encode_batch(&header, &records).unwrap());
+            assert!(matches!(
+                decode_batch_bounded(&bomb, 1 << 20),
+                Err(RecordsError::TooLarge { limit }) if limit == 1 << 20
+            ));
+            assert_eq!(decode_batch(&bomb).unwrap().1, records);
         }
     }
 

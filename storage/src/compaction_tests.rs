@@ -243,3 +243,23 @@ fn idempotent_batches_keep_every_records_sequence() {
         1
     );
 }
+
+#[test]
+fn a_stored_batch_that_cannot_be_decompressed_stops_compaction_and_changes_nothing() {
+    // What older versions stored without walking records: gzip flagged over a plain body (a
+    // decompression bomb fails the same way, past the bounded stream's limit).
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    fill(&mut log, 3, 0, 0);
+    let mut bad = batch(&[("k0", Some("x"))], 0, 0);
+    bad[22] |= 1;
+    let crc = inlet_protocol::batch::compute_crc(&bad).unwrap();
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(log.append(&bad, 0).is_err(), "the record walk refuses it");
+    log.append_unwalked(&bad, 0).unwrap();
+    fill(&mut log, 40, 0, 0);
+    let end = log.log_end_offset();
+    let error = log.compact(10_000).unwrap_err();
+    assert!(error.to_string().contains("decompress"), "{error}");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, end));
+}

@@ -1,8 +1,9 @@
 //! Per-log configuration. Field names follow Kafka's topic configs (`segment.bytes`,
 //! `segment.ms`, `index.interval.bytes`, `flush.messages`, `flush.ms`, `retention.ms`,
 //! `retention.bytes`, `remote.storage.enable`, `local.retention.ms`, `local.retention.bytes`,
-//! `lake.parquet.enable`).
+//! `lake.parquet.enable`, `message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`).
 
+use inlet_protocol::record_walk::decompressed_batch_limit;
 use serde::{Deserialize, Serialize};
 
 /// Largest segment we support: positions in the offset index are `u32`, and Kafka caps
@@ -10,6 +11,11 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 /// Smallest segment we honour, so a segment always has room for a header.
 pub const MIN_SEGMENT_BYTES: u64 = 128;
+
+/// Kafka's default `log.message.timestamp.after.max.ms` (3.6+): one hour.
+pub const DEFAULT_TIMESTAMP_AFTER_MAX_MS: i64 = 60 * 60 * 1000;
+/// Kafka's default `max.message.bytes`.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 + 12;
 
 /// How a [`Log`](crate::Log) rolls, indexes, flushes and retains its segments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +53,15 @@ pub struct LogConfig {
     pub local_retention_bytes: Option<u64>,
     /// `lake.parquet.enable`: every tiered segment is also written as a Parquet file.
     pub lake_parquet: bool,
+    /// `message.timestamp.before.max.ms` (KIP-937): an append whose record timestamps are more
+    /// than this far in the past is refused (default `i64::MAX`: never, as in Kafka).
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms` (KIP-937): an append whose record timestamps are more
+    /// than this far in the future is refused (default 1 hour, as in Kafka 3.6+).
+    pub message_timestamp_after_max_ms: i64,
+    /// How many bytes the records of one compressed batch may decompress to at append; derived
+    /// from `max.message.bytes` (see `inlet_protocol::record_walk::decompressed_batch_limit`).
+    pub max_decompressed_batch_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -65,6 +80,9 @@ impl Default for LogConfig {
             local_retention_ms: None,
             local_retention_bytes: None,
             lake_parquet: true,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,
+            max_decompressed_batch_bytes: decompressed_batch_limit(DEFAULT_MAX_MESSAGE_BYTES),
         }
     }
 }
@@ -74,6 +92,15 @@ impl LogConfig {
     pub fn effective_segment_bytes(&self) -> usize {
         self.segment_bytes
             .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES) as usize
+    }
+
+    /// The record timestamps an append may carry at wall-clock time `now_ms`: `[now - before,
+    /// now + after]`, saturating (the default `before` is unbounded).
+    pub fn timestamp_range(&self, now_ms: i64) -> (i64, i64) {
+        (
+            now_ms.saturating_sub(self.message_timestamp_before_max_ms.max(0)),
+            now_ms.saturating_add(self.message_timestamp_after_max_ms.max(0)),
+        )
     }
 
     pub(crate) fn index_interval(&self) -> usize {

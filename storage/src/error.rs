@@ -1,6 +1,7 @@
 //! The errors storage returns. Each variant carries what the broker needs to pick a Kafka error
 //! code (`CORRUPT_MESSAGE`, `OFFSET_OUT_OF_RANGE`, `OUT_OF_ORDER_SEQUENCE_NUMBER`,
-//! `INVALID_PRODUCER_EPOCH`, `RECORD_LIST_TOO_LARGE`, `KAFKA_STORAGE_ERROR`).
+//! `INVALID_PRODUCER_EPOCH`, `RECORD_LIST_TOO_LARGE`, `MESSAGE_TOO_LARGE`, `INVALID_TIMESTAMP`,
+//! `KAFKA_STORAGE_ERROR`).
 
 use std::io;
 
@@ -10,6 +11,18 @@ pub enum StorageError {
     /// A batch in an append request is malformed; `position` is its byte position in the request.
     #[error("corrupt record batch at byte {position}: {reason}")]
     CorruptBatch { position: usize, reason: String },
+    /// A record timestamp lies outside `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` of the broker's clock.
+    #[error("record timestamp {timestamp} of the batch at byte {position} is outside the accepted range [{min}, {max}]")]
+    InvalidTimestamp {
+        position: usize,
+        timestamp: i64,
+        min: i64,
+        max: i64,
+    },
+    /// The records of a compressed batch decompress to more than the limit.
+    #[error("the records of the batch at byte {position} decompress to more than {limit} bytes")]
+    DecompressedTooLarge { position: usize, limit: usize },
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         offset: i64,

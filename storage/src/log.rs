@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use inlet_protocol::record_walk::RecordWalker;
 
 use crate::append::{validate_request, AppendOutcome};
 use crate::compaction::{self, CompactionOutcome};
@@ -81,6 +82,8 @@ pub struct Log {
     recovery_point: i64,
     /// What the lake holds: offsets below its end may be deleted by local retention.
     lake_extent: LakeExtent,
+    /// Reused by every append's record walk.
+    walker: RecordWalker,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -117,6 +120,7 @@ impl Log {
             dir_dirty: false,
             recovery_point: recovery::read_recovery_point(dir),
             lake_extent: LakeExtent::read(dir),
+            walker: RecordWalker::new(),
         })
     }
 
@@ -141,9 +145,29 @@ impl Log {
         records: &[u8],
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
-        // 1. Validate every batch: framing, magic, CRC, record count, size.
-        let mut batches = validate_request(records, self.config.effective_segment_bytes())?;
+        // 1. Validate every batch: framing, magic, CRC, records, timestamps, size.
+        let batches = validate_request(records, &self.config, wall_clock_ms(), &mut self.walker)?;
+        self.append_validated(records, batches, leader_epoch)
+    }
 
+    /// Appends without walking the records, as versions before the record walk did: for tests
+    /// of what such logs may hold (hostile batches stored before the fix).
+    #[cfg(test)]
+    pub(crate) fn append_unwalked(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+    ) -> Result<AppendOutcome, StorageError> {
+        let batches = crate::append::validate(records, &self.config, wall_clock_ms(), None)?;
+        self.append_validated(records, batches, leader_epoch)
+    }
+
+    fn append_validated(
+        &mut self,
+        records: &[u8],
+        mut batches: Vec<(inlet_protocol::batch::BatchHeader, std::ops::Range<usize>)>,
+        leader_epoch: i32,
+    ) -> Result<AppendOutcome, StorageError> {
         // 2. Assign offsets and check producer sequences, staging the producer updates.
         let mut next = self.log_end_offset();
         let mut staged = self.producers.stage();
@@ -168,7 +192,9 @@ impl Log {
             .max()
             .unwrap_or(-1);
 
-        // 3. Roll if the append does not fit or the segment is old; then write.
+        // 3. Roll if the append does not fit or the segment is old; then write all batches as
+        //    one write, so a failure (ENOSPC) stores none of them and the producer state is
+        //    left as it was: the producer's retry then stores each batch exactly once.
         if self.needs_roll(records.len(), max_timestamp, next - 1) {
             self.start_new_segment()?;
         }
@@ -176,10 +202,11 @@ impl Log {
             .segments
             .last_mut()
             .ok_or_else(|| corrupt(0, "log has no segment"))?;
-        for (header, range) in &batches {
-            active.append(&records[range.clone()], header)?;
-            self.unflushed_messages += header.records_count as u64;
-        }
+        active.append_batches(records, &batches)?;
+        self.unflushed_messages += batches
+            .iter()
+            .map(|(h, _)| h.records_count as u64)
+            .sum::<u64>();
         self.producers.apply(updates);
         Ok(AppendOutcome {
             base_offset: batches[0].0.base_offset,
@@ -207,6 +234,9 @@ impl Log {
             None => wall_clock_ms().saturating_sub(active.created_ms),
         };
         let too_old = age > self.config.segment_ms;
+        // Relative offsets in the indexes are 32-bit: a segment holds at most i32::MAX offsets.
+        // The record walk makes `last_offset` trustworthy (one offset per record held), so an
+        // append never spans that many offsets on its own and an empty segment always fits it.
         let offsets_overflow = last_offset - active.base_offset() >= i64::from(i32::MAX);
         too_big || too_old || offsets_overflow
     }

@@ -969,3 +969,80 @@ fn segment_overlapping_the_previous_one_is_set_aside_whole() {
         assert_eq!(&log.read(base(b), 0).unwrap()[..], &b[..]);
     }
 }
+
+#[test]
+fn a_request_with_one_bad_batch_stores_nothing_and_leaves_producer_state_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let first = idempotent(7, 0, 0, 2);
+    // Second batch: valid CRC, but its header claims 3 records and it holds 2 (issue 10 item 1).
+    let mut lying = idempotent(7, 0, 2, 2);
+    lying[23..27].copy_from_slice(&2i32.to_be_bytes());
+    lying[57..61].copy_from_slice(&3i32.to_be_bytes());
+    let crc = inlet_protocol::batch::compute_crc(&lying).unwrap();
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    let request = [first.clone(), lying].concat();
+    assert!(matches!(
+        log.append(&request, 0),
+        Err(StorageError::CorruptBatch { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    // The producer's corrected retry is stored exactly once, from sequence 0.
+    let retry = [first, idempotent(7, 0, 2, 2)].concat();
+    let outcome = log.append(&retry, 0).unwrap();
+    assert_eq!((outcome.base_offset, outcome.last_offset), (0, 3));
+    assert!(log.append(&retry, 0).unwrap().duplicate);
+    assert_eq!(log.log_end_offset(), 4);
+}
+
+/// Recomputes the CRC of every parsable batch of `records`, so mutations reach the record walk.
+fn fix_crcs(records: &mut [u8]) {
+    let ranges: Vec<_> = inlet_protocol::batch::BatchIter::new(records)
+        .filter_map(Result::ok)
+        .map(|(_, range)| range)
+        .collect();
+    for range in ranges {
+        if let Ok(crc) = inlet_protocol::batch::compute_crc(&records[range.clone()]) {
+            records[range.start + 17..range.start + 21].copy_from_slice(&crc.to_be_bytes());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Mutated requests (bytes flipped in record bodies, CRCs fixed up) are either refused with
+    /// nothing stored, or stored whole with every record decodable and offsets dense.
+    #[test]
+    fn mutated_requests_are_refused_whole_or_stored_whole(
+        flips in proptest::collection::vec((0usize..400, any::<u8>()), 0..4),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+        let mut request = [batch(3, 10, 0), batch(2, 5, 1)].concat();
+        let len = request.len();
+        for (at, byte) in flips {
+            request[at % len] ^= byte;
+        }
+        fix_crcs(&mut request);
+        match log.append(&request, 0) {
+            Err(_) => prop_assert_eq!(log.log_end_offset(), 0),
+            Ok(outcome) => {
+                prop_assert_eq!(outcome.base_offset, 0);
+                prop_assert_eq!(log.log_end_offset(), outcome.last_offset + 1);
+                let stored = log.read(0, usize::MAX).unwrap();
+                prop_assert_eq!(stored.len(), request.len());
+                let mut next = 0;
+                for item in inlet_protocol::batch::BatchIter::new(&stored) {
+                    let (header, range) = item.unwrap();
+                    prop_assert_eq!(header.base_offset, next);
+                    let (_, records) =
+                        inlet_protocol::records::decode_batch(&stored.slice(range)).unwrap();
+                    prop_assert_eq!(records.len() as i32, header.records_count);
+                    next = header.last_offset() + 1;
+                }
+                prop_assert_eq!(next, log.log_end_offset());
+            }
+        }
+    }
+}

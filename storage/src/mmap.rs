@@ -233,6 +233,89 @@ impl MapWriter {
     }
 }
 
+impl MapWriter {
+    /// Copies `data` (several record batches back to back) right after the committed prefix,
+    /// with the first [`PATCHABLE_PREFIX`] bytes at each position of `starts` (ascending, inside
+    /// `data`) as `patch(i, prefix)` edits them, then commits all of it at once.
+    ///
+    /// All or nothing: if reserving disk or any write fails (ENOSPC), nothing is committed,
+    /// readers never see the partial bytes, and they are zeroed (best effort) so that recovery
+    /// after a crash cannot mistake a partial request for acknowledged batches; the next append
+    /// overwrites them.
+    pub fn append_patched_at(
+        &mut self,
+        data: &[u8],
+        starts: &[usize],
+        mut patch: impl FnMut(usize, &mut [u8]),
+    ) -> io::Result<()> {
+        let at = self.map.committed();
+        if data.len() > self.remaining() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "mapped segment is full",
+            ));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        if starts.windows(2).any(|w| w[0] >= w[1])
+            || starts.last().is_some_and(|&s| s >= data.len())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "patch positions must ascend inside the data",
+            ));
+        }
+        self.reserve_for(at + data.len())?;
+        let mut written = 0;
+        let result = (|| {
+            for (i, &start) in starts.iter().enumerate() {
+                self.file
+                    .write_all_at(&data[written..start], (at + written) as u64)?;
+                written = start;
+                let next = starts.get(i + 1).copied().unwrap_or(data.len());
+                let end = (start + PATCHABLE_PREFIX).min(next).min(data.len());
+                let mut prefix = [0u8; PATCHABLE_PREFIX];
+                let len = end - start;
+                prefix[..len].copy_from_slice(&data[start..end]);
+                patch(i, &mut prefix[..len]);
+                self.file
+                    .write_all_at(&prefix[..len], (at + start) as u64)?;
+                written = end;
+            }
+            self.file
+                .write_all_at(&data[written..], (at + written) as u64)?;
+            written = data.len();
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.map.committed.store(at + data.len(), Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.zero_uncommitted(at, written.max(PATCHABLE_PREFIX).min(data.len()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Overwrites `len` uncommitted bytes from `at` with zeros (recovery reads a zero
+    /// `batchLength` as the end of the log). Best effort: the blocks are already reserved.
+    fn zero_uncommitted(&self, at: usize, len: usize) {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len());
+            if let Err(error) = self.file.write_all_at(&ZEROS[..n], (at + done) as u64) {
+                tracing::warn!(%error, position = at + done, "could not zero a failed append");
+                return;
+            }
+            done += n;
+        }
+    }
+}
+
 /// Owner of a zero-copy [`Bytes`]: the mapping plus the committed range it exposes.
 struct MapSlice {
     map: Arc<MappedFile>,
@@ -375,6 +458,24 @@ mod tests {
         assert_eq!(&view[..], &data[..]);
         w.append(b"more").unwrap();
         assert_eq!(&w.map().bytes()[data.len()..], b"more");
+    }
+
+    #[test]
+    fn patched_multi_append_stamps_each_start_and_commits_once() {
+        let (_dir, file) = temp_file();
+        let mut w = MappedFile::writable(&file, 128, 0).unwrap();
+        let data: Vec<u8> = (0..60).collect();
+        w.append_patched_at(&data, &[0, 20, 50], |i, p| p[0] = 200 + i as u8)
+            .unwrap();
+        let bytes = w.map().bytes();
+        assert_eq!((bytes[0], bytes[20], bytes[50]), (200, 201, 202));
+        assert_eq!(&bytes[1..20], &data[1..20]);
+        assert_eq!(&bytes[51..], &data[51..]);
+        // Out-of-order starts fail and commit nothing.
+        assert!(w.append_patched_at(&data, &[10, 5], |_, _| {}).is_err());
+        assert_eq!(w.map().committed(), 60);
+        assert!(w.append_patched_at(&[1; 100], &[0], |_, _| {}).is_err());
+        assert_eq!(w.map().committed(), 60);
     }
 
     #[test]

@@ -360,15 +360,30 @@ impl Segment {
     /// Appends one validated batch; `header.base_offset` (this segment's next offset) and
     /// `header.partition_leader_epoch` are stamped into the stored copy.
     pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> Result<(), StorageError> {
+        self.append_batches(batch, &[(*header, 0..batch.len())])
+    }
+
+    /// Appends the validated batches of one request (`records`, whose `batches` ranges cover it
+    /// back to back) as one write: all of them or, if the write fails, none (see
+    /// [`MapWriter::append_patched_at`]). Each header's `base_offset` and
+    /// `partition_leader_epoch` are stamped into the stored copy.
+    pub fn append_batches(
+        &mut self,
+        records: &[u8],
+        batches: &[(BatchHeader, std::ops::Range<usize>)],
+    ) -> Result<(), StorageError> {
         let position = self.size();
         let base = self.base_offset();
         let writer = self.writer.as_mut().ok_or_else(|| StorageError::Io {
             context: format!("appending to closed segment {base}"),
             source: io::Error::other("segment is closed"),
         })?;
-        // The stored copy gets the assigned offset and leader epoch; both lie outside the
-        // CRC, and the caller's buffer stays as the producer sent it.
-        let stamp = |copy: &mut [u8]| {
+        let Some(end) = batches.last().map(|(_, range)| range.end) else {
+            return Ok(());
+        };
+        let starts: Vec<usize> = batches.iter().map(|(_, range)| range.start).collect();
+        let stamp = |i: usize, copy: &mut [u8]| {
+            let header = &batches[i].0;
             if let Some(field) = copy.get_mut(0..8) {
                 field.copy_from_slice(&header.base_offset.to_be_bytes());
             }
@@ -377,14 +392,16 @@ impl Segment {
             }
         };
         writer
-            .append_patched(batch, stamp)
+            .append_patched_at(&records[..end], &starts, stamp)
             .context(|| format!("appending to segment {base}"))?;
-        let entries = self.tracker.observe(position, header);
-        if let Some((o, p)) = entries.offset {
-            self.offset_index.append(o, p);
-        }
-        if let Some((t, o)) = entries.time {
-            self.time_index.maybe_append(t, o);
+        for (header, range) in batches {
+            let entries = self.tracker.observe(position + range.start, header);
+            if let Some((o, p)) = entries.offset {
+                self.offset_index.append(o, p);
+            }
+            if let Some((t, o)) = entries.time {
+                self.time_index.maybe_append(t, o);
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use inlet_protocol::record_walk::decompressed_batch_limit;
 use inlet_storage::LogConfig;
 
 use crate::config::LogDefaults;
@@ -159,6 +160,22 @@ pub static TOPIC_CONFIGS: &[ConfigKey] = &[
         doc: "Record timestamps are the producer's (CreateTime).",
         validate: |v| one_of(&["CreateTime"])(v),
         default: |_| "CreateTime".to_string(),
+    },
+    ConfigKey {
+        name: "message.timestamp.before.max.ms",
+        config_type: ConfigType::Long,
+        doc: "Refuse (INVALID_TIMESTAMP) a batch with a record timestamp more than this many ms \
+              before the broker's clock (KIP-937).",
+        validate: |v| long_at_least(0)(v),
+        default: |d| d.message_timestamp_before_max_ms.to_string(),
+    },
+    ConfigKey {
+        name: "message.timestamp.after.max.ms",
+        config_type: ConfigType::Long,
+        doc: "Refuse (INVALID_TIMESTAMP) a batch with a record timestamp more than this many ms \
+              after the broker's clock (KIP-937).",
+        validate: |v| long_at_least(0)(v),
+        default: |d| d.message_timestamp_after_max_ms.to_string(),
     },
     ConfigKey {
         name: "min.insync.replicas",
@@ -361,6 +378,17 @@ impl TopicConfig {
             )
             .map(|n| n as u64),
             lake_parquet: self.boolean("lake.parquet.enable", defaults.lake_parquet_enable),
+            message_timestamp_before_max_ms: self.long(
+                "message.timestamp.before.max.ms",
+                defaults.message_timestamp_before_max_ms,
+            ),
+            message_timestamp_after_max_ms: self.long(
+                "message.timestamp.after.max.ms",
+                defaults.message_timestamp_after_max_ms,
+            ),
+            max_decompressed_batch_bytes: decompressed_batch_limit(
+                self.max_message_bytes(defaults),
+            ),
         }
     }
 }
@@ -504,6 +532,35 @@ mod tests {
         .unwrap();
         let log = config.log_config(&LogDefaults::default());
         assert_eq!(log.local_retention_ms, Some(9000));
+    }
+
+    #[test]
+    fn timestamp_bounds_and_the_decompression_limit_reach_the_log_config() {
+        let log = TopicConfig::default().log_config(&LogDefaults::default());
+        assert_eq!(
+            (
+                log.message_timestamp_before_max_ms,
+                log.message_timestamp_after_max_ms
+            ),
+            (i64::MAX, 3_600_000)
+        );
+        assert_eq!(log.max_decompressed_batch_bytes, 64 * (1024 * 1024 + 12));
+        let config = TopicConfig::from_pairs([
+            ("message.timestamp.before.max.ms", Some("1000")),
+            ("message.timestamp.after.max.ms", Some("2000")),
+            ("max.message.bytes", Some("100000")),
+        ])
+        .unwrap();
+        let log = config.log_config(&LogDefaults::default());
+        assert_eq!(
+            (
+                log.message_timestamp_before_max_ms,
+                log.message_timestamp_after_max_ms
+            ),
+            (1000, 2000)
+        );
+        assert_eq!(log.max_decompressed_batch_bytes, 6_400_000);
+        assert!(TopicConfig::from_pairs([("message.timestamp.after.max.ms", Some("-1"))]).is_err());
     }
 
     #[test]

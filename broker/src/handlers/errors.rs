@@ -15,6 +15,8 @@ pub fn storage_error(error: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         _ => ResponseError::KafkaStorageError,
     }
 }

@@ -37,7 +37,10 @@ const ROWS_PER_GROUP: usize = 64 * 1024;
 /// Key, value and header bytes buffered before a row group is written, for segments of big records.
 const BYTES_PER_GROUP: usize = 64 * 1024 * 1024;
 /// Arrow binary columns have i32 offsets, so one row group's column must stay under 2 GiB: this cap
-/// per record plus [`BYTES_PER_GROUP`] keeps it there. Only a decompression bomb comes near it.
+/// per record plus [`BYTES_PER_GROUP`] keeps it there. Batches decompress through the bounded
+/// stream of `inlet_protocol::record_walk` (at most `MAX_DECOMPRESSED_BATCH_BYTES`, 128 MiB), so
+/// even a decompression bomb stored before Produce walked records stays far below it: its batch
+/// is an export error and the segment goes to the lake without a Parquet file.
 const MAX_RECORD_BYTES: usize = 1024 * 1024 * 1024;
 
 /// A Parquet file made from one segment.

@@ -214,13 +214,14 @@ async fn lake_retention_drops_oldest_segments_and_their_objects() {
 async fn a_batch_parquet_cannot_decode_goes_to_the_lake_without_its_parquet_file() {
     let f = fixture(12);
     let mut log = f.log;
-    // Valid framing and CRC, but flagged gzip over a plain body: the log accepts it (it checks
-    // framing and CRCs), the Parquet export cannot decompress it.
+    // Valid framing and CRC, but flagged gzip over a plain body: the Produce-side record walk
+    // refuses it now, but a log written before may hold it; the Parquet export cannot decompress it.
     let mut bad = TestBatchBuilder::default().build(&[(b"k", b"not gzip")]);
     bad[22] |= 1;
     let crc = inlet_protocol::batch::compute_crc(&bad).unwrap();
     bad[17..21].copy_from_slice(&crc.to_be_bytes());
-    let bad_offset = log.append(&bad, 0).unwrap().base_offset;
+    assert!(log.append(&bad, 0).is_err());
+    let bad_offset = log.append_unwalked(&bad, 0).unwrap().base_offset;
     log.roll().unwrap();
     let f = Fixture { log, ..f };
     let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
