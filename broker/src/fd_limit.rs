@@ -12,7 +12,10 @@ use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 /// (`None` when unlimited). A failure is logged, not fatal: the broker can run with less.
 pub fn raise_to_hard_limit() -> Option<u64> {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
-    let raised = Rlimit { current: maximum, maximum };
+    let raised = Rlimit {
+        current: maximum,
+        maximum,
+    };
     if current == maximum {
         tracing::info!(open_files_limit = ?current, "open-file limit");
         return current;

@@ -83,7 +83,8 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         .config
         .metrics_listen
         .map(|addr| tokio::spawn(crate::metrics::serve(broker.clone(), addr, stop_rx.clone())));
-    let (max_total, max_per_ip) = connection_limits(&broker.config, crate::fd_limit::open_file_limit());
+    let (max_total, max_per_ip) =
+        connection_limits(&broker.config, crate::fd_limit::open_file_limit());
     let slots = Arc::new(ConnectionSlots::new(max_total, max_per_ip));
     let budget = RequestBudget::new(broker.config.queued_max_request_bytes);
     let mut connections = JoinSet::new();
@@ -336,6 +337,8 @@ mod tests {
             (config.max_connections, config.max_connections_per_ip)
         );
         assert_eq!(connection_limits(&config, Some(1024)), (896, 448));
-        assert!(crate::fd_limit::open_file_limit().is_some_and(|n| n > 0) || !cfg!(target_os = "linux"));
+        assert!(
+            crate::fd_limit::open_file_limit().is_some_and(|n| n > 0) || !cfg!(target_os = "linux")
+        );
     }
 }

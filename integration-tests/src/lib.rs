@@ -12,9 +12,8 @@
 //!   run `cargo build -p inlet` (or `scripts/test.sh`) before `cargo test`.
 //!
 //! Test brokers run with `--log-segment-bytes` [`TEST_SEGMENT_BYTES`] (1 MiB) unless a test asks
-//! for another size: the broker preallocates each partition's active segment on disk, and at the
-//! 1 GiB default a test that creates 25 partitions would take 25 GiB. Small segments also make
-//! the round-trip tests roll segments and read across them.
+//! for another size: small segments make the round-trip tests roll segments and read across
+//! them, and keep the disk an active segment reserves ahead of its writes small.
 //!
 //! The broker's stdout and stderr go to `broker.log` in the broker's temporary directory. When a
 //! test panics while a [`Broker`] is alive, its `Drop` prints the log's last lines. The directory
