@@ -3,6 +3,7 @@
 #
 #   bash bench/run.sh            # 20 s per produce run (the figures)
 #   SECONDS_PER_RUN=5 bash bench/run.sh   # a quicker look
+#   INLET_BIN=/path/to/inlet bash bench/run.sh   # benchmark that broker binary instead
 #
 # It builds release binaries, measures the machine's own limits (single-stream loopback TCP with
 # iperf3, sequential write bandwidth of the data directory's disk with dd), starts one broker on
@@ -27,11 +28,18 @@ if ! command -v iperf3 >/dev/null 2>&1; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iperf3
 fi
 
-echo "==> building release binaries"
-cargo build --release -q -p inlet -p inlet-loadgen
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-INLET=$TARGET_DIR/release/inlet
 LOADGEN=$TARGET_DIR/release/inlet-loadgen
+if [ -n "${INLET_BIN:-}" ]; then
+    # A broker built elsewhere (e.g. an older commit, for a before/after pair in one session).
+    INLET=$INLET_BIN
+    echo "==> building the load generator (broker under test: $INLET)"
+    cargo build --release -q -p inlet-loadgen
+else
+    INLET=$TARGET_DIR/release/inlet
+    echo "==> building release binaries"
+    cargo build --release -q -p inlet -p inlet-loadgen
+fi
 
 echo "==> machine limits"
 iperf3 -s -1 -p $((PORT + 1)) -B 127.0.0.1 >/dev/null 2>&1 &
