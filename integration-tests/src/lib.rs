@@ -21,6 +21,7 @@
 //! printed.
 
 pub mod kafka;
+pub mod raw;
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
