@@ -453,3 +453,55 @@ async fn tiering_leaves_the_last_free_space_to_producers() {
     );
     assert!(broker.log().contains("tiering resumes"));
 }
+
+/// Issue 10 item 7a: one Produce request of two idempotent batches on a disk with room for only
+/// one of them stores neither (KAFKA_STORAGE_ERROR), and the producer's retry once space is freed
+/// stores each batch exactly once, at consecutive offsets.
+#[test]
+fn a_request_that_does_not_fit_stores_none_of_its_batches_and_its_retry_stores_each_once() {
+    use inlet_integration_tests::raw;
+    use inlet_protocol::batch::TestBatchBuilder;
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let broker = Broker::start_with(BrokerOptions {
+        data_dir: Some(disk.path().join("data")),
+        ..BrokerOptions::default()
+    });
+    let topic = "all-or-nothing";
+    tokio::runtime::Runtime::new()
+        .expect("a tokio runtime")
+        .block_on(create_topic(&broker.bootstrap(), topic, 1));
+    // Filled before the partition's first append, so its segment has reserved nothing yet.
+    let filler = disk.fill_leaving(VALUE_BYTES as u64 * 3 / 2);
+    let batch = |sequence: i32, value: &[u8]| {
+        TestBatchBuilder {
+            producer_id: 4242,
+            producer_epoch: 0,
+            base_sequence: sequence,
+            base_timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            ..TestBatchBuilder::default()
+        }
+        .build(&[(&b"k"[..], value)])
+    };
+    let (first, second) = (value("first", 0), value("second", 1));
+    let request = [batch(0, &first), batch(1, &second)].concat();
+
+    let (code, _) = raw::produce(broker.addr(), topic, &request);
+    assert_eq!(code, KAFKA_STORAGE_ERROR, "a request that does not fit");
+    std::fs::remove_file(&filler).expect("free the disk");
+    let (code, base) = raw::produce(broker.addr(), topic, &request);
+    assert_eq!((code, base), (0, 0), "the retry once space is freed");
+    let (code, base) = raw::produce(broker.addr(), topic, &request);
+    assert_eq!((code, base), (0, 0), "a second retry is a duplicate");
+
+    let records = consume_all(&broker.bootstrap(), topic, 1, 2, Duration::from_secs(20));
+    let stored: Vec<(i64, Vec<u8>)> = records
+        .into_iter()
+        .map(|r| (r.offset, r.value.unwrap_or_default()))
+        .collect();
+    assert_eq!(stored, vec![(0, first), (1, second)]);
+}
