@@ -35,6 +35,27 @@ fn corrupt(position: usize, reason: impl Into<String>) -> StorageError {
     }
 }
 
+/// A request's batches that passed [`validate_for_append`], tied to the bytes they were checked
+/// in. Only this module makes one, so [`Log::append_validated`](crate::Log::append_validated)
+/// stores nothing that was not checked. Validating needs no log (only its config), so callers
+/// can do it without the log's lock, and for several partitions at once.
+#[derive(Debug)]
+pub struct ValidatedRequest<'a> {
+    pub(crate) records: &'a [u8],
+    pub(crate) batches: Vec<(BatchHeader, Range<usize>)>,
+}
+
+/// [`validate_request`], keeping the result for [`Log::append_validated`](crate::Log::append_validated).
+pub fn validate_for_append<'a>(
+    records: &'a [u8],
+    config: &LogConfig,
+    now_ms: i64,
+    walker: &mut RecordWalker,
+) -> Result<ValidatedRequest<'a>, StorageError> {
+    let batches = validate_request(records, config, now_ms, walker)?;
+    Ok(ValidatedRequest { records, batches })
+}
+
 /// Parses and checks every batch of `records` against `config` at wall-clock time `now_ms`;
 /// returns each header with its byte range. `walker` is reused across requests.
 pub fn validate_request(

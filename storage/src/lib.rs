@@ -36,7 +36,7 @@ pub mod segment;
 pub mod snapshot;
 pub mod tier;
 
-pub use append::AppendOutcome;
+pub use append::{validate_for_append, AppendOutcome, ValidatedRequest};
 pub use compaction::CompactionOutcome;
 pub use config::LogConfig;
 pub use error::StorageError;

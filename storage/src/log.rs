@@ -38,7 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use inlet_protocol::record_walk::RecordWalker;
 
-use crate::append::{validate_request, AppendOutcome};
+use crate::append::{validate_for_append, AppendOutcome, ValidatedRequest};
 use crate::compaction::{self, CompactionOutcome};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
@@ -146,8 +146,9 @@ impl Log {
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
         // 1. Validate every batch: framing, magic, CRC, records, timestamps, size.
-        let batches = validate_request(records, &self.config, wall_clock_ms(), &mut self.walker)?;
-        self.append_validated(records, batches, leader_epoch)
+        let request =
+            validate_for_append(records, &self.config, wall_clock_ms(), &mut self.walker)?;
+        self.append_validated(request, leader_epoch)
     }
 
     /// Appends without walking the records, as versions before the record walk did: for tests
@@ -159,15 +160,20 @@ impl Log {
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
         let batches = crate::append::validate(records, &self.config, wall_clock_ms(), None)?;
-        self.append_validated(records, batches, leader_epoch)
+        self.append_validated(ValidatedRequest { records, batches }, leader_epoch)
     }
 
-    fn append_validated(
+    /// Appends a request checked by [`validate_for_append`] (with this log's config, or one
+    /// read from it just before): steps 2 and 3 of [`Log::append`].
+    pub fn append_validated(
         &mut self,
-        records: &[u8],
-        mut batches: Vec<(inlet_protocol::batch::BatchHeader, std::ops::Range<usize>)>,
+        request: ValidatedRequest<'_>,
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
+        let ValidatedRequest {
+            records,
+            mut batches,
+        } = request;
         // 2. Assign offsets and check producer sequences, staging the producer updates.
         let mut next = self.log_end_offset();
         let mut staged = self.producers.stage();

@@ -10,11 +10,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use inlet_protocol::batch::BatchIter;
+use inlet_protocol::record_walk::RecordWalker;
 use inlet_storage::tier::{ClosedSegment, LakeExtent, Manifest, TierError};
-use inlet_storage::{AppendOutcome, CompactionOutcome, Log, LogConfig, StorageError};
+use inlet_storage::{
+    validate_for_append, AppendOutcome, CompactionOutcome, Log, LogConfig, StorageError,
+    ValidatedRequest,
+};
 use tokio::sync::watch;
 
 /// Who is reading, which decides how far they may read.
@@ -97,12 +102,51 @@ impl Partition {
     /// Appends producer batches (validated; offsets stamped into the stored copy) and wakes
     /// waiting fetches.
     pub fn append(&self, records: &[u8]) -> Result<AppendOutcome, PartitionError> {
-        let outcome = self.with_log(|log| {
-            let outcome = log.append(records, self.leader_epoch)?;
+        let epoch = self.leader_epoch;
+        self.finish_append(self.with_log(|log| {
+            let outcome = log.append(records, epoch)?;
             self.high_watermark
                 .store(log.log_end_offset(), Ordering::Release);
             Ok(outcome)
-        });
+        }))
+    }
+
+    /// Checks `records` for an append with the log's current config. The record walk (which
+    /// decompresses compressed batches) runs without the log's lock, so it neither holds up
+    /// other producers and readers of this partition nor keeps a request's partitions from
+    /// being checked in parallel.
+    pub fn validate<'a>(
+        &self,
+        records: &'a [u8],
+        walker: &mut RecordWalker,
+    ) -> Result<ValidatedRequest<'a>, PartitionError> {
+        let config = self.log_config()?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(validate_for_append(records, &config, now_ms, walker)?)
+    }
+
+    /// [`Partition::append`] of a request [`Partition::validate`] checked.
+    pub fn append_validated(
+        &self,
+        request: ValidatedRequest<'_>,
+    ) -> Result<AppendOutcome, PartitionError> {
+        let epoch = self.leader_epoch;
+        self.finish_append(self.with_log(|log| {
+            let outcome = log.append_validated(request, epoch)?;
+            self.high_watermark
+                .store(log.log_end_offset(), Ordering::Release);
+            Ok(outcome)
+        }))
+    }
+
+    /// What every append does after the log's: notes a failing or recovered disk once, and
+    /// wakes waiting fetches.
+    fn finish_append(
+        &self,
+        outcome: Result<AppendOutcome, PartitionError>,
+    ) -> Result<AppendOutcome, PartitionError> {
         let outcome = match outcome {
             Err(PartitionError::Storage(StorageError::Io { context, source })) => {
                 if !self.write_failing.swap(true, Ordering::Relaxed) {

@@ -3,14 +3,21 @@
 //! is the whole ISR, so acks=1 and acks=all are both satisfied once the local append returns;
 //! acks=0 gets no response at all (the connection layer drops it).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 use inlet_protocol::batch::BatchIter;
+use inlet_protocol::record_walk::RecordWalker;
+use inlet_storage::{AppendOutcome, ValidatedRequest};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::{partition_error, topic_error};
 use crate::broker::Broker;
+use crate::cluster::partition::{Partition, PartitionError};
 
 pub fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
     if !matches!(request.acks, -1..=1) {
@@ -27,53 +34,178 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
             "transactions are not supported yet",
         );
     }
-    let responses = request
+    // 1. Resolve each partition and refuse what needs no look at its records.
+    let mut topics: Vec<(TopicName, Vec<Slot>)> = request
         .topic_data
         .into_iter()
         .map(|topic_data| {
             let topic = broker.topic_or_auto_create(&topic_data.name);
-            let partition_responses = topic_data
+            let slots = topic_data
                 .partition_data
                 .into_iter()
                 .map(|data| {
                     let response = PartitionProduceResponse::default().with_index(data.index);
                     let topic = match &topic {
                         Ok(topic) => topic,
-                        Err(error) => return failed(response, topic_error(error), &error.to_string()),
+                        Err(error) => {
+                            return Slot::Done(failed(
+                                response,
+                                topic_error(error),
+                                &error.to_string(),
+                            ))
+                        }
                     };
                     let Some(partition) = topic.partition(data.index) else {
-                        return failed(response, ResponseError::UnknownTopicOrPartition, "no such partition");
+                        return Slot::Done(failed(
+                            response,
+                            ResponseError::UnknownTopicOrPartition,
+                            "no such partition",
+                        ));
                     };
                     let Some(records) = data.records else {
-                        return failed(response, ResponseError::CorruptMessage, "no records");
+                        return Slot::Done(failed(
+                            response,
+                            ResponseError::CorruptMessage,
+                            "no records",
+                        ));
                     };
                     if topic.name == crate::group::OFFSETS_TOPIC {
                         // Only the group coordinator writes there (Kafka refuses this too).
-                        return failed(response, ResponseError::InvalidTopicException, "cannot append to an internal topic");
+                        return Slot::Done(failed(
+                            response,
+                            ResponseError::InvalidTopicException,
+                            "cannot append to an internal topic",
+                        ));
                     }
                     let max_batch = topic.config().max_message_bytes(broker.topics.defaults());
                     if let Some(size) = oversized_batch(&records, max_batch) {
-                        let reason = format!("a {size}-byte batch exceeds max.message.bytes ({max_batch})");
-                        return failed(response, ResponseError::MessageTooLarge, &reason);
+                        let reason =
+                            format!("a {size}-byte batch exceeds max.message.bytes ({max_batch})");
+                        return Slot::Done(failed(
+                            response,
+                            ResponseError::MessageTooLarge,
+                            &reason,
+                        ));
                     }
-                    match partition.append(&records) {
-                        Ok(outcome) => response
-                            .with_base_offset(outcome.base_offset)
-                            .with_log_append_time_ms(-1)
-                            .with_log_start_offset(outcome.log_start_offset),
-                        Err(error) => {
-                            tracing::debug!(topic = %topic.name, partition = data.index, %error, "produce rejected");
-                            failed(response, partition_error(&error), &error.to_string())
-                        }
+                    Slot::Append {
+                        response,
+                        partition,
+                        records,
                     }
                 })
                 .collect();
+            (topic_data.name, slots)
+        })
+        .collect();
+
+    // 2. Check every partition's batches (the record walk), then 3. append them in order.
+    let jobs: Vec<(&Partition, &[u8])> = topics
+        .iter()
+        .flat_map(|(_, slots)| slots)
+        .filter_map(|slot| match slot {
+            Slot::Append {
+                partition, records, ..
+            } => Some((&**partition, &records[..])),
+            Slot::Done(_) => None,
+        })
+        .collect();
+    let outcomes: Vec<Result<AppendOutcome, PartitionError>> = validate_all(&jobs)
+        .into_iter()
+        .zip(&jobs)
+        .map(|(validated, (partition, _))| partition.append_validated(validated?))
+        .collect();
+    drop(jobs);
+
+    let mut outcomes = outcomes.into_iter();
+    let responses = topics
+        .drain(..)
+        .map(|(name, slots)| {
+            let partition_responses = slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Done(response) => response,
+                    Slot::Append { response, partition, .. } => match outcomes.next() {
+                        Some(Ok(outcome)) => response
+                            .with_base_offset(outcome.base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(outcome.log_start_offset),
+                        Some(Err(error)) => {
+                            tracing::debug!(topic = %name.0, partition = partition.index, %error, "produce rejected");
+                            failed(response, partition_error(&error), &error.to_string())
+                        }
+                        None => failed(response, ResponseError::UnknownServerError, "no outcome"),
+                    },
+                })
+                .collect();
             TopicProduceResponse::default()
-                .with_name(topic_data.name)
+                .with_name(name)
                 .with_partition_responses(partition_responses)
         })
         .collect();
     ProduceResponse::default().with_responses(responses)
+}
+
+/// One partition's part of a Produce request on its way through the handler.
+enum Slot {
+    /// Answered without touching the log.
+    Done(PartitionProduceResponse),
+    /// To be checked and appended.
+    Append {
+        response: PartitionProduceResponse,
+        partition: Arc<Partition>,
+        records: Bytes,
+    },
+}
+
+/// Below this many record bytes in a request, checking its partitions one after another is
+/// cheaper than starting threads for them.
+const PARALLEL_VALIDATION_BYTES: usize = 256 * 1024;
+
+/// Checks each job's records. The record walk decompresses compressed batches, the costliest
+/// step of a produce request, and a connection's requests are handled one at a time, so a large
+/// request's partitions are checked on several threads (up to the cores there are): it then
+/// costs CPU, not the producer's throughput.
+fn validate_all<'a>(
+    jobs: &[(&Partition, &'a [u8])],
+) -> Vec<Result<ValidatedRequest<'a>, PartitionError>> {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores.min(jobs.len());
+    let bytes: usize = jobs.iter().map(|(_, records)| records.len()).sum();
+    if threads < 2 || bytes < PARALLEL_VALIDATION_BYTES {
+        let mut walker = RecordWalker::new();
+        return jobs
+            .iter()
+            .map(|(partition, records)| partition.validate(records, &mut walker))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut walker = RecordWalker::new();
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((partition, records)) = jobs.get(i) else {
+                return done;
+            };
+            done.push((i, partition.validate(records, &mut walker)));
+        }
+    };
+    let mut finished = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut finished = work();
+        for helper in helpers {
+            finished.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        finished
+    });
+    // Every index was taken exactly once: sorted, the results line up with the jobs.
+    finished.sort_unstable_by_key(|(i, _)| *i);
+    finished.into_iter().map(|(_, result)| result).collect()
 }
 
 /// The size of the first batch larger than `max`, if any.
