@@ -97,9 +97,26 @@ impl LogConfig {
     /// The record timestamps an append may carry at wall-clock time `now_ms`: `[now - before,
     /// now + after]`, saturating (the default `before` is unbounded).
     pub fn timestamp_range(&self, now_ms: i64) -> (i64, i64) {
+        // i64::MAX is Kafka's "no bound", and stays one whatever the clock says (a bound of
+        // now - i64::MAX would refuse the oldest timestamps, and differently as time passes).
+        let bound = |ms: i64, unbounded: i64, bounded: fn(i64, i64) -> i64| {
+            if ms == i64::MAX {
+                unbounded
+            } else {
+                bounded(now_ms, ms.max(0))
+            }
+        };
         (
-            now_ms.saturating_sub(self.message_timestamp_before_max_ms.max(0)),
-            now_ms.saturating_add(self.message_timestamp_after_max_ms.max(0)),
+            bound(
+                self.message_timestamp_before_max_ms,
+                i64::MIN,
+                i64::saturating_sub,
+            ),
+            bound(
+                self.message_timestamp_after_max_ms,
+                i64::MAX,
+                i64::saturating_add,
+            ),
         )
     }
 
@@ -111,6 +128,24 @@ impl LogConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unbounded_timestamp_window_accepts_every_timestamp_at_any_clock() {
+        let config = LogConfig {
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: i64::MAX,
+            ..LogConfig::default()
+        };
+        for now in [0, 1_700_000_000_000, i64::MAX] {
+            assert_eq!(config.timestamp_range(now), (i64::MIN, i64::MAX));
+        }
+        let config = LogConfig {
+            message_timestamp_before_max_ms: 1000,
+            message_timestamp_after_max_ms: 2000,
+            ..LogConfig::default()
+        };
+        assert_eq!(config.timestamp_range(10_000), (9_000, 12_000));
+    }
 
     #[test]
     fn defaults_match_kafka() {
