@@ -58,7 +58,7 @@ pub struct MapWriter {
 /// How far ahead of the write position disk blocks are reserved.
 pub const RESERVE_CHUNK: usize = 8 * 1024 * 1024;
 
-/// How many leading bytes of an append [`MapWriter::append_patched`] lets its caller rewrite
+/// How many leading bytes of an append [`MapWriter::append_patched_at`] lets its caller rewrite
 /// (a record batch's base offset and partition leader epoch lie in its first 16 bytes).
 pub const PATCHABLE_PREFIX: usize = 16;
 
@@ -74,7 +74,7 @@ impl MappedFile {
     /// with the first `committed` bytes already holding data. Reserves no disk: the first append
     /// does (see [`MapWriter`]), so this works on a full disk. Returns the mapping and its only
     /// writer. The mapping itself is read-only: appends go through the file (see
-    /// [`MapWriter::append_patched`]).
+    /// [`MapWriter::append_patched_at`]).
     pub fn writable(file: &File, len: usize, committed: usize) -> io::Result<MapWriter> {
         if committed > len {
             return Err(io::Error::new(
@@ -198,45 +198,17 @@ impl MapWriter {
 
     /// Copies `data` right after the committed prefix and commits it.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.append_patched(data, |_| {})
+        self.append_patched_at(data, &[], |_, _| {})
     }
 
-    /// Copies `data` right after the committed prefix, with its first [`PATCHABLE_PREFIX`] bytes
-    /// as `patch` edits them (the log stamps offsets this way, leaving the caller's buffer as the
-    /// producer sent it), then commits it.
+    /// Copies `data` (several record batches back to back) right after the committed prefix,
+    /// with the first [`PATCHABLE_PREFIX`] bytes at each position of `starts` (ascending, inside
+    /// `data`) as `patch(i, prefix)` edits them, then commits all of it at once.
     ///
     /// The bytes go in with `pwrite`, not through the mapping: writing to a page of the mapping
     /// that is not in memory yet makes the kernel zero it first, which cost more CPU than the copy
     /// itself; `pwrite` fills page-cache pages directly. A shared mapping and the file's page
     /// cache are the same pages, so readers of the mapping see the bytes once committed.
-    pub fn append_patched(&mut self, data: &[u8], patch: impl FnOnce(&mut [u8])) -> io::Result<()> {
-        let at = self.map.committed();
-        if data.len() > self.remaining() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "mapped segment is full",
-            ));
-        }
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.reserve_for(at + data.len())?;
-        let split = data.len().min(PATCHABLE_PREFIX);
-        let mut prefix = [0u8; PATCHABLE_PREFIX];
-        prefix[..split].copy_from_slice(&data[..split]);
-        patch(&mut prefix[..split]);
-        self.file.write_all_at(&prefix[..split], at as u64)?;
-        self.file
-            .write_all_at(&data[split..], (at + split) as u64)?;
-        self.map.committed.store(at + data.len(), Ordering::Release);
-        Ok(())
-    }
-}
-
-impl MapWriter {
-    /// Copies `data` (several record batches back to back) right after the committed prefix,
-    /// with the first [`PATCHABLE_PREFIX`] bytes at each position of `starts` (ascending, inside
-    /// `data`) as `patch(i, prefix)` edits them, then commits all of it at once.
     ///
     /// All or nothing: if reserving disk or any write fails (ENOSPC), nothing is committed,
     /// readers never see the partial bytes, and they are zeroed (best effort) so that recovery
