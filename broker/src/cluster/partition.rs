@@ -10,7 +10,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use inlet_protocol::batch::BatchIter;
@@ -121,10 +120,12 @@ impl Partition {
         walker: &mut RecordWalker,
     ) -> Result<ValidatedRequest<'a>, PartitionError> {
         let config = self.log_config()?;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        Ok(validate_for_append(records, &config, now_ms, walker)?)
+        Ok(validate_for_append(
+            records,
+            &config,
+            crate::broker::now_ms(),
+            walker,
+        )?)
     }
 
     /// [`Partition::append`] of a request [`Partition::validate`] checked.
