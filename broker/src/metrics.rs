@@ -124,13 +124,7 @@ pub fn render(broker: &Broker) -> String {
                 &m.parquet_skipped_low_disk,
             ),
         ];
-        for (name, kind, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        write_families(&mut out, &counters);
     }
     CONNECTIONS.render(&mut out);
     out
@@ -183,13 +177,7 @@ impl ConnectionMetrics {
                 &self.closed_stalled,
             ),
         ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        write_families(out, &families);
     }
 }
 
@@ -249,4 +237,15 @@ async fn answer(broker: Arc<Broker>, mut stream: TcpStream) {
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// One unlabelled sample per family: `(name, type, help, value)`.
+fn write_families(out: &mut String, families: &[(&str, &str, &str, &AtomicU64)]) {
+    for (name, kind, help, value) in families {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
 }
