@@ -75,10 +75,16 @@ step "building the tests"
 failed=()
 step "cargo test --workspace"
 # --show-output: passing tests' stderr too, e.g. the 100,000-record round-trip time.
-"$CARGO" test --workspace --no-fail-fast -- --show-output || failed+=("cargo test")
+# The output is also kept in a log, so that the summary at the end can name the failed tests
+# (CI shows only the tail of what this script prints).
+LOGS=$TARGET_DIR/test-logs
+mkdir -p "$LOGS"
+"$CARGO" test --workspace --no-fail-fast -- --show-output 2>&1 | tee "$LOGS/cargo-test.log" \
+    || failed+=("cargo test")
 
 step "pytest integration-tests/python"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=8 integration-tests/python || failed+=("pytest")
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=8 integration-tests/python 2>&1 \
+    | tee "$LOGS/pytest.log" || failed+=("pytest")
 
 # --- Fuzzing --------------------------------------------------------------------------------
 # Both cargo-fuzz targets (fuzz/fuzz_targets) for a bounded time each (FUZZ_SECONDS, default 30).
@@ -98,13 +104,22 @@ if "$CARGO" fuzz --version >/dev/null 2>&1; then
         if [ -d "$ROOT/fuzz/seeds/$target" ]; then corpora+=("seeds/$target"); fi
         mkdir -p "$ROOT/fuzz/corpus/$target"
         # The fuzz crate is outside the workspace: its own target dir, not CARGO_TARGET_DIR's.
-        (cd "$ROOT/fuzz" && CARGO_TARGET_DIR="$ROOT/fuzz/target" RUSTC_BOOTSTRAP=1 \
+        # libFuzzer prints a line per new input; keep that in a log and show its tail.
+        if (cd "$ROOT/fuzz" && CARGO_TARGET_DIR="$ROOT/fuzz/target" RUSTC_BOOTSTRAP=1 \
             "$CARGO" fuzz run "$target" "${corpora[@]}" -- -max_total_time="$FUZZ_SECONDS") \
-            || failed+=("fuzz $target")
+            >"$LOGS/fuzz-$target.log" 2>&1; then
+            tail -n 3 "$LOGS/fuzz-$target.log"
+        else
+            tail -n 80 "$LOGS/fuzz-$target.log"
+            failed+=("fuzz $target")
+        fi
     done
 fi
 
 if ((${#failed[@]})); then
+    step "failures"
+    grep -h -E '^test .* FAILED$|panicked at|^FAILED |^ERROR ' "$LOGS/cargo-test.log" "$LOGS/pytest.log" \
+        2>/dev/null | head -n 40 || true
     step "FAILED: ${failed[*]} ($((SECONDS - START)) s)"
     exit 1
 fi
