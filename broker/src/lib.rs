@@ -7,10 +7,12 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod controller;
 pub mod fd_limit;
 pub mod group;
 pub mod handlers;
 pub mod lake;
+pub mod metadata;
 pub mod metrics;
 pub mod server;
 
