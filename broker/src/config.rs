@@ -3,6 +3,7 @@
 //! Every topic-level default (`log.*`) maps to the Kafka topic config a user would look for.
 //! `[lake]` says where closed segments are tiered (KIP-405 style): a directory or an S3 bucket.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -72,6 +73,21 @@ pub struct BrokerConfig {
     pub producer_id_expiration_check_interval_ms: u64,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); None: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// The controller quorum's voters, `id@host:port,...` (`controller.quorum.voters`): the
+    /// nodes that keep the cluster metadata log, each at its controller listener. Every node is
+    /// broker and controller at once (Kafka's combined mode), so this node must be one of them.
+    /// Empty: a quorum of this node alone, the single-broker cluster.
+    pub controller_quorum_voters: String,
+    /// Address this node's controller listener binds (Raft traffic between voters); required
+    /// when the quorum has other voters.
+    pub controller_listen: Option<SocketAddr>,
+    /// A broker that has not heartbeated to the active controller for this long is fenced: it
+    /// leaves Metadata and its partitions get new leaders (`broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the active controller (`broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
+    /// This broker's rack (`broker.rack`): replicas of a partition go to distinct racks.
+    pub broker_rack: Option<String>,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
     pub log: LogDefaults,
     /// The lake: where closed segments of `remote.storage.enable` topics are tiered.
@@ -170,6 +186,11 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
             producer_id_expiration_check_interval_ms: 10 * 60 * 1000,
             metrics_listen: None,
+            controller_quorum_voters: String::new(),
+            controller_listen: None,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
+            broker_rack: None,
             log: LogDefaults::default(),
             lake: LakeConfig::default(),
         }
@@ -237,6 +258,20 @@ pub enum ConfigError {
          (or --lake-s3-bucket / INLET_LAKE_S3_BUCKET)"
     )]
     LakeBucketMissing,
+    #[error("invalid controller_quorum_voters {voters:?}: {reason}")]
+    QuorumVoters { voters: String, reason: String },
+    #[error(
+        "node {node_id} is not among the controller_quorum_voters {voters:?}: every node is a \
+         controller too (combined mode)"
+    )]
+    NotAVoter { node_id: i32, voters: String },
+    #[error(
+        "the controller quorum has other voters, so this node needs a controller listener: set \
+         controller_listen (--controller-listen)"
+    )]
+    ControllerListenMissing,
+    #[error("broker_heartbeat_interval_ms ({interval}) must be below broker_session_timeout_ms ({timeout})")]
+    HeartbeatAboveSession { interval: u64, timeout: u64 },
 }
 
 impl BrokerConfig {
@@ -274,7 +309,64 @@ impl BrokerConfig {
         if self.lake.s3.as_ref().is_some_and(|s3| s3.bucket.is_empty()) {
             return Err(ConfigError::LakeBucketMissing);
         }
+        let voters = self.quorum_voters()?;
+        if voters.len() > 1 && self.controller_listen.is_none() {
+            return Err(ConfigError::ControllerListenMissing);
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
+        {
+            return Err(ConfigError::HeartbeatAboveSession {
+                interval: self.broker_heartbeat_interval_ms,
+                timeout: self.broker_session_timeout_ms,
+            });
+        }
         Ok(())
+    }
+
+    /// The voters by node id, each with its controller address (`host:port`). With no quorum
+    /// configured, this node alone (its address unused: a quorum of one needs no network).
+    pub fn quorum_voters(&self) -> Result<BTreeMap<i32, String>, ConfigError> {
+        let text = self.controller_quorum_voters.trim();
+        if text.is_empty() {
+            let own = self
+                .controller_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            return Ok(BTreeMap::from([(self.node_id, own)]));
+        }
+        let invalid = |reason: String| ConfigError::QuorumVoters {
+            voters: self.controller_quorum_voters.clone(),
+            reason,
+        };
+        let mut voters = BTreeMap::new();
+        for entry in text.split(',') {
+            let entry = entry.trim();
+            let (id, address) = entry
+                .split_once('@')
+                .ok_or_else(|| invalid(format!("{entry:?} is not id@host:port")))?;
+            let id: i32 = id
+                .parse()
+                .ok()
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| invalid(format!("{id:?} is not a node id")))?;
+            let valid_address = address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid_address {
+                return Err(invalid(format!("{address:?} is not host:port")));
+            }
+            if voters.insert(id, address.to_string()).is_some() {
+                return Err(invalid(format!("node {id} is listed twice")));
+            }
+        }
+        if !voters.contains_key(&self.node_id) {
+            return Err(ConfigError::NotAVoter {
+                node_id: self.node_id,
+                voters: self.controller_quorum_voters.clone(),
+            });
+        }
+        Ok(voters)
     }
 
     /// The effective configuration as TOML (`--print-config`). A secret access key set in the
@@ -331,6 +423,57 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quorum_voters_parse_kafka_syntax_and_check_this_node() {
+        let mut config = BrokerConfig {
+            node_id: 2,
+            controller_quorum_voters: "1@localhost:9093, 2@127.0.0.1:9094,3@[::1]:9095".into(),
+            controller_listen: Some("127.0.0.1:9094".parse().unwrap()),
+            ..BrokerConfig::default()
+        };
+        let voters = config.quorum_voters().unwrap();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(voters[&3], "[::1]:9095");
+        config.validate().unwrap();
+        config.controller_listen = None;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::ControllerListenMissing)
+        ));
+        config.node_id = 4;
+        assert!(matches!(
+            config.quorum_voters(),
+            Err(ConfigError::NotAVoter { .. })
+        ));
+        for bad in [
+            "1@localhost",
+            "x@h:1",
+            "1@h:1,1@h:2",
+            "1:h:2",
+            "-1@h:1",
+            "1@:9",
+        ] {
+            config.controller_quorum_voters = bad.into();
+            assert!(
+                matches!(
+                    config.quorum_voters(),
+                    Err(ConfigError::QuorumVoters { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_quorum_is_a_quorum_of_this_node() {
+        let config = BrokerConfig::default();
+        config.validate().unwrap();
+        assert_eq!(
+            config.quorum_voters().unwrap().keys().collect::<Vec<_>>(),
+            [&1]
+        );
+    }
 
     #[test]
     fn empty_file_gives_embedded_defaults() {

@@ -80,6 +80,52 @@ pub struct ServeArgs {
     lake: Box<LakeArgs>,
     #[command(flatten)]
     limits: Box<LimitArgs>,
+    #[command(flatten)]
+    cluster: Box<ClusterArgs>,
+}
+
+/// Flags that make several nodes one cluster (Kafka's KRaft combined mode: every node is broker
+/// and controller).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Cluster")]
+struct ClusterArgs {
+    /// The controller quorum, `id@host:port,...` (`controller.quorum.voters`); this node must be
+    /// one of them. Unset: a quorum of this node alone.
+    #[arg(long, env = "INLET_CONTROLLER_QUORUM_VOTERS", value_name = "VOTERS")]
+    controller_quorum_voters: Option<String>,
+    /// Address this node's controller listener binds (Raft traffic between voters).
+    #[arg(long, env = "INLET_CONTROLLER_LISTEN", value_name = "ADDR")]
+    controller_listen: Option<SocketAddr>,
+    /// Fence a broker that has not heartbeated for this many ms (`broker.session.timeout.ms`).
+    #[arg(long, env = "INLET_BROKER_SESSION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    broker_session_timeout_ms: Option<u64>,
+    /// How often this broker heartbeats to the active controller, in ms
+    /// (`broker.heartbeat.interval.ms`).
+    #[arg(long, env = "INLET_BROKER_HEARTBEAT_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    broker_heartbeat_interval_ms: Option<u64>,
+    /// This broker's rack (`broker.rack`): a partition's replicas go to distinct racks.
+    #[arg(long, env = "INLET_BROKER_RACK")]
+    broker_rack: Option<String>,
+}
+
+impl ClusterArgs {
+    fn apply(&self, config: &mut BrokerConfig) {
+        if let Some(voters) = &self.controller_quorum_voters {
+            config.controller_quorum_voters = voters.clone();
+        }
+        if let Some(addr) = self.controller_listen {
+            config.controller_listen = Some(addr);
+        }
+        if let Some(ms) = self.broker_session_timeout_ms {
+            config.broker_session_timeout_ms = ms;
+        }
+        if let Some(ms) = self.broker_heartbeat_interval_ms {
+            config.broker_heartbeat_interval_ms = ms;
+        }
+        if let Some(rack) = &self.broker_rack {
+            config.broker_rack = Some(rack.clone());
+        }
+    }
 }
 
 /// Flags bounding what clients can make the broker hold: request memory and connections.
@@ -237,6 +283,7 @@ impl ServeArgs {
         }
         self.lake.apply(&mut config);
         self.limits.apply(&mut config);
+        self.cluster.apply(&mut config);
         config.validate()?;
         Ok(config)
     }
