@@ -1,4 +1,5 @@
-//! `inlet cluster describe` (brokers, controller, cluster id, from Metadata) and
+//! `inlet cluster describe` (brokers and their state from DescribeCluster, or Metadata where that
+//! is missing; the controller quorum from DescribeQuorum; the cluster id) and
 //! `inlet config describe --topic T | --broker N` (DescribeConfigs).
 
 use anyhow::bail;
@@ -6,7 +7,10 @@ use clap::{Args, Subcommand};
 use inlet_protocol::client::check_with_message;
 use inlet_protocol::client::cluster::Cluster;
 use inlet_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use inlet_protocol::kafka_protocol::messages::DescribeConfigsRequest;
+use inlet_protocol::kafka_protocol::messages::{
+    describe_quorum_request, DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
+    TopicName,
+};
 use inlet_protocol::kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 use serde_json::json;
@@ -63,42 +67,202 @@ pub struct ConfigEntry {
 pub async fn run_cluster(context: &Context, args: ClusterArgs) -> anyhow::Result<()> {
     let ClusterCommand::Describe = args.command;
     let mut cluster = context.connect().await?;
-    let metadata = cluster.metadata(Some(&[]), false).await?;
-    let brokers: Vec<_> = metadata
-        .brokers
-        .iter()
-        .map(|b| {
-            json!({
-                "id": b.node_id.0,
-                "host": b.host.as_str(),
-                "port": b.port,
-                "rack": b.rack.as_deref(),
-            })
-        })
-        .collect();
-    let cluster_id = metadata.cluster_id.as_deref();
+    let described = describe_cluster(&mut cluster).await?;
+    // DescribeQuorum is answered by KRaft clusters (Inlet, Kafka 3.3+); others have no quorum to
+    // show, which is not an error of this command.
+    let quorum = describe_quorum(&mut cluster).await;
     match context.output {
         Output::Json => print_json(&json!({
-            "cluster_id": cluster_id,
-            "controller": metadata.controller_id.0,
-            "brokers": brokers,
+            "cluster_id": described.cluster_id,
+            "controller": described.controller,
+            "brokers": described.brokers,
+            "quorum": match &quorum {
+                Ok(q) => serde_json::to_value(q)?,
+                Err(e) => json!({ "error": e.to_string() }),
+            },
         })),
         Output::Table => {
-            println!("cluster id: {}", cluster_id.unwrap_or("-"));
-            println!("controller: {}", metadata.controller_id.0);
+            println!(
+                "cluster id: {}",
+                described.cluster_id.as_deref().unwrap_or("-")
+            );
+            println!("controller: {}", described.controller);
             println!();
-            let mut table = Table::new(&["ID", "HOST", "PORT", "RACK"]);
-            for b in &metadata.brokers {
+            let mut table = Table::new(&["ID", "HOST", "PORT", "RACK", "STATE"]);
+            for b in &described.brokers {
                 table.row(vec![
-                    b.node_id.0.to_string(),
-                    b.host.to_string(),
+                    b.id.to_string(),
+                    b.host.clone(),
                     b.port.to_string(),
-                    b.rack.as_deref().map_or("-".to_string(), |r| r.to_string()),
+                    b.rack.clone().unwrap_or_else(|| "-".to_string()),
+                    b.state.to_string(),
                 ]);
             }
-            table.print()
+            table.print()?;
+            println!();
+            match &quorum {
+                Err(e) => println!("controller quorum: {e}"),
+                Ok(q) => {
+                    println!(
+                        "controller quorum (__cluster_metadata-0): leader {}, epoch {}, high watermark {}",
+                        q.leader, q.leader_epoch, q.high_watermark
+                    );
+                    let mut table = Table::new(&[
+                        "VOTER",
+                        "LOG END OFFSET",
+                        "LAG",
+                        "LAST FETCH",
+                        "LAST CAUGHT UP",
+                    ]);
+                    for v in &q.voters {
+                        table.row(vec![
+                            v.id.to_string(),
+                            v.log_end_offset.to_string(),
+                            v.lag.to_string(),
+                            ago(v.last_fetch_timestamp),
+                            ago(v.last_caught_up_timestamp),
+                        ]);
+                    }
+                    table.print()?;
+                }
+            }
+            Ok(())
         }
     }
+}
+
+/// One broker as `cluster describe` shows it.
+#[derive(Debug, Serialize)]
+struct BrokerEntry {
+    id: i32,
+    host: String,
+    port: i32,
+    rack: Option<String>,
+    /// "live" or "fenced" (fenced brokers are known only through DescribeCluster v2).
+    state: &'static str,
+}
+
+struct Described {
+    cluster_id: Option<String>,
+    controller: i32,
+    brokers: Vec<BrokerEntry>,
+}
+
+/// The brokers with their state from DescribeCluster v2 when the cluster speaks it, else the
+/// live brokers from Metadata.
+async fn describe_cluster(cluster: &mut Cluster) -> anyhow::Result<Described> {
+    let client = cluster.any();
+    if client.version_capped::<DescribeClusterRequest>(2).ok() == Some(2) {
+        let request = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+        let response = client.send_capped(request, 2).await?;
+        check_with_message(
+            response.error_code,
+            response.error_message.as_deref(),
+            || "describing the cluster".to_string(),
+        )?;
+        return Ok(Described {
+            cluster_id: Some(response.cluster_id.to_string()),
+            controller: response.controller_id.0,
+            brokers: response
+                .brokers
+                .iter()
+                .map(|b| BrokerEntry {
+                    id: b.broker_id.0,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                    state: if b.is_fenced { "fenced" } else { "live" },
+                })
+                .collect(),
+        });
+    }
+    let metadata = cluster.metadata(Some(&[]), false).await?;
+    Ok(Described {
+        cluster_id: metadata.cluster_id.as_ref().map(|id| id.to_string()),
+        controller: metadata.controller_id.0,
+        brokers: metadata
+            .brokers
+            .iter()
+            .map(|b| BrokerEntry {
+                id: b.node_id.0,
+                host: b.host.to_string(),
+                port: b.port,
+                rack: b.rack.as_ref().map(|r| r.to_string()),
+                state: "live",
+            })
+            .collect(),
+    })
+}
+
+/// The controller quorum as DescribeQuorum shows it.
+#[derive(Debug, Serialize)]
+struct Quorum {
+    leader: i32,
+    leader_epoch: i32,
+    high_watermark: i64,
+    voters: Vec<Voter>,
+}
+
+#[derive(Debug, Serialize)]
+struct Voter {
+    id: i32,
+    log_end_offset: i64,
+    /// How far the voter's log end is behind the high watermark.
+    lag: i64,
+    last_fetch_timestamp: i64,
+    last_caught_up_timestamp: i64,
+}
+
+async fn describe_quorum(cluster: &mut Cluster) -> anyhow::Result<Quorum> {
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        describe_quorum_request::TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
+    ]);
+    let response = cluster.any().send_capped(request, 1).await?;
+    check_with_message(
+        response.error_code,
+        response.error_message.as_deref(),
+        || "describing the controller quorum".to_string(),
+    )?;
+    let partition = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| anyhow::anyhow!("DescribeQuorum answered without the metadata partition"))?;
+    check_with_message(
+        partition.error_code,
+        partition.error_message.as_deref(),
+        || "describing the controller quorum".to_string(),
+    )?;
+    let high_watermark = partition.high_watermark;
+    Ok(Quorum {
+        leader: partition.leader_id.0,
+        leader_epoch: partition.leader_epoch,
+        high_watermark,
+        voters: partition
+            .current_voters
+            .iter()
+            .map(|v| Voter {
+                id: v.replica_id.0,
+                log_end_offset: v.log_end_offset,
+                lag: (high_watermark - v.log_end_offset).max(0),
+                last_fetch_timestamp: v.last_fetch_timestamp,
+                last_caught_up_timestamp: v.last_caught_up_timestamp,
+            })
+            .collect(),
+    })
+}
+
+/// A timestamp as "123 ms ago", or "-" when unknown.
+fn ago(timestamp_ms: i64) -> String {
+    if timestamp_ms < 0 {
+        return "-".to_string();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    format!("{} ms ago", (now - timestamp_ms).max(0))
 }
 
 pub async fn run_config(context: &Context, args: ConfigArgs) -> anyhow::Result<()> {

@@ -53,7 +53,7 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// List, describe, reset and delete consumer groups.
     Group(group::GroupArgs),
-    /// Describe the cluster: brokers, controller, cluster id.
+    /// Describe the cluster: brokers and their state, the controller quorum, cluster id.
     Cluster(cluster::ClusterArgs),
     /// Describe topic or broker configuration.
     Config(cluster::ConfigArgs),
