@@ -56,6 +56,10 @@ pub struct BrokerOptions {
     /// Run the broker under this open-file limit (soft and hard, `ulimit -n` in a shell that
     /// then execs the broker); `None` inherits the test's.
     pub open_files_limit: Option<u64>,
+    /// `--node-id`; `None` means 1.
+    pub node_id: Option<i32>,
+    /// The Kafka listener's loopback port; `None` means a free one.
+    pub port: Option<u16>,
 }
 
 /// A running (or stopped, between [`Broker::kill9`] and [`Broker::restart`]) `inlet` process.
@@ -78,6 +82,63 @@ impl Broker {
     /// Starts a broker with `options` on a free loopback port and waits until it answers an
     /// ApiVersions request.
     pub fn start_with(options: BrokerOptions) -> Broker {
+        let mut broker = Broker::prepare(options);
+        broker.spawn_and_wait();
+        broker
+    }
+
+    /// Starts several brokers at once and waits until every one answers ApiVersions: the nodes
+    /// of a cluster, none of which serves before the controller quorum (a majority of them) runs.
+    pub fn start_group(options: Vec<BrokerOptions>) -> Vec<Broker> {
+        let mut brokers: Vec<Broker> = options.into_iter().map(Broker::prepare).collect();
+        Broker::restart_group(&mut brokers.iter_mut().collect::<Vec<_>>());
+        brokers
+    }
+
+    /// Starts every broker of `brokers` (killing those still running first), then waits until
+    /// each answers ApiVersions.
+    pub fn restart_group(brokers: &mut [&mut Broker]) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        for broker in brokers.iter_mut() {
+            if broker.child.is_some() {
+                broker.kill9();
+            }
+            broker.child = Some(broker.spawn());
+        }
+        for broker in brokers.iter_mut() {
+            let addr = broker.addr();
+            let mut child = broker.child.take().expect("spawned above");
+            if let Err(err) = wait_until_listening(&mut child, addr, deadline) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "inlet did not start on {addr}: {err}\nlog: {}\n{}",
+                    broker.log_path.display(),
+                    broker.log_tail(40)
+                );
+            }
+            broker.child = Some(child);
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the running broker.
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self
+            .child
+            .as_ref()
+            .expect("signal: the broker is not running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet, so it is still ours.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({signal}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    fn prepare(options: BrokerOptions) -> Broker {
         let tempdir = tempfile::Builder::new()
             .prefix("inlet-it-")
             .tempdir()
@@ -89,16 +150,14 @@ impl Broker {
         std::fs::create_dir_all(&data_dir)
             .unwrap_or_else(|e| panic!("create data dir {}: {e}", data_dir.display()));
         let log_path = tempdir.path().join("broker.log");
-        let mut broker = Broker {
+        Broker {
             child: None,
-            port: free_port(),
+            port: options.port.unwrap_or_else(free_port),
             data_dir,
             log_path,
             options,
             tempdir: Some(tempdir),
-        };
-        broker.spawn_and_wait();
-        broker
+        }
     }
 
     /// `host:port` for a client's `bootstrap.servers`.
@@ -277,7 +336,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--node-id")
-            .arg("1")
+            .arg(self.options.node_id.unwrap_or(1).to_string())
             .arg("--log-segment-bytes")
             .arg(
                 self.options
