@@ -135,5 +135,9 @@ fn new_partition(replicas: Vec<i32>, image: &MetadataImage) -> Option<PartitionI
 mod tests;
 
 #[cfg(test)]
+#[path = "apply_topic_tests.rs"]
+mod topic_tests;
+
+#[cfg(test)]
 #[path = "apply_proptests.rs"]
 mod proptests;

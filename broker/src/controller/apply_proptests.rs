@@ -64,28 +64,46 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let broker = 1..=BROKERS;
     let topic = 0..TOPICS;
+    let stale = || prop::bool::weighted(0.1);
+    let assignments = prop::collection::vec(prop::collection::vec(1..=BROKERS, 1..4), 1..4);
     prop_oneof![
-        3 => (broker.clone(), any::<bool>()).prop_map(|(broker, restart)| Step::Register { broker, restart }),
-        3 => (broker.clone(), prop::bool::weighted(0.1)).prop_map(|(broker, stale)| Step::Fence { broker, stale }),
-        4 => (broker.clone(), prop::bool::weighted(0.1)).prop_map(|(broker, stale)| Step::Unfence { broker, stale }),
+        3 => (broker.clone(), any::<bool>())
+            .prop_map(|(broker, restart)| Step::Register { broker, restart }),
+        3 => (broker.clone(), stale()).prop_map(|(broker, stale)| Step::Fence { broker, stale }),
+        4 => (broker.clone(), stale()).prop_map(|(broker, stale)| Step::Unfence { broker, stale }),
         1 => broker.clone().prop_map(|broker| Step::Unregister { broker }),
         5 => (
             topic.clone(),
             1i32..6,
             1i16..4,
-            prop::option::weighted(0.3, prop::collection::vec(prop::collection::vec(1..=BROKERS, 1..4), 1..4)),
+            prop::option::weighted(0.3, assignments),
             prop::bool::weighted(0.1),
         )
             .prop_map(|(topic, partitions, rf, explicit, validate_only)| Step::Create {
-                topic, partitions, rf, explicit, validate_only,
+                topic,
+                partitions,
+                rf,
+                explicit,
+                validate_only,
             }),
         1 => topic.clone().prop_map(|topic| Step::Delete { topic }),
         1 => (topic.clone(), 1i32..3).prop_map(|(topic, more)| Step::AddPartitions { topic, more }),
-        8 => (topic.clone(), 0usize..8, any::<u8>(), any::<u8>(), 0u8..8)
-            .prop_map(|(topic, partition, keep, add, tamper)| Step::Alter { topic, partition, keep, add, tamper }),
+        8 => (topic.clone(), 0usize..8, any::<u8>(), any::<u8>(), 0u8..8).prop_map(
+            |(topic, partition, keep, add, tamper)| Step::Alter {
+                topic,
+                partition,
+                keep,
+                add,
+                tamper,
+            }
+        ),
         2 => broker.clone().prop_map(|broker| Step::AllocateProducerIds { broker }),
         1 => (0i64..20_000).prop_map(|at_least| Step::AdvanceProducerIds { at_least }),
     ]
+}
+
+fn fail(e: serde_json::Error) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
 }
 
 fn rack_of(broker: i32) -> Option<String> {
@@ -285,9 +303,8 @@ fn check_image(
         prop_assert_eq!(*id, broker.id);
         prop_assert!(broker.epoch >= 1 && broker.epoch as u64 <= image.last_applied);
     }
-    let json = serde_json::to_string(image).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let back: MetadataImage =
-        serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let json = serde_json::to_string(image).map_err(fail)?;
+    let back: MetadataImage = serde_json::from_str(&json).map_err(fail)?;
     prop_assert_eq!(&back, image, "serde round trip");
     Ok(())
 }
@@ -413,8 +430,8 @@ proptest! {
         }
         prop_assert_eq!(&replay, &image);
         // Commands survive the log's serialisation.
-        let json = serde_json::to_string(&commands).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let back: Vec<ControllerCommand> = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let json = serde_json::to_string(&commands).map_err(fail)?;
+        let back: Vec<ControllerCommand> = serde_json::from_str(&json).map_err(fail)?;
         prop_assert_eq!(back, commands);
     }
 }

@@ -96,7 +96,7 @@ pub fn place(
     let mut out = Vec::with_capacity(usize::try_from(partitions).unwrap_or(0).min(1024));
     for p in first_partition..first_partition.saturating_add(partitions) {
         let p = p as usize; // non-negative, checked above
-        if p > 0 && p % n == 0 {
+        if p > 0 && p.is_multiple_of(n) {
             shift += 1;
         }
         let first = (p + start) % n;

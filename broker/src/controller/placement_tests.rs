@@ -6,7 +6,7 @@
 //! `partitions`, and otherwise the counts differ by at most `rf` (the last, partial round).
 //! With uneven racks replica counts are not balanced (Kafka's placer has the same property).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
@@ -30,6 +30,17 @@ fn counts(lists: &[Vec<i32>], pick: impl Fn(&Vec<i32>) -> Vec<i32>) -> BTreeMap<
         }
     }
     counts
+}
+
+/// Most minus fewest per broker over `n` brokers (a broker absent from `counts` has 0).
+fn spread(counts: &BTreeMap<i32, usize>, n: usize) -> usize {
+    let most = counts.values().max().copied().unwrap_or(0);
+    let fewest = if counts.len() < n {
+        0
+    } else {
+        counts.values().min().copied().unwrap_or(0)
+    };
+    most - fewest
 }
 
 #[test]
@@ -97,17 +108,13 @@ proptest! {
             prop_assert_eq!(sorted.len(), list.len());
         }
         let leaders = counts(&lists, |l| vec![l[0]]);
-        let most = leaders.values().max().copied().unwrap_or(0);
-        let fewest = if leaders.len() < n as usize { 0 } else { *leaders.values().min().unwrap() };
-        prop_assert!(most - fewest <= 1, "leaders {:?}", leaders);
+        prop_assert!(spread(&leaders, n as usize) <= 1, "leaders {:?}", leaders);
 
         let replicas = counts(&lists, |l| l.clone());
-        let most = replicas.values().max().copied().unwrap_or(0);
-        let fewest = if replicas.len() < n as usize { 0 } else { *replicas.values().min().unwrap() };
         if partitions % n == 0 {
-            prop_assert_eq!(most, fewest, "replicas {:?}", replicas);
+            prop_assert_eq!(spread(&replicas, n as usize), 0, "replicas {:?}", replicas);
         } else {
-            prop_assert!(most - fewest <= rf as usize, "replicas {:?}", replicas);
+            prop_assert!(spread(&replicas, n as usize) <= rf as usize, "replicas {:?}", replicas);
         }
         // Deterministic in its inputs.
         prop_assert_eq!(place(&brokers(n), partitions, 0, rf, seed).unwrap(), lists);
@@ -126,21 +133,19 @@ proptest! {
             .enumerate()
             .map(|(i, r)| (i as i32 + 1, Some(format!("rack-{r}"))))
             .collect();
-        let racks = rack_of.iter().collect::<std::collections::BTreeSet<_>>().len();
+        let racks = rack_of.iter().collect::<BTreeSet<_>>().len();
         let rf = (rf_pick as usize % brokers.len() + 1) as i16;
         let lists = place(&brokers, partitions, first, rf, seed).unwrap();
         let rack = |id: i32| rack_of[(id - 1) as usize];
         for list in &lists {
             prop_assert_eq!(list.len(), rf as usize);
-            let distinct_brokers = list.iter().collect::<std::collections::BTreeSet<_>>().len();
+            let distinct_brokers = list.iter().collect::<BTreeSet<_>>().len();
             prop_assert_eq!(distinct_brokers, list.len());
-            let distinct_racks = list.iter().map(|b| rack(*b)).collect::<std::collections::BTreeSet<_>>().len();
+            let distinct_racks = list.iter().map(|b| rack(*b)).collect::<BTreeSet<_>>().len();
             // Racks are used up before any is used twice.
             prop_assert_eq!(distinct_racks, (rf as usize).min(racks), "{:?}", list);
         }
         let leaders = counts(&lists, |l| vec![l[0]]);
-        let most = leaders.values().max().copied().unwrap_or(0);
-        let fewest = if leaders.len() < brokers.len() { 0 } else { *leaders.values().min().unwrap() };
-        prop_assert!(most - fewest <= 1, "leaders {:?}", leaders);
+        prop_assert!(spread(&leaders, brokers.len()) <= 1, "leaders {:?}", leaders);
     }
 }

@@ -151,10 +151,11 @@ pub(super) struct AlterRequest<'a> {
     pub new_isr: &'a [i32],
 }
 
-/// Kafka's AlterPartition checks, in its order: unknown partition, leader epoch (FENCED_LEADER_EPOCH),
-/// requester not the leader (INVALID_REQUEST), partition epoch (INVALID_UPDATE_VERSION), an ISR
-/// member that is not a replica, not registered or fenced (INELIGIBLE_REPLICA, Kafka >= 3.5), an
-/// ISR without the leader (INVALID_REQUEST). Only the ISR changes; the leader stays.
+/// Kafka's AlterPartition checks, in its order: unknown partition, leader epoch
+/// (FENCED_LEADER_EPOCH), requester not the leader (INVALID_REQUEST), partition epoch
+/// (INVALID_UPDATE_VERSION), an ISR member that is not a replica, not registered or fenced
+/// (INELIGIBLE_REPLICA, AlterPartition v1+), an ISR without the leader (INVALID_REQUEST).
+/// Only the ISR changes; the leader stays.
 pub(super) fn alter_partition(
     image: &mut MetadataImage,
     topic: &str,
