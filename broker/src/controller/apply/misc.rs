@@ -1,0 +1,227 @@
+//! Config changes (IncrementalAlterConfigs SET/DELETE), producer-id blocks, and AlterPartition
+//! (ISR changes requested by partition leaders, checked as Kafka's ReplicationControlManager does).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::ResponseError;
+
+use super::brokers::check_epoch;
+use super::change_partition;
+use crate::cluster::topic_config::TopicConfig;
+use crate::controller::commands::{
+    CommandOutcome, ConfigOp, ConfigResource, PRODUCER_ID_BLOCK_SIZE,
+};
+use crate::metadata::image::MetadataImage;
+
+/// Bounds on a dynamic broker config (not validated against known keys here).
+const MAX_BROKER_CONFIG_KEYS: usize = 256;
+const MAX_CONFIG_LEN: usize = 4096;
+
+pub(super) fn alter_configs(
+    image: &mut MetadataImage,
+    resource: &ConfigResource,
+    ops: &[ConfigOp],
+    validate_only: bool,
+) -> CommandOutcome {
+    let result = match resource {
+        ConfigResource::Topic(name) => match image.topics.get(name) {
+            None => Err(CommandOutcome::error(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )),
+            Some(topic) => alter_topic_configs(&topic.configs, ops),
+        },
+        ConfigResource::Broker(id) => {
+            if *id < 0 {
+                Err(CommandOutcome::error(
+                    ResponseError::InvalidRequest,
+                    "negative broker id",
+                ))
+            } else {
+                let current = image.broker_configs.get(id).cloned().unwrap_or_default();
+                alter_broker_configs(current, ops)
+            }
+        }
+    };
+    let configs = match result {
+        Ok(configs) => configs,
+        Err(outcome) => return outcome,
+    };
+    if validate_only {
+        return CommandOutcome::Ok;
+    }
+    match resource {
+        ConfigResource::Topic(name) => {
+            if let Some(topic) = image.topics.get_mut(name) {
+                topic.configs = configs;
+            }
+        }
+        ConfigResource::Broker(id) => {
+            if configs.is_empty() {
+                image.broker_configs.remove(id);
+            } else {
+                image.broker_configs.insert(*id, configs);
+            }
+        }
+    }
+    CommandOutcome::Ok
+}
+
+/// The topic's configs after `ops`, every key and value validated by `TopicConfig`.
+fn alter_topic_configs(
+    current: &BTreeMap<String, String>,
+    ops: &[ConfigOp],
+) -> Result<BTreeMap<String, String>, CommandOutcome> {
+    let invalid = |e: String| CommandOutcome::error(ResponseError::InvalidConfig, e);
+    let mut configs = current.clone();
+    for op in ops {
+        match op {
+            ConfigOp::Set { name, value } => {
+                TopicConfig::default()
+                    .set(name, value)
+                    .map_err(|e| invalid(e.to_string()))?;
+                configs.insert(name.clone(), value.clone());
+            }
+            ConfigOp::Delete { name } => {
+                // Deleting an override of a known key that is not set is a no-op, as in Kafka.
+                TopicConfig::from_pairs([(name.as_str(), None)])
+                    .map_err(|e| invalid(e.to_string()))?;
+                configs.remove(name);
+            }
+        }
+    }
+    Ok(configs)
+}
+
+fn alter_broker_configs(
+    mut configs: BTreeMap<String, String>,
+    ops: &[ConfigOp],
+) -> Result<BTreeMap<String, String>, CommandOutcome> {
+    let invalid = |msg: &str| CommandOutcome::error(ResponseError::InvalidConfig, msg);
+    for op in ops {
+        match op {
+            ConfigOp::Set { name, value } => {
+                if name.is_empty() || name.len() > MAX_CONFIG_LEN || value.len() > MAX_CONFIG_LEN {
+                    return Err(invalid("broker config name or value empty or too long"));
+                }
+                configs.insert(name.clone(), value.clone());
+            }
+            ConfigOp::Delete { name } => {
+                configs.remove(name);
+            }
+        }
+    }
+    if configs.len() > MAX_BROKER_CONFIG_KEYS {
+        return Err(invalid("too many broker configs"));
+    }
+    Ok(configs)
+}
+
+pub(super) fn allocate_producer_ids(
+    image: &mut MetadataImage,
+    broker_id: i32,
+    broker_epoch: i64,
+) -> CommandOutcome {
+    if let Err(outcome) = check_epoch(image, broker_id, broker_epoch) {
+        return outcome;
+    }
+    let start = image.next_producer_id;
+    let Some(next) = start.checked_add(i64::from(PRODUCER_ID_BLOCK_SIZE)) else {
+        return CommandOutcome::error(ResponseError::UnknownServerError, "producer ids exhausted");
+    };
+    image.next_producer_id = next;
+    CommandOutcome::ProducerIds {
+        start,
+        len: PRODUCER_ID_BLOCK_SIZE,
+    }
+}
+
+pub(super) fn advance_producer_ids(image: &mut MetadataImage, at_least: i64) -> CommandOutcome {
+    if at_least < 0 {
+        return CommandOutcome::error(ResponseError::InvalidRequest, "negative producer id");
+    }
+    image.next_producer_id = image.next_producer_id.max(at_least);
+    CommandOutcome::Ok
+}
+
+pub(super) struct AlterRequest<'a> {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: &'a [i32],
+}
+
+/// Kafka's AlterPartition checks, in its order: unknown partition, leader epoch
+/// (FENCED_LEADER_EPOCH), requester not the leader (INVALID_REQUEST), partition epoch
+/// (INVALID_UPDATE_VERSION), an ISR member that is not a replica, not registered or fenced
+/// (INELIGIBLE_REPLICA, AlterPartition v1+), an ISR without the leader (INVALID_REQUEST).
+/// Only the ISR changes; the leader stays.
+pub(super) fn alter_partition(
+    image: &mut MetadataImage,
+    topic: &str,
+    index: i32,
+    request: AlterRequest<'_>,
+) -> CommandOutcome {
+    let live = |b: i32| image.is_live(b);
+    let Some(partition) = image.partition(topic, index) else {
+        return CommandOutcome::error(
+            ResponseError::UnknownTopicOrPartition,
+            format!("{topic}-{index} does not exist"),
+        );
+    };
+    if request.leader_epoch != partition.leader_epoch {
+        return CommandOutcome::error(
+            ResponseError::FencedLeaderEpoch,
+            format!(
+                "leader epoch {} is not the current {}",
+                request.leader_epoch, partition.leader_epoch
+            ),
+        );
+    }
+    if request.leader_id != partition.leader {
+        return CommandOutcome::error(
+            ResponseError::InvalidRequest,
+            format!("broker {} does not lead {topic}-{index}", request.leader_id),
+        );
+    }
+    if request.partition_epoch != partition.partition_epoch {
+        return CommandOutcome::error(
+            ResponseError::InvalidUpdateVersion,
+            format!(
+                "partition epoch {} is not the current {}",
+                request.partition_epoch, partition.partition_epoch
+            ),
+        );
+    }
+    let distinct: BTreeSet<i32> = request.new_isr.iter().copied().collect();
+    if distinct.len() != request.new_isr.len() {
+        return CommandOutcome::error(ResponseError::InvalidRequest, "duplicate ISR members");
+    }
+    if let Some(b) = request
+        .new_isr
+        .iter()
+        .find(|b| !partition.replicas.contains(b) || !live(**b))
+    {
+        return CommandOutcome::error(
+            ResponseError::IneligibleReplica,
+            format!("broker {b} is not a live replica of {topic}-{index}"),
+        );
+    }
+    if !request.new_isr.contains(&partition.leader) {
+        return CommandOutcome::error(
+            ResponseError::InvalidRequest,
+            "the new ISR does not contain the leader",
+        );
+    }
+    let leader = partition.leader;
+    let Some(partition) = usize::try_from(index).ok().and_then(|i| {
+        image
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(i))
+    }) else {
+        return CommandOutcome::error(ResponseError::UnknownTopicOrPartition, "vanished");
+    };
+    change_partition(partition, request.new_isr.to_vec(), leader);
+    CommandOutcome::PartitionAltered(partition.clone())
+}
