@@ -280,6 +280,11 @@ impl TopicConfig {
         Ok(config)
     }
 
+    /// The overrides, by Kafka name.
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
+    }
+
     /// Sets one override after validating it.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), TopicConfigError> {
         let key = find_key(name)?;

@@ -443,6 +443,19 @@ impl TopicRegistry {
         config: TopicConfig,
         validate_only: bool,
     ) -> Result<Option<Arc<Topic>>, TopicError> {
+        self.create_with_id(name, Uuid::new_v4(), partitions, config, validate_only)
+    }
+
+    /// [`create`](Self::create) with the topic id given: the controller chose it, and every
+    /// broker's copy of the topic carries the same one.
+    pub fn create_with_id(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<Option<Arc<Topic>>, TopicError> {
         validate_topic_name(name)?;
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(format!(
@@ -462,7 +475,7 @@ impl TopicRegistry {
             return Err(exists());
         }
         let metadata = TopicMetadata {
-            id: Uuid::new_v4(),
+            id,
             partitions,
             config,
         };
