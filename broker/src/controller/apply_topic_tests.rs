@@ -290,12 +290,13 @@ fn alter_partition_checks_epochs_leader_and_eligibility() {
         }
     };
     let cases = [
-        (alter(1, 1, 0, vec![1]), ResponseError::FencedLeaderEpoch),
+        (alter(1, 1, 0, vec![1]), ResponseError::NotController),
+        (alter(1, 0, 5, vec![1]), ResponseError::NotController),
         (alter(2, 0, 0, vec![1, 2]), ResponseError::InvalidRequest),
-        (alter(1, 0, 5, vec![1]), ResponseError::InvalidUpdateVersion),
-        (alter(1, 0, 0, vec![1, 4]), ResponseError::IneligibleReplica),
+        (alter(1, 0, 0, vec![1, 4]), ResponseError::InvalidRequest),
         (alter(1, 0, 0, vec![2, 3]), ResponseError::InvalidRequest),
         (alter(1, 0, 0, vec![1, 1]), ResponseError::InvalidRequest),
+        (alter(1, 0, 0, vec![]), ResponseError::InvalidRequest),
     ];
     for (command, expected) in cases {
         let outcome = cluster.run(command.clone());
@@ -310,6 +311,8 @@ fn alter_partition_checks_epochs_leader_and_eligibility() {
         partition_epoch: 1,
     };
     assert_eq!(shrunk, CommandOutcome::PartitionAltered(expected));
+    let stale = cluster.run(alter(1, 0, 0, vec![1, 2, 3]));
+    assert_eq!(code(&stale), ResponseError::InvalidUpdateVersion.code());
     // A fenced broker cannot rejoin the ISR.
     cluster.fence(3);
     let outcome = cluster.run(alter(1, 0, 1, vec![1, 2, 3]));
@@ -317,13 +320,20 @@ fn alter_partition_checks_epochs_leader_and_eligibility() {
     cluster.unfence(3);
     let grown = cluster.run(alter(1, 0, 1, vec![1, 2, 3]));
     assert!(matches!(grown, CommandOutcome::PartitionAltered(ref p) if p.partition_epoch == 2));
+    // Leadership moves: the old leader's epoch is fenced.
+    cluster.fence(1);
+    assert_eq!(cluster.partition("t", 0).leader_epoch, 1);
+    let old_leader = cluster.run(alter(1, 0, 3, vec![1, 2]));
+    assert_eq!(code(&old_leader), ResponseError::FencedLeaderEpoch.code());
+    let new_leader = cluster.run(alter(2, 1, 3, vec![2]));
+    assert!(matches!(new_leader, CommandOutcome::PartitionAltered(ref p) if p.isr == vec![2]));
     let unknown = cluster.run(ControllerCommand::AlterPartition {
         topic: "t".into(),
         partition: 7,
         leader_id: 1,
-        leader_epoch: 0,
-        partition_epoch: 2,
-        new_isr: vec![1],
+        leader_epoch: 1,
+        partition_epoch: 4,
+        new_isr: vec![2],
     });
     assert_eq!(
         code(&unknown),
