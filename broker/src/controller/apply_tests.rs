@@ -173,7 +173,7 @@ fn stale_or_unknown_broker_epochs_change_nothing() {
         assert_eq!(code(&outcome), ResponseError::StaleBrokerEpoch.code());
     }
     let outcome = cluster.run(ControllerCommand::FenceBroker { id: 9, epoch: 1 });
-    assert_eq!(code(&outcome), ResponseError::BrokerIdNotRegistered.code());
+    assert_eq!(code(&outcome), ResponseError::StaleBrokerEpoch.code());
     let mut expected = before;
     expected.last_applied = cluster.index;
     assert_eq!(cluster.image, expected);

@@ -1,7 +1,10 @@
 //! Deterministic scenarios for `apply`, topics and the rest: topic validation with Kafka's error
 //! codes, validate-only, CreatePartitions, DeleteTopic, configs, producer ids, AlterPartition.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::ResponseError;
+use uuid::Uuid;
 
 use super::tests::{code, create, create_assigned, register, Cluster};
 use super::*;
@@ -39,6 +42,18 @@ fn create_topic_validation_uses_kafka_error_codes() {
         (
             create_assigned("x", vec![]),
             ResponseError::InvalidReplicaAssignment,
+        ),
+        (
+            ControllerCommand::CreateTopic {
+                name: "x".into(),
+                topic_id: Uuid::from_u128(77),
+                partitions: 2,
+                replication_factor: -1,
+                assignments: Some(vec![vec![1]]),
+                configs: BTreeMap::new(),
+                validate_only: false,
+            },
+            ResponseError::InvalidRequest,
         ),
         // Registered but fenced only: no replica could lead.
         (

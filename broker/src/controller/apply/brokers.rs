@@ -71,15 +71,16 @@ pub(super) fn register(
     CommandOutcome::BrokerRegistered { epoch }
 }
 
-/// The registration of `id` if `epoch` is its current epoch; else the error outcome.
+/// The registration of `id` if `epoch` is its current epoch; else STALE_BROKER_EPOCH.
 pub(super) fn check_epoch(
     image: &MetadataImage,
     id: i32,
     epoch: i64,
 ) -> Result<&BrokerRegistration, CommandOutcome> {
     match image.brokers.get(&id) {
+        // Kafka's checkBrokerEpoch answers STALE_BROKER_EPOCH here too: the broker re-registers.
         None => Err(CommandOutcome::error(
-            ResponseError::BrokerIdNotRegistered,
+            ResponseError::StaleBrokerEpoch,
             format!("broker {id} is not registered"),
         )),
         Some(b) if b.epoch != epoch => Err(CommandOutcome::error(

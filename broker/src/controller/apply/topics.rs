@@ -153,6 +153,17 @@ fn plan_topic(
                     format!("{count} partitions assigned, need 1 to {MAX_PARTITIONS}"),
                 ));
             }
+            // Kafka wants -1 for both with a manual assignment; matching values are accepted too.
+            let rf_matches = topic.replication_factor == -1
+                || assignments
+                    .first()
+                    .is_some_and(|r| r.len() == topic.replication_factor as usize);
+            if (topic.partitions != -1 && topic.partitions as usize != count) || !rf_matches {
+                return Err(CommandOutcome::error(
+                    ResponseError::InvalidRequest,
+                    "a manual assignment needs partitions and replication factor -1",
+                ));
+            }
             check_assignments(image, assignments, None)?;
             assignments.to_vec()
         }
