@@ -14,14 +14,19 @@ use crate::controller::commands::{ConfigOp, ConfigResource};
 fn create_topic_validation_uses_kafka_error_codes() {
     let mut cluster = Cluster::with_brokers(&[None, None, None]);
     cluster.fence(3);
-    let created = cluster.run(create("t", 1, 1));
-    assert!(matches!(created, CommandOutcome::TopicCreated { .. }));
+    for name in ["t", "a.b"] {
+        let created = cluster.run(create(name, 1, 1));
+        assert!(matches!(created, CommandOutcome::TopicCreated { .. }));
+    }
     let cases: Vec<(ControllerCommand, ResponseError)> = vec![
         (create("t", 1, 1), ResponseError::TopicAlreadyExists),
         (
             create("bad/name", 1, 1),
             ResponseError::InvalidTopicException,
         ),
+        // "a.b" exists: itself is TOPIC_ALREADY_EXISTS, its '.'/'_' twin collides.
+        (create("a.b", 1, 1), ResponseError::TopicAlreadyExists),
+        (create("a_b", 1, 1), ResponseError::InvalidTopicException),
         (create("x", 0, 1), ResponseError::InvalidPartitions),
         (create("x", 10_001, 1), ResponseError::InvalidPartitions),
         (create("x", 1, 0), ResponseError::InvalidReplicationFactor),

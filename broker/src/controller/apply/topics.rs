@@ -136,6 +136,16 @@ fn plan_topic(
             format!("topic {} already exists", topic.name),
         ));
     }
+    // Kafka refuses names that differ from an existing one only by '.' against '_': they
+    // collide in metric names.
+    let normalized = |n: &str| n.replace('.', "_");
+    let wanted = normalized(topic.name);
+    if let Some(other) = image.topics.keys().find(|n| normalized(n) == wanted) {
+        return Err(CommandOutcome::error(
+            ResponseError::InvalidTopicException,
+            format!("topic {} collides with existing topic {other}", topic.name),
+        ));
+    }
     if topic.topic_id.is_nil() || image.topic_by_id(topic.topic_id).is_some() {
         // Kafka reserves the zero id; a collision of random v4 ids means a proposer bug.
         return Err(CommandOutcome::error(
