@@ -266,3 +266,21 @@ fn unregistering_fences_then_removes_the_registration() {
     // The replica list keeps the id (it is reassigned explicitly, not silently).
     assert_eq!(p.replicas, vec![1, 2]);
 }
+
+#[test]
+fn unregistered_last_isr_member_leads_again_after_registering_anew() {
+    let mut cluster = Cluster::with_brokers(&[None, None]);
+    cluster.run(create_assigned("solo", vec![vec![1]]));
+    let epoch = cluster.epoch(1);
+    cluster.run(ControllerCommand::UnregisterBroker { id: 1, epoch });
+    let p = cluster.partition("solo", 0);
+    assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+    assert!(matches!(
+        cluster.run(register(1, 2)),
+        CommandOutcome::BrokerRegistered { .. }
+    ));
+    assert_eq!(cluster.partition("solo", 0).leader, -1);
+    assert_eq!(cluster.unfence(1), CommandOutcome::Ok);
+    let p = cluster.partition("solo", 0);
+    assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 2, 2));
+}
