@@ -165,8 +165,9 @@ fn command(image: &MetadataImage, step: &Step, serial: u64) -> ControllerCommand
         } => ControllerCommand::CreateTopic {
             name: topic_name(topic),
             topic_id: Uuid::from_u128(u128::from(serial) + 1),
-            partitions,
-            replication_factor: rf,
+            // As Kafka's clients send them: -1 with a manual assignment.
+            partitions: if explicit.is_some() { -1 } else { partitions },
+            replication_factor: if explicit.is_some() { -1 } else { rf },
             assignments: explicit,
             configs: BTreeMap::new(),
             validate_only,

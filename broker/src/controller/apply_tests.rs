@@ -173,7 +173,7 @@ fn stale_or_unknown_broker_epochs_change_nothing() {
         assert_eq!(code(&outcome), ResponseError::StaleBrokerEpoch.code());
     }
     let outcome = cluster.run(ControllerCommand::FenceBroker { id: 9, epoch: 1 });
-    assert_eq!(code(&outcome), ResponseError::BrokerIdNotRegistered.code());
+    assert_eq!(code(&outcome), ResponseError::StaleBrokerEpoch.code());
     let mut expected = before;
     expected.last_applied = cluster.index;
     assert_eq!(cluster.image, expected);
@@ -265,4 +265,22 @@ fn unregistering_fences_then_removes_the_registration() {
     assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
     // The replica list keeps the id (it is reassigned explicitly, not silently).
     assert_eq!(p.replicas, vec![1, 2]);
+}
+
+#[test]
+fn unregistered_last_isr_member_leads_again_after_registering_anew() {
+    let mut cluster = Cluster::with_brokers(&[None, None]);
+    cluster.run(create_assigned("solo", vec![vec![1]]));
+    let epoch = cluster.epoch(1);
+    cluster.run(ControllerCommand::UnregisterBroker { id: 1, epoch });
+    let p = cluster.partition("solo", 0);
+    assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+    assert!(matches!(
+        cluster.run(register(1, 2)),
+        CommandOutcome::BrokerRegistered { .. }
+    ));
+    assert_eq!(cluster.partition("solo", 0).leader, -1);
+    assert_eq!(cluster.unfence(1), CommandOutcome::Ok);
+    let p = cluster.partition("solo", 0);
+    assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 2, 2));
 }

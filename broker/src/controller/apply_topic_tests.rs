@@ -1,7 +1,10 @@
 //! Deterministic scenarios for `apply`, topics and the rest: topic validation with Kafka's error
 //! codes, validate-only, CreatePartitions, DeleteTopic, configs, producer ids, AlterPartition.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::ResponseError;
+use uuid::Uuid;
 
 use super::tests::{code, create, create_assigned, register, Cluster};
 use super::*;
@@ -11,14 +14,19 @@ use crate::controller::commands::{ConfigOp, ConfigResource};
 fn create_topic_validation_uses_kafka_error_codes() {
     let mut cluster = Cluster::with_brokers(&[None, None, None]);
     cluster.fence(3);
-    let created = cluster.run(create("t", 1, 1));
-    assert!(matches!(created, CommandOutcome::TopicCreated { .. }));
+    for name in ["t", "a.b"] {
+        let created = cluster.run(create(name, 1, 1));
+        assert!(matches!(created, CommandOutcome::TopicCreated { .. }));
+    }
     let cases: Vec<(ControllerCommand, ResponseError)> = vec![
         (create("t", 1, 1), ResponseError::TopicAlreadyExists),
         (
             create("bad/name", 1, 1),
             ResponseError::InvalidTopicException,
         ),
+        // "a.b" exists: itself is TOPIC_ALREADY_EXISTS, its '.'/'_' twin collides.
+        (create("a.b", 1, 1), ResponseError::TopicAlreadyExists),
+        (create("a_b", 1, 1), ResponseError::InvalidTopicException),
         (create("x", 0, 1), ResponseError::InvalidPartitions),
         (create("x", 10_001, 1), ResponseError::InvalidPartitions),
         (create("x", 1, 0), ResponseError::InvalidReplicationFactor),
@@ -39,6 +47,18 @@ fn create_topic_validation_uses_kafka_error_codes() {
         (
             create_assigned("x", vec![]),
             ResponseError::InvalidReplicaAssignment,
+        ),
+        (
+            ControllerCommand::CreateTopic {
+                name: "x".into(),
+                topic_id: Uuid::from_u128(77),
+                partitions: 2,
+                replication_factor: -1,
+                assignments: Some(vec![vec![1]]),
+                configs: BTreeMap::new(),
+                validate_only: false,
+            },
+            ResponseError::InvalidRequest,
         ),
         // Registered but fenced only: no replica could lead.
         (
@@ -290,12 +310,13 @@ fn alter_partition_checks_epochs_leader_and_eligibility() {
         }
     };
     let cases = [
-        (alter(1, 1, 0, vec![1]), ResponseError::FencedLeaderEpoch),
+        (alter(1, 1, 0, vec![1]), ResponseError::NotController),
+        (alter(1, 0, 5, vec![1]), ResponseError::NotController),
         (alter(2, 0, 0, vec![1, 2]), ResponseError::InvalidRequest),
-        (alter(1, 0, 5, vec![1]), ResponseError::InvalidUpdateVersion),
-        (alter(1, 0, 0, vec![1, 4]), ResponseError::IneligibleReplica),
+        (alter(1, 0, 0, vec![1, 4]), ResponseError::InvalidRequest),
         (alter(1, 0, 0, vec![2, 3]), ResponseError::InvalidRequest),
         (alter(1, 0, 0, vec![1, 1]), ResponseError::InvalidRequest),
+        (alter(1, 0, 0, vec![]), ResponseError::InvalidRequest),
     ];
     for (command, expected) in cases {
         let outcome = cluster.run(command.clone());
@@ -310,6 +331,8 @@ fn alter_partition_checks_epochs_leader_and_eligibility() {
         partition_epoch: 1,
     };
     assert_eq!(shrunk, CommandOutcome::PartitionAltered(expected));
+    let stale = cluster.run(alter(1, 0, 0, vec![1, 2, 3]));
+    assert_eq!(code(&stale), ResponseError::InvalidUpdateVersion.code());
     // A fenced broker cannot rejoin the ISR.
     cluster.fence(3);
     let outcome = cluster.run(alter(1, 0, 1, vec![1, 2, 3]));
@@ -317,13 +340,20 @@ fn alter_partition_checks_epochs_leader_and_eligibility() {
     cluster.unfence(3);
     let grown = cluster.run(alter(1, 0, 1, vec![1, 2, 3]));
     assert!(matches!(grown, CommandOutcome::PartitionAltered(ref p) if p.partition_epoch == 2));
+    // Leadership moves: the old leader's epoch is fenced.
+    cluster.fence(1);
+    assert_eq!(cluster.partition("t", 0).leader_epoch, 1);
+    let old_leader = cluster.run(alter(1, 0, 3, vec![1, 2]));
+    assert_eq!(code(&old_leader), ResponseError::FencedLeaderEpoch.code());
+    let new_leader = cluster.run(alter(2, 1, 3, vec![2]));
+    assert!(matches!(new_leader, CommandOutcome::PartitionAltered(ref p) if p.isr == vec![2]));
     let unknown = cluster.run(ControllerCommand::AlterPartition {
         topic: "t".into(),
         partition: 7,
         leader_id: 1,
-        leader_epoch: 0,
-        partition_epoch: 2,
-        new_isr: vec![1],
+        leader_epoch: 1,
+        partition_epoch: 4,
+        new_isr: vec![2],
     });
     assert_eq!(
         code(&unknown),

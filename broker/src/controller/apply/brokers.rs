@@ -2,6 +2,7 @@
 //! and what fencing and unfencing do to partition leadership and ISRs.
 
 use kafka_protocol::ResponseError;
+use tracing::info;
 use uuid::Uuid;
 
 use super::change_partition;
@@ -57,6 +58,7 @@ pub(super) fn register(
         // A restarted broker: its previous incarnation leads nothing any more.
         fence_partitions(image, id);
     }
+    info!(broker = id, epoch, %incarnation_id, "broker registered");
     image.brokers.insert(
         id,
         BrokerRegistration {
@@ -71,15 +73,16 @@ pub(super) fn register(
     CommandOutcome::BrokerRegistered { epoch }
 }
 
-/// The registration of `id` if `epoch` is its current epoch; else the error outcome.
+/// The registration of `id` if `epoch` is its current epoch; else STALE_BROKER_EPOCH.
 pub(super) fn check_epoch(
     image: &MetadataImage,
     id: i32,
     epoch: i64,
 ) -> Result<&BrokerRegistration, CommandOutcome> {
     match image.brokers.get(&id) {
+        // Kafka's checkBrokerEpoch answers STALE_BROKER_EPOCH here too: the broker re-registers.
         None => Err(CommandOutcome::error(
-            ResponseError::BrokerIdNotRegistered,
+            ResponseError::StaleBrokerEpoch,
             format!("broker {id} is not registered"),
         )),
         Some(b) if b.epoch != epoch => Err(CommandOutcome::error(
@@ -95,6 +98,9 @@ pub(super) fn fence(image: &mut MetadataImage, id: i32, epoch: i64) -> CommandOu
         return outcome;
     }
     if let Some(broker) = image.brokers.get_mut(&id) {
+        if !broker.fenced {
+            info!(broker = id, epoch, "broker fenced");
+        }
         broker.fenced = true;
     }
     fence_partitions(image, id);
@@ -106,6 +112,9 @@ pub(super) fn unfence(image: &mut MetadataImage, id: i32, epoch: i64) -> Command
         return outcome;
     }
     if let Some(broker) = image.brokers.get_mut(&id) {
+        if broker.fenced {
+            info!(broker = id, epoch, "broker unfenced");
+        }
         broker.fenced = false;
     }
     let live = |b: i32| image.brokers.get(&b).is_some_and(|r| !r.fenced);
@@ -137,8 +146,9 @@ pub(super) fn unregister(image: &mut MetadataImage, id: i32, epoch: i64) -> Comm
         return outcome;
     }
     fence_partitions(image, id);
+    // Dynamic broker configs stay: they belong to the id, not to the registration (as in Kafka).
     image.brokers.remove(&id);
-    image.broker_configs.remove(&id);
+    info!(broker = id, epoch, "broker unregistered");
     CommandOutcome::Ok
 }
 

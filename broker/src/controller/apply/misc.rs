@@ -151,11 +151,13 @@ pub(super) struct AlterRequest<'a> {
     pub new_isr: &'a [i32],
 }
 
-/// Kafka's AlterPartition checks, in its order: unknown partition, leader epoch
-/// (FENCED_LEADER_EPOCH), requester not the leader (INVALID_REQUEST), partition epoch
-/// (INVALID_UPDATE_VERSION), an ISR member that is not a replica, not registered or fenced
-/// (INELIGIBLE_REPLICA, AlterPartition v1+), an ISR without the leader (INVALID_REQUEST).
-/// Only the ISR changes; the leader stays.
+/// Kafka's AlterPartition checks (ReplicationControlManager.validateAlterPartitionData), in its
+/// order: unknown partition (UNKNOWN_TOPIC_OR_PARTITION); a leader or partition epoch above ours
+/// (NOT_CONTROLLER: the requester saw a newer image, so this one is behind; retriable); a lower
+/// leader epoch (FENCED_LEADER_EPOCH); requester not the leader (INVALID_REQUEST); a lower
+/// partition epoch (INVALID_UPDATE_VERSION); an ISR with duplicates or non-replicas
+/// (INVALID_REQUEST); an ISR without the leader (INVALID_REQUEST); an ISR member not registered or
+/// fenced (INELIGIBLE_REPLICA, AlterPartition v2+). Only the ISR changes; the leader stays.
 pub(super) fn alter_partition(
     image: &mut MetadataImage,
     topic: &str,
@@ -169,14 +171,20 @@ pub(super) fn alter_partition(
             format!("{topic}-{index} does not exist"),
         );
     };
-    if request.leader_epoch != partition.leader_epoch {
-        return CommandOutcome::error(
-            ResponseError::FencedLeaderEpoch,
-            format!(
-                "leader epoch {} is not the current {}",
-                request.leader_epoch, partition.leader_epoch
-            ),
-        );
+    let epochs = format!(
+        "leader epoch {} and partition epoch {} against {} and {}",
+        request.leader_epoch,
+        request.partition_epoch,
+        partition.leader_epoch,
+        partition.partition_epoch
+    );
+    if request.leader_epoch > partition.leader_epoch
+        || request.partition_epoch > partition.partition_epoch
+    {
+        return CommandOutcome::error(ResponseError::NotController, epochs);
+    }
+    if request.leader_epoch < partition.leader_epoch {
+        return CommandOutcome::error(ResponseError::FencedLeaderEpoch, epochs);
     }
     if request.leader_id != partition.leader {
         return CommandOutcome::error(
@@ -184,33 +192,34 @@ pub(super) fn alter_partition(
             format!("broker {} does not lead {topic}-{index}", request.leader_id),
         );
     }
-    if request.partition_epoch != partition.partition_epoch {
-        return CommandOutcome::error(
-            ResponseError::InvalidUpdateVersion,
-            format!(
-                "partition epoch {} is not the current {}",
-                request.partition_epoch, partition.partition_epoch
-            ),
-        );
+    if request.partition_epoch < partition.partition_epoch {
+        return CommandOutcome::error(ResponseError::InvalidUpdateVersion, epochs);
     }
     let distinct: BTreeSet<i32> = request.new_isr.iter().copied().collect();
-    if distinct.len() != request.new_isr.len() {
-        return CommandOutcome::error(ResponseError::InvalidRequest, "duplicate ISR members");
-    }
-    if let Some(b) = request
-        .new_isr
-        .iter()
-        .find(|b| !partition.replicas.contains(b) || !live(**b))
+    if distinct.len() != request.new_isr.len()
+        || request
+            .new_isr
+            .iter()
+            .any(|b| !partition.replicas.contains(b))
     {
         return CommandOutcome::error(
-            ResponseError::IneligibleReplica,
-            format!("broker {b} is not a live replica of {topic}-{index}"),
+            ResponseError::InvalidRequest,
+            format!(
+                "ISR {:?} is not a set of replicas of {topic}-{index}",
+                request.new_isr
+            ),
         );
     }
     if !request.new_isr.contains(&partition.leader) {
         return CommandOutcome::error(
             ResponseError::InvalidRequest,
             "the new ISR does not contain the leader",
+        );
+    }
+    if let Some(b) = request.new_isr.iter().find(|b| !live(**b)) {
+        return CommandOutcome::error(
+            ResponseError::IneligibleReplica,
+            format!("broker {b} is fenced or not registered"),
         );
     }
     let leader = partition.leader;

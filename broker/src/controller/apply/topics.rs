@@ -136,6 +136,16 @@ fn plan_topic(
             format!("topic {} already exists", topic.name),
         ));
     }
+    // Kafka refuses names that differ from an existing one only by '.' against '_': they
+    // collide in metric names.
+    let normalized = |n: &str| n.replace('.', "_");
+    let wanted = normalized(topic.name);
+    if let Some(other) = image.topics.keys().find(|n| normalized(n) == wanted) {
+        return Err(CommandOutcome::error(
+            ResponseError::InvalidTopicException,
+            format!("topic {} collides with existing topic {other}", topic.name),
+        ));
+    }
     if topic.topic_id.is_nil() || image.topic_by_id(topic.topic_id).is_some() {
         // Kafka reserves the zero id; a collision of random v4 ids means a proposer bug.
         return Err(CommandOutcome::error(
@@ -151,6 +161,17 @@ fn plan_topic(
                 return Err(CommandOutcome::error(
                     ResponseError::InvalidReplicaAssignment,
                     format!("{count} partitions assigned, need 1 to {MAX_PARTITIONS}"),
+                ));
+            }
+            // Kafka wants -1 for both with a manual assignment; matching values are accepted too.
+            let rf_matches = topic.replication_factor == -1
+                || assignments
+                    .first()
+                    .is_some_and(|r| r.len() == topic.replication_factor as usize);
+            if (topic.partitions != -1 && topic.partitions as usize != count) || !rf_matches {
+                return Err(CommandOutcome::error(
+                    ResponseError::InvalidRequest,
+                    "a manual assignment needs partitions and replication factor -1",
                 ));
             }
             check_assignments(image, assignments, None)?;
