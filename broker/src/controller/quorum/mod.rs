@@ -27,6 +27,8 @@ pub mod state_machine;
 mod wire;
 
 #[cfg(test)]
+mod storage_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
