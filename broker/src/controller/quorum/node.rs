@@ -1,9 +1,12 @@
 //! [`QuorumNode`]: starts openraft over the disk stores and the controller network, follows
 //! leadership, and routes proposals, leader calls and status requests to the leader.
 //!
-//! Forwarding retries only when the request surely did not reach a leader (no connection, or a
-//! "not the leader" answer); a timeout after sending is reported as `Timeout`, because the command
-//! may still commit (the caller decides whether retrying is safe).
+//! Forwarding retries when the request most likely did not reach a leader (no connection, a
+//! pooled connection found closed, or a "not the leader" answer); a timeout after sending is
+//! reported as `Timeout`, because the command may still commit (the caller decides whether
+//! retrying is safe). A leader that dies between applying and answering can therefore see a
+//! forwarded command twice: commands should be safe to apply twice (Kafka's are checked
+//! against the state they apply to).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -19,7 +22,7 @@ use tokio::time::Instant;
 use super::log_store::LogStore;
 use super::network::{CallError, NetworkFactory, Peers};
 use super::state_machine::{StateMachineStore, MAX_SNAPSHOT};
-use super::wire::{self, Refusal, Request, Response};
+use super::wire::{self, FrameError, Refusal, Request, Response};
 use super::{
     now_ms, Command, LeaderHandler, Leadership, QuorumConfig, QuorumError, QuorumStatus,
     ReplicatedState, VoterStatus, MAX_COMMAND_BYTES,
@@ -298,9 +301,11 @@ impl QuorumNode {
                     Err(
                         e @ (CallError::Connect { .. }
                         | CallError::UnknownPeer(_)
-                        | CallError::Closed),
+                        | CallError::Closed
+                        | CallError::Frame(FrameError::Io(_))),
                     ) => {
-                        // Not delivered (Closed: a pooled connection the peer had dropped).
+                        // Most likely not delivered: no connection, or a pooled one the peer had
+                        // dropped (restarted). A peer dying mid-request could see it twice.
                         tracing::debug!(node = shared.id, leader = l, error = %e, "leader unreachable; retrying");
                         let _ =
                             tokio::time::timeout(remaining.min(RETRY_PAUSE), leadership.changed())

@@ -12,10 +12,12 @@ use super::log_store::{encode_record, LogOpenError, LogStore, LOG_FILE};
 use super::state_machine::StateMachineStore;
 use super::{Command, ReplicatedState, TypeConfig};
 
+type Items = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 /// An append-only list of (index, command); shared so tests can look inside.
 #[derive(Clone, Default)]
 pub(crate) struct Toy {
-    pub(crate) list: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+    pub(crate) list: Items,
     pub(crate) restored_at: Arc<Mutex<Option<u64>>>,
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::storage_tests::Toy;
@@ -165,6 +166,32 @@ async fn three_nodes_apply_proposals_through_leader_and_follower_in_the_same_ord
         lists.iter().all(|l| *l == lists[0]),
         "same order on every node: {lists:?}"
     );
+
+    // A malformed frame closes that connection only.
+    let mut buf = [0u8; 16];
+    for garbage in [
+        &[0xff, 0xff, 0xff, 0xff, b'x'][..],
+        &[0, 0, 0, 3, b'{', b'{', b'{'],
+    ] {
+        let mut bad = tokio::net::TcpStream::connect(c.addrs[&leader])
+            .await
+            .expect("connect");
+        bad.write_all(garbage).await.expect("write");
+        let read = tokio::time::timeout(T, bad.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "connection closed: {read:?}"
+        );
+    }
+    last = index_of(
+        &c.node(follower)
+            .propose(b"after garbage".to_vec(), T)
+            .await
+            .expect("propose"),
+    );
+    c.all_applied(last).await;
 
     // Leader calls and status are answered by the leader, even when asked on a follower.
     let reply = c
