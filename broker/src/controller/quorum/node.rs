@@ -1,0 +1,504 @@
+//! [`QuorumNode`]: starts openraft over the disk stores and the controller network, follows
+//! leadership, and routes proposals, leader calls and status requests to the leader.
+//!
+//! Forwarding retries when the request most likely did not reach a leader (no connection, a
+//! pooled connection found closed, or a "not the leader" answer); a timeout after sending is
+//! reported as `Timeout`, because the command may still commit (the caller decides whether
+//! retrying is safe). A leader that dies between applying and answering can therefore see a
+//! forwarded command twice: commands should be safe to apply twice (Kafka's are checked
+//! against the state they apply to).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::log_store::LogStore;
+use super::network::{CallError, NetworkFactory, Peers};
+use super::state_machine::{StateMachineStore, MAX_SNAPSHOT};
+use super::wire::{self, FrameError, Refusal, Request, Response};
+use super::{
+    now_ms, Command, LeaderHandler, Leadership, QuorumConfig, QuorumError, QuorumStatus,
+    ReplicatedState, VoterStatus, MAX_COMMAND_BYTES,
+};
+
+/// A running quorum member. Cheap to clone (an `Arc` inside); every clone is the same node.
+#[derive(Clone)]
+pub struct QuorumNode {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: i32,
+    raft: Raft<super::TypeConfig>,
+    peers: Arc<Peers>,
+    voters: BTreeMap<i32, String>,
+    handler: RwLock<Option<LeaderHandler>>,
+    leadership: watch::Receiver<Leadership>,
+    applied: watch::Receiver<u64>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// How long the leader works on a forwarded request before giving up on it.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between attempts when no leader is reachable.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+impl QuorumNode {
+    /// Opens/recovers the log, vote and snapshot from `dir`, binds the listener, starts Raft; on
+    /// a fresh log every node initialises the same static voter membership.
+    pub async fn start(
+        config: QuorumConfig,
+        state: Box<dyn ReplicatedState>,
+    ) -> Result<QuorumNode, QuorumError> {
+        let id = config.node_id;
+        if id < 0 || !config.voters.contains_key(&id) {
+            return Err(QuorumError::Config(format!(
+                "node {id} is not among the controller quorum voters"
+            )));
+        }
+        if config.voters.len() > 1 && config.listen.is_none() {
+            return Err(QuorumError::Config(
+                "a quorum of more than one needs a controller listener".into(),
+            ));
+        }
+        if config.voters.keys().any(|v| *v < 0) {
+            return Err(QuorumError::Config("voter ids must not be negative".into()));
+        }
+        let (emin, emax) = config.election_timeout_ms;
+        let raft_config = Config {
+            cluster_name: "inlet-controller".into(),
+            election_timeout_min: emin,
+            election_timeout_max: emax,
+            heartbeat_interval: config.heartbeat_interval_ms,
+            install_snapshot_timeout: config.rpc_timeout_ms,
+            max_payload_entries: 64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: config.snapshot_every,
+            // Snapshot chunks travel as JSON numbers (up to 4 bytes per byte): keep frames small.
+            snapshot_max_chunk_size: 1 << 20,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| QuorumError::Config(e.to_string()))?;
+
+        let log = LogStore::open(&config.dir).map_err(|e| QuorumError::Storage(e.to_string()))?;
+        let sm = StateMachineStore::open(&config.dir, state)
+            .map_err(|e| QuorumError::Storage(e.to_string()))?;
+        let applied = sm.applied();
+        let listener = match config.listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let addrs = config
+            .voters
+            .iter()
+            .filter(|(v, _)| **v != id)
+            .map(|(v, a)| (*v as u64, a.clone()))
+            .collect();
+        let peers = Arc::new(Peers::new(
+            id as u64,
+            addrs,
+            Duration::from_millis(config.rpc_timeout_ms),
+        ));
+        let raft = Raft::new(
+            id as u64,
+            Arc::new(raft_config),
+            NetworkFactory {
+                peers: peers.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| QuorumError::Storage(e.to_string()))?;
+
+        let members: BTreeMap<u64, BasicNode> = config
+            .voters
+            .iter()
+            .map(|(v, a)| (*v as u64, BasicNode::new(a.clone())))
+            .collect();
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|_| QuorumError::Shutdown)?;
+        if !initialized {
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(node = id, voters = ?config.voters, "initialised the controller quorum")
+                }
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(QuorumError::Storage(format!("initialise: {e}"))),
+            }
+        }
+
+        let (lead_tx, leadership) = watch::channel(Leadership::default());
+        let shared = Arc::new(Shared {
+            id,
+            raft: raft.clone(),
+            peers: peers.clone(),
+            voters: config.voters.clone(),
+            handler: RwLock::new(None),
+            leadership,
+            applied,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![tokio::spawn(follow_metrics(id, raft, peers, lead_tx))];
+        if let Some(listener) = listener {
+            tracing::info!(node = id, addr = ?listener.local_addr().ok(), "controller listener bound");
+            tasks.push(tokio::spawn(super::server::serve(listener, shared.clone())));
+        }
+        if let Ok(mut t) = shared.tasks.lock() {
+            t.extend(tasks);
+        }
+        Ok(QuorumNode { shared })
+    }
+
+    /// Replicates a command and waits until it is committed and applied locally; returns what
+    /// `apply` returned.
+    pub async fn propose(
+        &self,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
+        if command.len() > MAX_COMMAND_BYTES {
+            return Err(QuorumError::TooLarge(command.len()));
+        }
+        let deadline = Instant::now() + timeout;
+        let applied = self
+            .route(Request::Propose(Command(command)), deadline)
+            .await?;
+        let Response::Propose(Ok(applied)) = applied else {
+            return Err(QuorumError::Remote(
+                "unexpected response to a proposal".into(),
+            ));
+        };
+        // Forwarded: the leader applied it; wait for the local state machine to catch up.
+        let mut rx = self.shared.applied.clone();
+        let waited = tokio::time::timeout_at(deadline, rx.wait_for(|a| *a >= applied.index)).await;
+        match waited {
+            Ok(Ok(_)) => Ok(applied.reply),
+            Ok(Err(_)) => Err(QuorumError::Shutdown),
+            Err(_) => Err(QuorumError::Timeout),
+        }
+    }
+
+    /// A request for the active controller's handler, not logged.
+    pub async fn leader_call(
+        &self,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
+        if request.len() > MAX_COMMAND_BYTES {
+            return Err(QuorumError::TooLarge(request.len()));
+        }
+        match self
+            .route(
+                Request::LeaderCall(Command(request)),
+                Instant::now() + timeout,
+            )
+            .await?
+        {
+            Response::LeaderCall(Ok(reply)) => Ok(reply.0),
+            _ => Err(QuorumError::Remote(
+                "unexpected response to a leader call".into(),
+            )),
+        }
+    }
+
+    pub fn set_leader_handler(&self, handler: LeaderHandler) {
+        if let Ok(mut h) = self.shared.handler.write() {
+            *h = Some(handler);
+        }
+    }
+
+    /// The current leader (None while electing).
+    pub fn leader(&self) -> Option<i32> {
+        self.shared.leadership.borrow().leader
+    }
+
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.shared.leadership.clone()
+    }
+
+    /// The last applied index (0 before anything; index 0 is the initial membership entry).
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied.clone()
+    }
+
+    /// DescribeQuorum's view from the leader (asked over the network on a follower).
+    pub async fn status(&self, timeout: Duration) -> Result<QuorumStatus, QuorumError> {
+        match self
+            .route(Request::Status, Instant::now() + timeout)
+            .await?
+        {
+            Response::Status(Ok(s)) => Ok(s),
+            _ => Err(QuorumError::Remote(
+                "unexpected response to a status request".into(),
+            )),
+        }
+    }
+
+    /// Stops Raft, the listener and every connection of this node.
+    pub async fn shutdown(&self) {
+        let tasks = self
+            .shared
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+        let _ = self.shared.raft.shutdown().await;
+        tracing::info!(node = self.shared.id, "controller quorum node stopped");
+    }
+
+    /// Sends `req` to the leader (handled in place when this node leads) until `deadline`.
+    async fn route(&self, req: Request, deadline: Instant) -> Result<Response, QuorumError> {
+        let shared = &self.shared;
+        let frame = wire::encode(&req).map_err(|e| QuorumError::Remote(e.to_string()))?;
+        let mut hint: Option<i32> = None;
+        let mut leadership = shared.leadership.clone();
+        loop {
+            let target = hint.take().or(leadership.borrow_and_update().leader);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(match shared.leadership.borrow().leader {
+                    Some(l) if l != shared.id => QuorumError::NotLeader(l),
+                    Some(_) => QuorumError::Timeout,
+                    None => QuorumError::NoLeader,
+                });
+            }
+            let resp = match target {
+                None => {
+                    // Wait for an election to finish.
+                    let _ =
+                        tokio::time::timeout(remaining.min(RETRY_PAUSE * 4), leadership.changed())
+                            .await;
+                    continue;
+                }
+                Some(l) if l == shared.id => {
+                    match tokio::time::timeout(
+                        remaining,
+                        shared.handle(Request::clone_leader_side(&req)),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => return Err(QuorumError::Timeout),
+                    }
+                }
+                Some(l) => match shared.peers.call(l as u64, &frame, remaining).await {
+                    Ok(r) => r,
+                    Err(CallError::Timeout(_)) => return Err(QuorumError::Timeout),
+                    Err(
+                        e @ (CallError::Connect { .. }
+                        | CallError::UnknownPeer(_)
+                        | CallError::Closed
+                        | CallError::Frame(FrameError::Io(_))),
+                    ) => {
+                        // Most likely not delivered: no connection, or a pooled one the peer had
+                        // dropped (restarted). A peer dying mid-request could see it twice.
+                        tracing::debug!(node = shared.id, leader = l, error = %e, "leader unreachable; retrying");
+                        let _ =
+                            tokio::time::timeout(remaining.min(RETRY_PAUSE), leadership.changed())
+                                .await;
+                        continue;
+                    }
+                    Err(e) => return Err(QuorumError::Remote(e.to_string())),
+                },
+            };
+            match refusal(&resp) {
+                None => return Ok(resp),
+                Some(Refusal::NotLeader(h)) => {
+                    hint = h.filter(|h| Some(*h) != target);
+                    if hint.is_none() {
+                        let _ =
+                            tokio::time::timeout(remaining.min(RETRY_PAUSE), leadership.changed())
+                                .await;
+                    }
+                }
+                Some(Refusal::NoHandler) => {
+                    return Err(QuorumError::Remote("the leader has no handler set".into()))
+                }
+                Some(Refusal::Failed(why)) if why == SHUTDOWN => return Err(QuorumError::Shutdown),
+                Some(Refusal::Failed(why)) => return Err(QuorumError::Remote(why.clone())),
+            }
+        }
+    }
+}
+
+const SHUTDOWN: &str = "shut down";
+
+fn refusal(resp: &Response) -> Option<&Refusal> {
+    match resp {
+        Response::Propose(Err(r)) | Response::LeaderCall(Err(r)) | Response::Status(Err(r)) => {
+            Some(r)
+        }
+        _ => None,
+    }
+}
+
+impl Request {
+    /// A copy of a leader-side request (the Raft RPCs are never routed).
+    fn clone_leader_side(req: &Request) -> Request {
+        match req {
+            Request::Propose(c) => Request::Propose(c.clone()),
+            Request::LeaderCall(c) => Request::LeaderCall(c.clone()),
+            _ => Request::Status,
+        }
+    }
+}
+
+impl Shared {
+    /// Answers one request from the network (or from this node when it leads).
+    pub(crate) async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                if r.offset.saturating_add(r.data.len() as u64) > MAX_SNAPSHOT {
+                    return Response::Rejected(format!(
+                        "snapshot over the {MAX_SNAPSHOT} byte limit"
+                    ));
+                }
+                Response::InstallSnapshot(self.raft.install_snapshot(r).await)
+            }
+            Request::Propose(cmd) => Response::Propose(self.write(cmd).await),
+            Request::LeaderCall(req) => Response::LeaderCall(self.leader_call(req).await),
+            Request::Status => Response::Status(self.status().await),
+        }
+    }
+
+    async fn write(&self, cmd: Command) -> Result<super::Applied, Refusal> {
+        match tokio::time::timeout(SERVE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Err(_) => Err(Refusal::Failed("timed out".into())),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Refusal::NotLeader(f.leader_id.map(|l| l as i32)))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(Refusal::Failed(e.to_string())),
+            Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Failed(SHUTDOWN.into())),
+        }
+    }
+
+    /// Whether this node leads now; otherwise who does.
+    fn check_leader(&self) -> Result<(), Refusal> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.running_state.is_err() {
+            return Err(Refusal::Failed(SHUTDOWN.into()));
+        }
+        if m.state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(Refusal::NotLeader(
+                m.current_leader.filter(|l| *l != m.id).map(|l| l as i32),
+            ))
+        }
+    }
+
+    async fn leader_call(&self, req: Command) -> Result<Command, Refusal> {
+        self.check_leader()?;
+        let handler = self
+            .handler
+            .read()
+            .ok()
+            .and_then(|h| h.clone())
+            .ok_or(Refusal::NoHandler)?;
+        match tokio::time::timeout(SERVE_TIMEOUT, handler(req.0)).await {
+            Ok(reply) => Ok(Command(reply)),
+            Err(_) => Err(Refusal::Failed("the leader handler timed out".into())),
+        }
+    }
+
+    async fn status(&self) -> Result<QuorumStatus, Refusal> {
+        self.check_leader()?;
+        let committed = self
+            .raft
+            .with_raft_state(|st| st.committed)
+            .await
+            .map_err(|_| Refusal::Failed(SHUTDOWN.into()))?;
+        let m = self.raft.metrics().borrow().clone();
+        let replication = m.replication.clone().unwrap_or_default();
+        let now = now_ms();
+        let voters = self
+            .voters
+            .keys()
+            .map(|&v| {
+                if v == self.id {
+                    let end = m.last_log_index.map(|i| i + 1).unwrap_or(0);
+                    return VoterStatus {
+                        replica_id: v,
+                        log_end_offset: end,
+                        last_fetch_timestamp: now,
+                        last_caught_up_timestamp: now,
+                    };
+                }
+                let matched = replication.get(&(v as u64)).cloned().flatten();
+                let (fetch, caught_up) = self.peers.times(v as u64);
+                VoterStatus {
+                    replica_id: v,
+                    log_end_offset: matched.map(|l| l.index + 1).unwrap_or(0),
+                    last_fetch_timestamp: fetch,
+                    last_caught_up_timestamp: caught_up,
+                }
+            })
+            .collect();
+        Ok(QuorumStatus {
+            leader_id: self.id,
+            leader_epoch: m.current_term,
+            high_watermark: committed.map(|c| c.index + 1).unwrap_or(0),
+            voters,
+        })
+    }
+}
+
+/// Publishes leadership changes (and logs them), and keeps the leader's last log index for the
+/// follower "caught up" timestamps.
+async fn follow_metrics(
+    id: i32,
+    raft: Raft<super::TypeConfig>,
+    peers: Arc<Peers>,
+    tx: watch::Sender<Leadership>,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        let (lead, last) = {
+            let m = metrics.borrow_and_update();
+            (
+                Leadership {
+                    leader: m.current_leader.map(|l| l as i32),
+                    term: m.current_term,
+                },
+                m.last_log_index,
+            )
+        };
+        peers
+            .last_log_index
+            .store(last.unwrap_or(0), Ordering::Relaxed);
+        let old = *tx.borrow();
+        if old != lead {
+            if lead.leader != old.leader {
+                if lead.leader == Some(id) {
+                    peers.reset_times();
+                    tracing::info!(node = id, term = lead.term, leader = id, "became leader");
+                } else if let Some(l) = lead.leader {
+                    tracing::info!(node = id, term = lead.term, leader = l, "new leader");
+                } else {
+                    tracing::info!(node = id, term = lead.term, "no leader; election under way");
+                }
+            }
+            tx.send_replace(lead);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
