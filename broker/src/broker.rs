@@ -3,17 +3,20 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
 use crate::cluster::load_or_create_cluster_id;
 use crate::cluster::partition::{Partition, PartitionError};
-use crate::cluster::producer_ids::ProducerIdAllocator;
-use crate::cluster::topic_config::TopicConfig;
-use crate::cluster::topics::{validate_topic_name, Topic, TopicError, TopicRegistry};
+use crate::cluster::producer_ids::ProducerIdBlocks;
+use crate::cluster::topics::{validate_topic_name, TopicError, TopicRegistry};
 use crate::config::{BrokerConfig, ConfigError};
+use crate::controller::commands::{CommandOutcome, ControllerCommand};
+use crate::controller::Controller;
 use crate::group::store::LoadError;
 use crate::group::GroupCoordinator;
 use crate::lake::Lake;
+use crate::replica::ReplicaManager;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -30,6 +33,10 @@ pub enum BrokerError {
     Groups(#[from] LoadError),
     #[error("cannot open the lake: {0}")]
     Lake(#[from] inlet_storage::tier::TierError),
+    #[error("controller: {0}")]
+    Controller(#[from] crate::controller::ControllerError),
+    #[error(transparent)]
+    Migration(#[from] crate::replica::MigrationError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -43,7 +50,11 @@ pub struct Broker {
     pub advertised_host: String,
     pub advertised_port: i32,
     pub topics: TopicRegistry,
-    pub producer_ids: ProducerIdAllocator,
+    pub producer_ids: ProducerIdBlocks,
+    /// This node's controller: the metadata image and the way to change it.
+    pub controller: Arc<Controller>,
+    /// The only code that creates or deletes local topics, from the image.
+    pub replicas: ReplicaManager,
     /// Consumer groups and their committed offsets (`__consumer_offsets`).
     pub groups: GroupCoordinator,
     /// The object-store tier, unless `lake.enable` is off.
@@ -53,7 +64,7 @@ pub struct Broker {
 
 impl Broker {
     /// Opens (recovering) everything under the data directory. Blocking: call it off the runtime.
-    pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+    pub fn open(config: BrokerConfig, controller: Arc<Controller>) -> Result<Broker, BrokerError> {
         let (advertised_host, advertised_port) = config.advertised_host_port()?;
         let data_dir = config.data_dir.clone();
         let data_dir_error = |source| BrokerError::DataDir {
@@ -62,7 +73,6 @@ impl Broker {
         };
         std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
         let cluster_id = load_or_create_cluster_id(&data_dir).map_err(data_dir_error)?;
-        let producer_ids = ProducerIdAllocator::open(&data_dir).map_err(data_dir_error)?;
         let appended = Arc::new(watch::channel(0u64).0);
         let topics = TopicRegistry::open(&data_dir, config.log.clone(), appended.clone())?;
         // Groups are rebuilt from the offsets topic before anything is served.
@@ -75,7 +85,9 @@ impl Broker {
             advertised_host,
             advertised_port,
             topics,
-            producer_ids,
+            producer_ids: ProducerIdBlocks::default(),
+            controller,
+            replicas: ReplicaManager::default(),
             groups,
             appended,
         };
@@ -96,32 +108,56 @@ impl Broker {
         self.appended.subscribe()
     }
 
-    /// The topic, created with broker defaults if it is missing and auto-creation is on.
-    pub fn topic_or_auto_create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        if let Some(topic) = self.topics.get(name) {
-            return Ok(topic);
+    /// Makes sure the cluster has topic `name`, creating it with the broker defaults (through the
+    /// controller) when it is missing and auto-creation is on, as Kafka's Metadata and Produce
+    /// do. On success the topic is in this broker's image and applied locally.
+    pub async fn ensure_topic(&self, name: &str) -> Result<(), ResponseError> {
+        if self.controller.image().topic(name).is_some() {
+            return Ok(());
         }
         if !self.config.auto_create_topics_enable {
-            return Err(TopicError::Unknown(name.to_string()));
+            return Err(ResponseError::UnknownTopicOrPartition);
         }
-        validate_topic_name(name)?;
-        let created = blocking(|| {
-            self.topics.create(
-                name,
-                self.config.num_partitions,
-                TopicConfig::default(),
-                false,
-            )
-        });
-        match created {
-            Ok(Some(topic)) => Ok(topic),
-            // Another connection created it between our lookup and our create.
-            Ok(None) | Err(TopicError::AlreadyExists(_)) => self
-                .topics
-                .get(name)
-                .ok_or_else(|| TopicError::Unknown(name.to_string())),
-            Err(e) => Err(e),
+        validate_topic_name(name).map_err(|_| ResponseError::InvalidTopicException)?;
+        let command = ControllerCommand::CreateTopic {
+            name: name.to_string(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: self.config.num_partitions,
+            replication_factor: self.config.default_replication_factor,
+            assignments: None,
+            configs: Default::default(),
+            validate_only: false,
+        };
+        match self.propose(&command).await {
+            Ok(_) => Ok(()),
+            // Another client's request created it first.
+            Err((ResponseError::TopicAlreadyExists, _)) => Ok(()),
+            Err((code, message)) => {
+                tracing::info!(topic = %name, %message, "auto-creation refused");
+                Err(code)
+            }
         }
+    }
+
+    /// Proposes a metadata change to the controller and, once this broker has applied it,
+    /// applies the new image to the local topics, so that the caller's next step sees it.
+    /// Errors carry the Kafka code and a message for the client.
+    pub async fn propose(
+        &self,
+        command: &ControllerCommand,
+    ) -> Result<CommandOutcome, (ResponseError, String)> {
+        let outcome = self
+            .controller
+            .propose(command)
+            .await
+            .map_err(|e| (e.code(), e.to_string()))?;
+        if let CommandOutcome::Error { code, message } = outcome {
+            let code =
+                ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+            return Err((code, message));
+        }
+        self.replicas.apply(self, &self.controller.image());
+        Ok(outcome)
     }
 
     /// Flushes partitions whose flush policy says so.

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod lake;
 pub mod metadata;
 pub mod metrics;
+pub mod replica;
 pub mod server;
 
 pub use broker::{Broker, BrokerError};

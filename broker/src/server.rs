@@ -1,4 +1,5 @@
-//! The listener and the broker's lifetime: open the data directory, accept connections (at most
+//! The listener and the broker's lifetime: start the controller, open the data directory, wait
+//! to be registered and unfenced, accept connections (at most
 //! `max.connections` in all and `max.connections.per.ip` per client address; one over either limit
 //! is closed as soon as it is accepted), run background maintenance (flush policy, retention,
 //! tiering to the lake), and on shutdown stop accepting, let every connection finish the request
@@ -18,8 +19,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::{now_ms, Broker, BrokerError};
+use crate::cluster::{load_or_create_cluster_id, store_cluster_id};
 use crate::config::BrokerConfig;
 use crate::connection::{self, RequestBudget};
+use crate::controller::{BrokerIdentity, Controller};
+use crate::metadata::image::Endpoint;
 use crate::metrics::CONNECTIONS;
 
 /// How often flush policies are checked; `flush.ms` is honoured at this granularity.
@@ -44,13 +48,27 @@ pub async fn run(
     config: BrokerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
+    tokio::pin!(shutdown);
     let listen = config.listen;
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+    let controller = start_controller(&config).await?;
+    let opening = controller.clone();
+    let mut broker = tokio::task::spawn_blocking(move || Broker::open(config, opening))
         .await
         .map_err(|e| BrokerError::DataDir {
             path: "<recovery task>".into(),
             source: std::io::Error::other(e.to_string()),
         })??;
+    // Like a Kafka broker, serve only once registered with the controller and unfenced.
+    controller.start_lifecycle();
+    let cluster_id = tokio::select! {
+        id = controller.wait_until_serving() => id,
+        _ = &mut shutdown => {
+            controller.shutdown().await;
+            return Ok(());
+        }
+    };
+    adopt_cluster_id(&mut broker, cluster_id)?;
+    crate::replica::migrate(&broker).await?;
     let broker = Arc::new(broker);
     let listener = TcpListener::bind(listen)
         .await
@@ -65,9 +83,51 @@ pub async fn run(
         data_dir = %broker.config.data_dir.display(),
         lake = %broker.lake.as_ref().map_or("off".to_string(), |l| l.location.to_string()),
         cluster_id = %broker.cluster_id,
+        controller = ?controller.leader(),
         "inlet broker started"
     );
     serve(broker, listener, shutdown).await;
+    controller.shutdown().await;
+    Ok(())
+}
+
+/// Starts this node's controller (a quorum of one unless `controller_quorum_voters` says
+/// otherwise) on the data directory.
+async fn start_controller(config: &BrokerConfig) -> Result<Arc<Controller>, BrokerError> {
+    let data_dir_error = |source| BrokerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+    let proposed_cluster_id =
+        load_or_create_cluster_id(&config.data_dir).map_err(data_dir_error)?;
+    let (host, port) = config.advertised_host_port()?;
+    let identity = BrokerIdentity {
+        node_id: config.node_id,
+        incarnation_id: uuid::Uuid::new_v4(),
+        listeners: vec![Endpoint {
+            name: "PLAINTEXT".to_string(),
+            host,
+            port: u16::try_from(port).unwrap_or_default(),
+        }],
+        rack: config.broker_rack.clone(),
+    };
+    Ok(Controller::start(config, identity, proposed_cluster_id).await?)
+}
+
+/// The cluster's id (from the metadata log) replaces the one this data directory had: a node
+/// that joins a cluster takes the cluster's, and says so.
+fn adopt_cluster_id(broker: &mut Broker, cluster_id: String) -> Result<(), BrokerError> {
+    if broker.cluster_id != cluster_id {
+        tracing::info!(local = %broker.cluster_id, cluster = %cluster_id, "taking the cluster's id");
+        store_cluster_id(&broker.config.data_dir, &cluster_id).map_err(|source| {
+            BrokerError::DataDir {
+                path: broker.config.data_dir.clone(),
+                source,
+            }
+        })?;
+        broker.cluster_id = cluster_id;
+    }
     Ok(())
 }
 
@@ -79,6 +139,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         stop_rx.clone(),
     ));
     let tiering = tokio::spawn(crate::lake::run_tiering(broker.clone(), stop_rx.clone()));
+    let replicas = tokio::spawn(crate::replica::run(broker.clone(), stop_rx.clone()));
     let metrics = broker
         .config
         .metrics_listen
@@ -164,6 +225,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     let _ = maintenance.await;
     let _ = group_timers.await;
     let _ = tiering.await;
+    let _ = replicas.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -361,8 +361,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("INLET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // openraft narrates every vote and replication step at info; its warnings are what an
+    // operator needs unless they ask for more (INLET_LOG=info,openraft=info).
+    let spec = std::env::var("INLET_LOG").unwrap_or_else(|_| "info".to_string());
+    let spec = if spec.contains("openraft") {
+        spec
+    } else {
+        format!("{spec},openraft=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

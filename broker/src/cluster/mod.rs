@@ -26,3 +26,14 @@ pub fn load_or_create_cluster_id(data_dir: &Path) -> std::io::Result<String> {
         Err(e) => Err(e),
     }
 }
+
+/// Replaces `<data_dir>/cluster-id` (the cluster's id, taken from the metadata log).
+pub fn store_cluster_id(data_dir: &Path, id: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = data_dir.join("cluster-id");
+    let tmp = data_dir.join("cluster-id.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(id.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}

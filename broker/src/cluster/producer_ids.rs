@@ -1,54 +1,69 @@
-//! Producer ids for idempotent producers. An id must never be handed out twice, across restarts
-//! too: the log remembers each producer's sequences, and a reused id would make a new producer's
-//! first batch look out of order. Ids are reserved in blocks: the end of the current block is
-//! written (and fsynced) to `producer-id-block` before any id from it is used, so a restart
-//! continues after the block, skipping at most one block's unused ids.
+//! Producer ids for idempotent producers. An id must never be handed out twice, by any broker,
+//! across restarts too: the log remembers each producer's sequences, and a reused id would make
+//! a new producer's first batch look out of order. The controller hands each broker blocks of
+//! ids (`AllocateProducerIds` in the metadata log, so no block is given twice); a broker hands
+//! out ids from its block and asks for the next one when it runs out, skipping at most one
+//! block's unused ids per restart.
+//!
+//! Before the cluster a broker reserved its blocks itself in `producer-id-block`; the migration
+//! to the metadata log starts the controller's blocks after that ([`legacy_reserved_end`]).
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
-const FILE: &str = "producer-id-block";
-const BLOCK: i64 = 1000;
+use kafka_protocol::ResponseError;
+use tokio::sync::Mutex;
 
-pub struct ProducerIdAllocator {
-    path: PathBuf,
-    state: Mutex<Block>,
+use crate::controller::commands::{CommandOutcome, ControllerCommand};
+use crate::controller::Controller;
+
+const LEGACY_FILE: &str = "producer-id-block";
+
+#[derive(Default)]
+pub struct ProducerIdBlocks {
+    // Async: asking for a block waits on the controller, and callers queue behind it.
+    block: Mutex<Block>,
 }
 
+#[derive(Default)]
 struct Block {
     next: i64,
     end: i64,
 }
 
-impl ProducerIdAllocator {
-    pub fn open(data_dir: &Path) -> std::io::Result<ProducerIdAllocator> {
-        let path = data_dir.join(FILE);
-        let start = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<i64>().map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
-        };
-        Ok(ProducerIdAllocator {
-            path,
-            state: Mutex::new(Block {
-                next: start,
-                end: start,
-            }),
-        })
-    }
-
-    /// A producer id never returned before by this broker.
-    pub fn next_id(&self) -> std::io::Result<i64> {
-        let mut block = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if block.next == block.end {
-            let end = block.end + BLOCK;
-            write_synced(&self.path, &end.to_string())?;
-            block.end = end;
+impl ProducerIdBlocks {
+    /// A producer id no broker of the cluster has handed out before.
+    pub async fn next_id(&self, controller: &Controller) -> Result<i64, ResponseError> {
+        let mut block = self.block.lock().await;
+        if block.next >= block.end {
+            let me = controller.node_id();
+            let epoch = controller
+                .image()
+                .brokers
+                .get(&me)
+                .map(|b| b.epoch)
+                .ok_or(ResponseError::CoordinatorNotAvailable)?;
+            let command = ControllerCommand::AllocateProducerIds {
+                broker_id: me,
+                broker_epoch: epoch,
+            };
+            match controller.propose(&command).await {
+                Ok(CommandOutcome::ProducerIds { start, len }) => {
+                    *block = Block {
+                        next: start,
+                        end: start + i64::from(len),
+                    };
+                }
+                Ok(CommandOutcome::Error { code, message }) => {
+                    tracing::warn!(code, %message, "producer id block refused");
+                    return Err(ResponseError::try_from_code(code)
+                        .unwrap_or(ResponseError::UnknownServerError));
+                }
+                Ok(other) => {
+                    tracing::error!(?other, "unexpected answer to a producer id block request");
+                    return Err(ResponseError::UnknownServerError);
+                }
+                Err(error) => return Err(error.code()),
+            }
         }
         let id = block.next;
         block.next += 1;
@@ -56,28 +71,18 @@ impl ProducerIdAllocator {
     }
 }
 
-fn write_synced(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_never_repeat_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let first: Vec<i64> = {
-            let ids = ProducerIdAllocator::open(dir.path()).unwrap();
-            (0..3).map(|_| ids.next_id().unwrap()).collect()
-        };
-        assert_eq!(first, vec![0, 1, 2]);
-        let ids = ProducerIdAllocator::open(dir.path()).unwrap();
-        assert!(ids.next_id().unwrap() > 2);
+/// The end of the last block a pre-cluster broker reserved in its data directory (0 if none):
+/// no id below it may be handed out again.
+pub fn legacy_reserved_end(data_dir: &Path) -> std::io::Result<i64> {
+    let path = data_dir.join(LEGACY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<i64>().map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
     }
 }

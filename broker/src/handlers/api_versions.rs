@@ -31,6 +31,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// Lowest versions advertised below what is served. librdkafka before 2.10 enables gzip, snappy

@@ -1,30 +1,34 @@
-//! CreatePartitions: grow a topic's partition count (never shrink).
+//! CreatePartitions: grow a topic's partition count (never shrink), proposed to the controller,
+//! which places the new partitions' replicas (or takes the request's assignments).
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::errors::topic_error;
-use crate::broker::{blocking, Broker};
+use crate::broker::Broker;
+use crate::controller::commands::ControllerCommand;
 
-pub fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-            let grown = blocking(|| {
-                broker
-                    .topics
-                    .add_partitions(&topic.name, topic.count, request.validate_only)
-            });
-            match grown {
-                Ok(()) => result,
-                Err(error) => result
-                    .with_error_code(topic_error(&error).code())
-                    .with_error_message(Some(StrBytes::from_string(error.to_string()))),
-            }
-        })
-        .collect();
+pub async fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        let command = ControllerCommand::CreatePartitions {
+            name: topic.name.to_string(),
+            count: topic.count,
+            assignments: topic.assignments.as_ref().map(|assigned| {
+                assigned
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            }),
+            validate_only: request.validate_only,
+        };
+        results.push(match broker.propose(&command).await {
+            Ok(_) => result,
+            Err((code, message)) => result
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(message))),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }

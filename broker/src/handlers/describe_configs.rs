@@ -17,6 +17,7 @@ const BROKER: i8 = 4;
 const STATIC_BROKER_CONFIG: i8 = 4;
 
 pub fn handle(broker: &Broker, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let image = broker.controller.image();
     let results = request
         .resources
         .into_iter()
@@ -25,8 +26,17 @@ pub fn handle(broker: &Broker, request: DescribeConfigsRequest) -> DescribeConfi
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             let entries = match resource.resource_type {
-                TOPIC => match broker.topics.get(&resource.resource_name) {
-                    Some(topic) => topic.config().resolve(broker.topics.defaults()),
+                TOPIC => match image.topic(&resource.resource_name).map(|t| {
+                    TopicConfig::from_pairs(
+                        t.configs
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+                    )
+                }) {
+                    Some(Ok(config)) => config.resolve(broker.topics.defaults()),
+                    Some(Err(e)) => {
+                        return error(result, ResponseError::InvalidConfig, &e.to_string())
+                    }
                     None => {
                         return error(
                             result,

@@ -5,7 +5,6 @@ use inlet_storage::StorageError;
 use kafka_protocol::ResponseError;
 
 use crate::cluster::partition::PartitionError;
-use crate::cluster::topics::TopicError;
 use crate::group::GroupError;
 
 pub fn storage_error(error: &StorageError) -> ResponseError {
@@ -27,21 +26,6 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         // A partition closes only while its topic is being deleted or the broker stops.
         PartitionError::Closed { .. } => ResponseError::NotLeaderOrFollower,
         PartitionError::Lake(_) => ResponseError::KafkaStorageError,
-    }
-}
-
-pub fn topic_error(error: &TopicError) -> ResponseError {
-    match error {
-        TopicError::InvalidName { .. } => ResponseError::InvalidTopicException,
-        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
-        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        TopicError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
-        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        TopicError::Partition(e) => partition_error(e),
-        TopicError::Io { .. } | TopicError::CorruptMetadata { .. } => {
-            ResponseError::KafkaStorageError
-        }
     }
 }
 

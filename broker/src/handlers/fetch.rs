@@ -60,13 +60,21 @@ async fn read_once(broker: &Broker, request: &FetchRequest) -> (FetchResponse, u
     let mut remaining = request.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut responses = Vec::with_capacity(request.topics.len());
+    let image = broker.controller.image();
     for topic in &request.topics {
-        let found = broker.topics.get(&topic.topic);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in &topic.partitions {
-            let Some(partition) = found.as_ref().and_then(|t| t.partition(wanted.partition)) else {
-                partitions.push(failed(wanted, ResponseError::UnknownTopicOrPartition));
-                continue;
+            let partition = match broker.replicas.leader_partition(
+                broker,
+                &image,
+                &topic.topic,
+                wanted.partition,
+            ) {
+                Ok((_, partition)) => partition,
+                Err(code) => {
+                    partitions.push(failed(wanted, code));
+                    continue;
+                }
             };
             let max = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
             if max == 0 && total > 0 {

@@ -1,4 +1,7 @@
-//! FindCoordinator: this single broker coordinates every consumer group. Transactions do not
+//! FindCoordinator: every consumer group is coordinated by the live broker with the lowest id,
+//! which every broker's image agrees on. (Each broker keeps its groups in a local, one-partition
+//! `__consumer_offsets`; spreading groups over the partitions' leaders with Kafka's hashing comes
+//! with a cluster-wide offsets topic.) Transactions do not
 //! exist yet, so transaction keys are answered with COORDINATOR_NOT_AVAILABLE and a message that
 //! says why (a client retrying it learns nothing new, but fails clearly instead of hanging on us).
 
@@ -50,11 +53,24 @@ fn coordinator(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
         KEY_TYPE_GROUP if key.is_empty() => {
             refuse(ResponseError::InvalidRequest, "the group id is empty")
         }
-        KEY_TYPE_GROUP => Coordinator::default()
-            .with_key(key)
-            .with_node_id(BrokerId(broker.node_id()))
-            .with_host(StrBytes::from_string(broker.advertised_host.clone()))
-            .with_port(broker.advertised_port),
+        KEY_TYPE_GROUP => {
+            let image = broker.controller.image();
+            let coordinator = image
+                .live_brokers()
+                .next()
+                .and_then(|b| b.listeners.first().map(|l| (b.id, l)));
+            match coordinator {
+                Some((id, listener)) => Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(id))
+                    .with_host(StrBytes::from_string(listener.host.clone()))
+                    .with_port(i32::from(listener.port)),
+                None => refuse(
+                    ResponseError::CoordinatorNotAvailable,
+                    "no live broker is registered yet",
+                ),
+            }
+        }
         KEY_TYPE_TRANSACTION => refuse(
             ResponseError::CoordinatorNotAvailable,
             "this broker does not support transactions",

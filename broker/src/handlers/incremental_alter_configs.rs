@@ -1,7 +1,8 @@
 //! IncrementalAlterConfigs for topics: SET and DELETE of config overrides (the operations
-//! `inlet topic alter-config` and Kafka's `kafka-configs.sh --alter` use). Every change of one
-//! resource is validated before any is applied, so a request with one bad value changes nothing.
-//! APPEND and SUBTRACT apply to list-valued configs, which no supported topic config is.
+//! `inlet topic alter-config` and Kafka's `kafka-configs.sh --alter` use), proposed to the
+//! controller, which validates every change of one resource before applying any, so a request
+//! with one bad value changes nothing. APPEND and SUBTRACT apply to list-valued configs, which no
+//! supported topic config is.
 
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
@@ -9,38 +10,35 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::errors::topic_error;
 use crate::broker::Broker;
-use crate::cluster::topic_config::{ConfigSource, TopicConfig};
-use crate::cluster::topics::TopicError;
+use crate::controller::commands::{ConfigOp, ConfigResource, ControllerCommand};
 
 const TOPIC: i8 = 2;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let response = AlterConfigsResourceResponse::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            match alter(broker, &resource, request.validate_only) {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let response = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        responses.push(
+            match alter(broker, &resource, request.validate_only).await {
                 Ok(()) => response,
                 Err((code, message)) => response
                     .with_error_code(code.code())
                     .with_error_message(Some(StrBytes::from_string(message))),
-            }
-        })
-        .collect();
+            },
+        );
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-fn alter(
+async fn alter(
     broker: &Broker,
     resource: &AlterConfigsResource,
     validate_only: bool,
@@ -51,54 +49,32 @@ fn alter(
             "only topic configs can be altered".to_string(),
         ));
     }
-    let name = resource.resource_name.as_str();
-    let topic = broker.topics.get(name).ok_or_else(|| {
-        let error = TopicError::Unknown(name.to_string());
-        (topic_error(&error), error.to_string())
-    })?;
-    // Start from the current overrides (DescribeConfigs' "topic" source) and apply each change.
-    let current = topic.config().resolve(broker.topics.defaults());
-    let mut overrides: Vec<(String, String)> = current
-        .into_iter()
-        .filter(|c| c.source == ConfigSource::Topic)
-        .map(|c| (c.key.name.to_string(), c.value))
-        .collect();
-    for change in &resource.configs {
-        let key = change.name.to_string();
-        overrides.retain(|(k, _)| *k != key);
-        match (change.config_operation, &change.value) {
-            (SET, Some(value)) => overrides.push((key, value.to_string())),
-            (SET, None) => {
-                return Err((
+    let ops = resource
+        .configs
+        .iter()
+        .map(|change| {
+            let name = change.name.to_string();
+            match (change.config_operation, &change.value) {
+                (SET, Some(value)) => Ok(ConfigOp::Set {
+                    name,
+                    value: value.to_string(),
+                }),
+                (SET, None) => Err((
                     ResponseError::InvalidConfig,
-                    format!("config {key} needs a value"),
-                ))
-            }
-            (DELETE, _) => {}
-            (op, _) => {
-                return Err((
+                    format!("config {name} needs a value"),
+                )),
+                (DELETE, _) => Ok(ConfigOp::Delete { name }),
+                (op, _) => Err((
                     ResponseError::InvalidRequest,
-                    format!("config operation {op} is not supported for {key}"),
-                ))
+                    format!("config operation {op} is not supported for {name}"),
+                )),
             }
-        }
-    }
-    let config = TopicConfig::from_pairs(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
-    )
-    .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-    // DELETE of a key we do not know is as invalid as SET of one.
-    for change in &resource.configs {
-        TopicConfig::from_pairs([(change.name.as_str(), None)])
-            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-    }
-    if validate_only {
-        return Ok(());
-    }
-    broker
-        .topics
-        .set_config(name, config)
-        .map_err(|e| (topic_error(&e), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let command = ControllerCommand::AlterConfigs {
+        resource: ConfigResource::Topic(resource.resource_name.to_string()),
+        ops,
+        validate_only,
+    };
+    broker.propose(&command).await.map(|_| ())
 }

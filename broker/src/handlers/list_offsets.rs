@@ -21,23 +21,24 @@ pub async fn handle(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
+    let image = broker.controller.image();
     for topic in request.topics {
-        let found = broker.topics.get(&topic.name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in &topic.partitions {
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(wanted.partition_index);
-            partitions.push(
-                match found
-                    .as_ref()
-                    .and_then(|t| t.partition(wanted.partition_index))
-                {
-                    Some(partition) => {
-                        lookup(broker, &partition, version, wanted.timestamp, response).await
-                    }
-                    None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                },
+            let led = broker.replicas.leader_partition(
+                broker,
+                &image,
+                &topic.name,
+                wanted.partition_index,
             );
+            partitions.push(match led {
+                Ok((_, partition)) => {
+                    lookup(broker, &partition, version, wanted.timestamp, response).await
+                }
+                Err(code) => response.with_error_code(code.code()),
+            });
         }
         topics.push(
             ListOffsetsTopicResponse::default()

@@ -1,6 +1,6 @@
-//! Metadata: the brokers, and the topics a client asked for (or all), with each partition's leader,
-//! replicas and ISR. Asking for a missing topic creates it when auto-creation is on and the client
-//! allows it, as Kafka does.
+//! Metadata: the live brokers, and the topics a client asked for (or all), with each partition's
+//! leader, replicas and ISR, all from the metadata image. Asking for a missing topic creates it
+//! (through the controller) when auto-creation is on and the client allows it, as Kafka does.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -9,32 +9,64 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::errors::topic_error;
 use crate::broker::Broker;
-use crate::cluster::topics::{Topic, TopicError};
+use crate::cluster::topics::Topic;
+use crate::group::OFFSETS_TOPIC;
+use crate::metadata::image::{MetadataImage, TopicImage};
 
-pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
+pub async fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
     // v0 has no null topics: an empty list means "all topics" there.
     let requested = match request.topics {
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
         _ => None,
     };
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
+    // Missing topics are created first, so that the answer below (one image) includes them.
+    let mut refused = Vec::new();
+    if let Some(requested) = &requested {
+        for name in requested.iter().filter_map(|t| t.name.as_ref()) {
+            let known = broker.controller.image().topic(name).is_some();
+            if known || name.as_str() == OFFSETS_TOPIC {
+                continue;
+            }
+            let created = if allow_auto_create {
+                broker.ensure_topic(name).await
+            } else {
+                Err(ResponseError::UnknownTopicOrPartition)
+            };
+            if let Err(code) = created {
+                refused.push((name.clone(), code));
+            }
+        }
+    }
+    let image = broker.controller.image();
     let topics = match requested {
         // Internal topics are listed only when asked for by name, as in Kafka.
-        None => broker
+        None => image
             .topics
-            .list()
-            .iter()
+            .values()
             .filter(|t| !is_internal(&t.name))
-            .map(|t| describe(broker, t))
+            .map(|t| describe(&image, t))
             .collect(),
         Some(requested) => requested
             .into_iter()
             .map(|wanted| match wanted.name {
-                Some(name) => lookup(broker, &name, allow_auto_create),
-                None => match broker.topics.get_by_id(wanted.topic_id) {
-                    Some(topic) => describe(broker, &topic),
+                Some(name) if name.as_str() == OFFSETS_TOPIC => match broker.topics.get(&name) {
+                    Some(local) => describe_local(broker, &local),
+                    None => unknown(name, ResponseError::UnknownTopicOrPartition),
+                },
+                Some(name) => match image.topic(&name) {
+                    Some(topic) => describe(&image, topic),
+                    None => {
+                        let code = refused
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map_or(ResponseError::UnknownTopicOrPartition, |(_, c)| *c);
+                        unknown(name, code)
+                    }
+                },
+                None => match image.topic_by_id(wanted.topic_id) {
+                    Some(topic) => describe(&image, topic),
                     None => MetadataResponseTopic::default()
                         .with_topic_id(wanted.topic_id)
                         .with_error_code(ResponseError::UnknownTopicId.code()),
@@ -42,34 +74,69 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
             })
             .collect(),
     };
+    let brokers = image
+        .live_brokers()
+        .filter_map(|b| {
+            let endpoint = b.listeners.first()?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.node_id()))
-            .with_host(StrBytes::from_string(broker.advertised_host.clone()))
-            .with_port(broker.advertised_port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(broker.controller.leader().unwrap_or(-1)))
         .with_topics(topics)
 }
 
-fn lookup(broker: &Broker, name: &TopicName, allow_auto_create: bool) -> MetadataResponseTopic {
-    let found = if allow_auto_create {
-        broker.topic_or_auto_create(name)
-    } else {
-        broker
-            .topics
-            .get(name)
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))
-    };
-    match found {
-        Ok(topic) => describe(broker, &topic),
-        Err(error) => MetadataResponseTopic::default()
-            .with_name(Some(name.clone()))
-            .with_error_code(topic_error(&error).code()),
-    }
+fn unknown(name: TopicName, code: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(name))
+        .with_error_code(code.code())
 }
 
-fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
+    let ids = |brokers: &[i32]| brokers.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&r| !image.is_live(r))
+                .collect();
+            let error = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_is_internal(is_internal(&topic.name))
+        .with_partitions(partitions)
+}
+
+/// `__consumer_offsets`, which each broker's group coordinator keeps locally for now.
+fn describe_local(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let me = BrokerId(broker.node_id());
     let partitions = topic
         .partitions()
@@ -86,10 +153,10 @@ fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(is_internal(&topic.name))
+        .with_is_internal(true)
         .with_partitions(partitions)
 }
 
 fn is_internal(name: &str) -> bool {
-    name == crate::group::OFFSETS_TOPIC
+    name == OFFSETS_TOPIC
 }

@@ -7,8 +7,10 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
 mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -45,10 +47,12 @@ pub async fn dispatch(
     let version = header.request_api_version;
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, version, r)),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, version, r).await)
+        }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let response = produce::handle(broker, r);
+            let response = produce::handle(broker, r).await;
             if acks == 0 {
                 return Ok(Reply::Nothing);
             }
@@ -59,22 +63,22 @@ pub async fn dispatch(
             ResponseKind::ListOffsets(list_offsets::handle(broker, version, r).await)
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(broker, r))
+            ResponseKind::CreateTopics(create_topics::handle(broker, r).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(broker, version, r))
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, version, r).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(broker, r))
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, r))
         }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(broker, r))
-        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs::handle(broker, r).await,
+        ),
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(broker, r))
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, r).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, version, r))
@@ -102,6 +106,12 @@ pub async fn dispatch(
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(offset_delete::handle(broker, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, r))
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(describe_quorum::handle(broker, version, r).await)
         }
         _ => return Err(format!("no handler for API key {}", header.request_api_key)),
     };

@@ -21,16 +21,17 @@ pub fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
     let mut offsets = Vec::new();
     for topic in &request.topics {
         let name = topic.name.to_string();
-        let known = broker.topics.get(&name);
+        let image = broker.controller.image();
+        let known = image.topic(&name);
         for p in &topic.partitions {
             let metadata = p
                 .committed_metadata
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let exists = known
-                .as_ref()
-                .is_some_and(|t| t.partition(p.partition_index).is_some());
+            let exists = known.is_some_and(|t| {
+                usize::try_from(p.partition_index).is_ok_and(|i| i < t.partitions.len())
+            });
             let error = if !exists {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if metadata.len() > MAX_METADATA_BYTES {

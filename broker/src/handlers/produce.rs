@@ -15,11 +15,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::errors::{partition_error, topic_error};
+use super::errors::partition_error;
 use crate::broker::Broker;
 use crate::cluster::partition::{Partition, PartitionError};
 
-pub fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
+pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
     if !matches!(request.acks, -1..=1) {
         return reject_all(
             request,
@@ -34,33 +34,53 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
             "transactions are not supported yet",
         );
     }
-    // 1. Resolve each partition and refuse what needs no look at its records.
+    // 0. Topics the cluster lacks are created first (auto-creation), through the controller.
+    let mut refused = Vec::new();
+    for topic_data in &request.topic_data {
+        if topic_data.name.as_str() == crate::group::OFFSETS_TOPIC {
+            continue;
+        }
+        if let Err(code) = broker.ensure_topic(&topic_data.name).await {
+            refused.push((topic_data.name.clone(), code));
+        }
+    }
+    // 1. Resolve each partition (led here?) and refuse what needs no look at its records.
+    let image = broker.controller.image();
     let mut topics: Vec<(TopicName, Vec<Slot>)> = request
         .topic_data
         .into_iter()
         .map(|topic_data| {
-            let topic = broker.topic_or_auto_create(&topic_data.name);
+            let refusal = refused
+                .iter()
+                .find(|(name, _)| *name == topic_data.name)
+                .map(|(_, code)| *code);
             let slots = topic_data
                 .partition_data
                 .into_iter()
                 .map(|data| {
                     let response = PartitionProduceResponse::default().with_index(data.index);
-                    let topic = match &topic {
-                        Ok(topic) => topic,
-                        Err(error) => {
-                            return Slot::Done(failed(
-                                response,
-                                topic_error(error),
-                                &error.to_string(),
-                            ))
-                        }
-                    };
-                    let Some(partition) = topic.partition(data.index) else {
+                    if topic_data.name.as_str() == crate::group::OFFSETS_TOPIC {
+                        // Only the group coordinator writes there (Kafka refuses this too).
                         return Slot::Done(failed(
                             response,
-                            ResponseError::UnknownTopicOrPartition,
-                            "no such partition",
+                            ResponseError::InvalidTopicException,
+                            "cannot append to an internal topic",
                         ));
+                    }
+                    if let Some(code) = refusal {
+                        return Slot::Done(failed(response, code, "the topic cannot be created"));
+                    }
+                    let led = broker.replicas.leader_partition(
+                        broker,
+                        &image,
+                        &topic_data.name,
+                        data.index,
+                    );
+                    let (topic, partition) = match led {
+                        Ok(found) => found,
+                        Err(code) => {
+                            return Slot::Done(failed(response, code, "not led by this broker"))
+                        }
                     };
                     let Some(records) = data.records else {
                         return Slot::Done(failed(
@@ -69,14 +89,6 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
                             "no records",
                         ));
                     };
-                    if topic.name == crate::group::OFFSETS_TOPIC {
-                        // Only the group coordinator writes there (Kafka refuses this too).
-                        return Slot::Done(failed(
-                            response,
-                            ResponseError::InvalidTopicException,
-                            "cannot append to an internal topic",
-                        ));
-                    }
                     let max_batch = topic.config().max_message_bytes(broker.topics.defaults());
                     if let Some(size) = oversized_batch(&records, max_batch) {
                         let reason =

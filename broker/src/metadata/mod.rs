@@ -3,3 +3,4 @@
 //! batch; handlers read it, never a lock-held registry.
 
 pub mod image;
+pub mod view;

@@ -1,0 +1,158 @@
+//! The replica manager: the only code that creates, grows, reconfigures or deletes this broker's
+//! local topics, by applying the metadata image to them (Kafka's ReplicaManager applying a
+//! metadata delta). A broker holds a topic locally when it is a replica of any of its partitions;
+//! the topic carries the controller's id, partition count and config overrides. Handlers never
+//! create or delete logs: they propose to the controller, then ask for the image to be applied.
+//!
+//! It also answers "does this broker lead this partition now?" in one place.
+//!
+//! `__consumer_offsets` stays broker-local for now: each broker's group coordinator keeps its own
+//! (see `group::store`), so it is neither migrated nor reconciled here.
+
+mod migrate;
+
+pub use migrate::{migrate, MigrationError};
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use crate::broker::{blocking, Broker};
+use crate::cluster::partition::Partition;
+use crate::cluster::topic_config::TopicConfig;
+use crate::cluster::topics::{Topic, TopicError};
+use crate::group::OFFSETS_TOPIC;
+use crate::metadata::image::{MetadataImage, TopicImage};
+
+/// Written once this broker's pre-cluster topics are in the metadata log: from then on a local
+/// topic the image lacks was deleted while the broker was away, and is deleted here too.
+pub const MIGRATED_MARKER: &str = "metadata-migrated";
+
+#[derive(Default)]
+pub struct ReplicaManager {
+    /// Serialises reconciliations: the image task and handlers that just changed the image.
+    applying: Mutex<()>,
+}
+
+/// Whether `node` holds a replica of any partition of `topic`.
+fn hosts(topic: &TopicImage, node: i32) -> bool {
+    topic.partitions.iter().any(|p| p.replicas.contains(&node))
+}
+
+fn local_config(topic: &TopicImage) -> Result<TopicConfig, TopicError> {
+    TopicConfig::from_pairs(
+        topic
+            .configs
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+    )
+    .map_err(TopicError::InvalidConfig)
+}
+
+impl ReplicaManager {
+    /// Brings the local topics in line with `image`. Failures are logged and retried at the next
+    /// image: one bad topic must not keep the others from being applied.
+    pub fn apply(&self, broker: &Broker, image: &MetadataImage) {
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let me = broker.node_id();
+        let wanted: Vec<&TopicImage> = image
+            .topics
+            .values()
+            .filter(|t| t.name != OFFSETS_TOPIC && hosts(t, me))
+            .collect();
+        let wanted_ids: BTreeSet<Uuid> = wanted.iter().map(|t| t.id).collect();
+        // Deletions first: a topic re-created under the same name has a new id.
+        for local in broker.topics.list() {
+            if local.name == OFFSETS_TOPIC || wanted_ids.contains(&local.id) {
+                continue;
+            }
+            match blocking(|| broker.topics.delete(&local.name)) {
+                Ok(_) => {
+                    tracing::info!(topic = %local.name, id = %local.id, "deleted local topic: not in the metadata image")
+                }
+                Err(error) => {
+                    tracing::error!(topic = %local.name, %error, "cannot delete local topic")
+                }
+            }
+        }
+        for topic in wanted {
+            if let Err(error) = self.apply_topic(broker, topic) {
+                tracing::error!(topic = %topic.name, %error, "cannot apply topic metadata locally");
+            }
+        }
+    }
+
+    fn apply_topic(&self, broker: &Broker, topic: &TopicImage) -> Result<(), TopicError> {
+        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let config = local_config(topic)?;
+        let Some(local) = broker.topics.get(&topic.name) else {
+            blocking(|| {
+                broker
+                    .topics
+                    .create_with_id(&topic.name, topic.id, count, config, false)
+            })?;
+            return Ok(());
+        };
+        if local.partition_count() < count {
+            blocking(|| broker.topics.add_partitions(&topic.name, count, false))?;
+        }
+        if local.config() != config {
+            blocking(|| broker.topics.set_config(&topic.name, config))?;
+        }
+        Ok(())
+    }
+
+    /// The local partition if this broker leads it in `image`; otherwise the error a client is
+    /// told (it refreshes its metadata and retries at the leader).
+    pub fn leader_partition(
+        &self,
+        broker: &Broker,
+        image: &MetadataImage,
+        topic: &str,
+        index: i32,
+    ) -> Result<(Arc<Topic>, Arc<Partition>), ResponseError> {
+        let Some(placed) = image.topic(topic) else {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        let Some(partition) = usize::try_from(index)
+            .ok()
+            .and_then(|i| placed.partitions.get(i))
+        else {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        if partition.leader != broker.node_id() {
+            return Err(if partition.leader < 0 {
+                ResponseError::LeaderNotAvailable
+            } else {
+                ResponseError::NotLeaderOrFollower
+            });
+        }
+        // Led here by the image but not applied yet (a moment after creation): retriable.
+        let local = broker
+            .topics
+            .get(topic)
+            .filter(|t| t.id == placed.id)
+            .ok_or(ResponseError::NotLeaderOrFollower)?;
+        let partition = local
+            .partition(index)
+            .ok_or(ResponseError::NotLeaderOrFollower)?;
+        Ok((local, partition))
+    }
+}
+
+/// Applies every new image to the local topics until `stop`.
+pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut images = broker.controller.view().subscribe();
+    loop {
+        let image = images.borrow_and_update().clone();
+        broker.replicas.apply(&broker, &image);
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Three `inlet` processes as one cluster (combined mode: each node is broker and controller),
+//! driven the way an operator would: they agree on the brokers and the cluster id, the quorum
+//! elects a new active controller after the old one is killed with SIGKILL, a broker stopped
+//! (SIGSTOP) past `broker.session.timeout.ms` is fenced out of Metadata and unfenced when it
+//! resumes, a killed node rejoins and catches up, and a full restart keeps the cluster's identity.
+//! The times to elect and to fence are printed (the measured figures).
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use inlet_integration_tests::{free_port, inlet_bin, Broker, BrokerOptions};
+use inlet_protocol::client::Client;
+use kafka_protocol::messages::{
+    describe_quorum_request, DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+const SESSION_TIMEOUT_MS: u64 = 3000;
+const HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Every wait in this file is bounded by this.
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Quorum {
+    leader: i32,
+    epoch: i32,
+    high_watermark: i64,
+    /// (voter id, log end offset)
+    voters: Vec<(i32, i64)>,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn start_cluster() -> Vec<Broker> {
+    let kafka_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let options = (0..3)
+        .map(|i| BrokerOptions {
+            node_id: Some(i as i32 + 1),
+            port: Some(kafka_ports[i]),
+            extra_args: vec![
+                "--controller-quorum-voters".into(),
+                voters.clone(),
+                "--controller-listen".into(),
+                format!("127.0.0.1:{}", controller_ports[i]),
+                "--broker-session-timeout-ms".into(),
+                SESSION_TIMEOUT_MS.to_string(),
+                "--broker-heartbeat-interval-ms".into(),
+                HEARTBEAT_INTERVAL_MS.to_string(),
+                "--lake-enable".into(),
+                "false".into(),
+            ],
+            ..BrokerOptions::default()
+        })
+        .collect();
+    Broker::start_group(options)
+}
+
+/// The live brokers and cluster id one broker's Metadata lists.
+fn metadata(broker: &Broker) -> Option<(BTreeSet<i32>, String)> {
+    runtime().block_on(async {
+        let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+            .await
+            .ok()?;
+        let response = client
+            .send_capped(MetadataRequest::default().with_topics(Some(vec![])), 12)
+            .await
+            .ok()?;
+        let ids = response.brokers.iter().map(|b| b.node_id.0).collect();
+        Some((ids, response.cluster_id?.to_string()))
+    })
+}
+
+/// Fenced broker ids per DescribeCluster v2 (which lists them when asked to).
+fn fenced(broker: &Broker) -> Option<BTreeSet<i32>> {
+    runtime().block_on(async {
+        let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+            .await
+            .ok()?;
+        let request = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+        let response = client.send_capped(request, 2).await.ok()?;
+        Some(
+            response
+                .brokers
+                .iter()
+                .filter(|b| b.is_fenced)
+                .map(|b| b.broker_id.0)
+                .collect(),
+        )
+    })
+}
+
+fn describe_quorum(broker: &Broker) -> Option<Quorum> {
+    runtime().block_on(async {
+        let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+            .await
+            .ok()?;
+        let request = DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+                .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
+        ]);
+        let response = client.send_capped(request, 1).await.ok()?;
+        let partition = response.topics.first()?.partitions.first()?;
+        if response.error_code != 0 || partition.error_code != 0 || partition.leader_id.0 < 0 {
+            return None;
+        }
+        Some(Quorum {
+            leader: partition.leader_id.0,
+            epoch: partition.leader_epoch,
+            high_watermark: partition.high_watermark,
+            voters: partition
+                .current_voters
+                .iter()
+                .map(|v| (v.replica_id.0, v.log_end_offset))
+                .collect(),
+        })
+    })
+}
+
+/// Polls `check` until it gives a value, at most [`WAIT`]; panics with `what` otherwise.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return (value, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ids(list: &[i32]) -> BTreeSet<i32> {
+    list.iter().copied().collect()
+}
+
+#[test]
+fn three_nodes_agree_fail_over_fence_and_restart() {
+    let mut nodes = start_cluster();
+    let all = ids(&[1, 2, 3]);
+
+    // Every broker lists the same three brokers and the same cluster id.
+    let (cluster_id, _) = wait_for("every broker to list all three", || {
+        let answers: Vec<_> = nodes.iter().map(metadata).collect::<Option<_>>()?;
+        let first = answers[0].1.clone();
+        answers
+            .iter()
+            .all(|(brokers, id)| *brokers == all && *id == first)
+            .then_some(first)
+    });
+    assert!(!cluster_id.is_empty());
+
+    // The quorum: one leader, three voters, as seen from any broker.
+    let (quorum, _) = wait_for("DescribeQuorum", || describe_quorum(&nodes[2]));
+    assert!(all.contains(&quorum.leader), "leader {}", quorum.leader);
+    assert_eq!(
+        ids(&quorum.voters.iter().map(|v| v.0).collect::<Vec<_>>()),
+        all
+    );
+    assert!(quorum.high_watermark > 0);
+
+    // The CLI shows the same cluster.
+    let output = Command::new(inlet_bin())
+        .args([
+            "--bootstrap-server",
+            &nodes[0].bootstrap(),
+            "--output",
+            "json",
+        ])
+        .args(["cluster", "describe"])
+        .output()
+        .expect("run inlet cluster describe");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(shown["cluster_id"], cluster_id.as_str());
+    assert_eq!(shown["brokers"].as_array().map(Vec::len), Some(3));
+    assert!(shown["quorum"]["leader"].as_i64().is_some(), "{shown}");
+    assert_eq!(shown["quorum"]["voters"].as_array().map(Vec::len), Some(3));
+
+    // A broker that stops heartbeating (SIGSTOP) is fenced after the session timeout and leaves
+    // Metadata; resumed, it is unfenced.
+    let paused = (0..3)
+        .find(|&i| i as i32 + 1 != quorum.leader)
+        .expect("a follower");
+    let paused_id = paused as i32 + 1;
+    let witness = (0..3).find(|&i| i != paused).expect("another node");
+    nodes[paused].signal(libc::SIGSTOP);
+    let (_, fenced_after) = wait_for("the paused broker to be fenced", || {
+        let (brokers, _) = metadata(&nodes[witness])?;
+        (!brokers.contains(&paused_id)).then_some(())
+    });
+    eprintln!(
+        "broker {paused_id} fenced {} ms after it stopped (session timeout {SESSION_TIMEOUT_MS} ms)",
+        fenced_after.as_millis()
+    );
+    assert!(fenced_after >= Duration::from_millis(SESSION_TIMEOUT_MS / 2));
+    assert_eq!(fenced(&nodes[witness]), Some(ids(&[paused_id])));
+    nodes[paused].signal(libc::SIGCONT);
+    let (_, unfenced_after) = wait_for("the resumed broker to be unfenced", || {
+        let (brokers, _) = metadata(&nodes[witness])?;
+        (brokers == all).then_some(())
+    });
+    eprintln!(
+        "broker {paused_id} unfenced {} ms after it resumed",
+        unfenced_after.as_millis()
+    );
+
+    // kill -9 the active controller: the others elect a new one and fence the dead broker.
+    let (quorum, _) = wait_for("DescribeQuorum", || describe_quorum(&nodes[witness]));
+    let old_leader = quorum.leader;
+    let dead = (old_leader - 1) as usize;
+    let survivor = (0..3).find(|&i| i != dead).expect("a survivor");
+    nodes[dead].kill9();
+    let (new_quorum, elected_after) = wait_for("a new active controller", || {
+        describe_quorum(&nodes[survivor]).filter(|q| q.leader != old_leader)
+    });
+    eprintln!(
+        "new active controller {} elected {} ms after kill -9 of {old_leader} (epoch {} -> {})",
+        new_quorum.leader,
+        elected_after.as_millis(),
+        quorum.epoch,
+        new_quorum.epoch
+    );
+    assert!(new_quorum.epoch > quorum.epoch);
+    assert!(elected_after < Duration::from_secs(10));
+    let (_, fenced_after) = wait_for("the killed broker to be fenced", || {
+        let (brokers, _) = metadata(&nodes[survivor])?;
+        (!brokers.contains(&old_leader)).then_some(())
+    });
+    eprintln!(
+        "killed broker {old_leader} fenced {} ms after the new controller was elected",
+        fenced_after.as_millis()
+    );
+
+    // The killed node rejoins: listed again, its log caught up with the high watermark.
+    nodes[dead].restart();
+    wait_for("the restarted node to rejoin", || {
+        let (brokers, _) = metadata(&nodes[survivor])?;
+        let quorum = describe_quorum(&nodes[dead])?;
+        let caught_up = quorum
+            .voters
+            .iter()
+            .any(|&(id, end)| id == old_leader && end >= quorum.high_watermark - 1);
+        (brokers == all && caught_up).then_some(())
+    });
+
+    // A full stop and start keeps the cluster id and the registrations.
+    for node in &mut nodes {
+        assert!(node.terminate().success());
+    }
+    Broker::restart_group(&mut nodes.iter_mut().collect::<Vec<_>>());
+    wait_for("the restarted cluster to list all three", || {
+        let answers: Vec<_> = nodes.iter().map(metadata).collect::<Option<_>>()?;
+        answers
+            .iter()
+            .all(|(brokers, id)| *brokers == all && *id == cluster_id)
+            .then_some(())
+    });
+}
