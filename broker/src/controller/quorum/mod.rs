@@ -19,6 +19,7 @@
 //! index + 1.
 
 mod files;
+mod log_record;
 pub mod log_store;
 mod network;
 mod node;
