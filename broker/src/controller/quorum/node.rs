@@ -9,7 +9,7 @@
 //! against the state they apply to).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ pub(crate) struct Shared {
     leadership: watch::Receiver<Leadership>,
     applied: watch::Receiver<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    stopped: AtomicBool,
 }
 
 /// Pause between attempts when no leader is reachable.
@@ -138,6 +139,7 @@ impl QuorumNode {
             leadership,
             applied,
             tasks: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
         });
         let mut tasks = vec![tokio::spawn(follow_metrics(id, raft, peers, lead_tx))];
         if let Some(listener) = listener {
@@ -237,6 +239,7 @@ impl QuorumNode {
 
     /// Stops Raft, the listener and every connection of this node.
     pub async fn shutdown(&self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
         let tasks = self
             .shared
             .tasks
@@ -253,6 +256,9 @@ impl QuorumNode {
     /// Sends `req` to the leader (handled in place when this node leads) until `deadline`.
     async fn route(&self, req: Request, deadline: Instant) -> Result<Response, QuorumError> {
         let shared = &self.shared;
+        if shared.stopped.load(Ordering::SeqCst) {
+            return Err(QuorumError::Shutdown);
+        }
         let frame = wire::encode(&req).map_err(|e| QuorumError::Remote(e.to_string()))?;
         let mut hint: Option<i32> = None;
         let mut leadership = shared.leadership.clone();

@@ -232,3 +232,35 @@ proptest::proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_damaged_snapshot_file_fails_the_start_naming_it() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::RaftSnapshotBuilder;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toy = Toy::default();
+    let mut sm = StateMachineStore::open(dir.path(), Box::new(toy.clone())).expect("open");
+    sm.apply([entry(0), entry(1)]).await.expect("apply");
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    drop(sm);
+
+    let restored = Toy::default();
+    StateMachineStore::open(dir.path(), Box::new(restored.clone())).expect("reopen");
+    assert_eq!(restored.items(), toy.items());
+    assert_eq!(*restored.restored_at.lock().expect("lock"), Some(1));
+
+    let path = dir.path().join("snapshot.bin");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).expect("write");
+    let err = StateMachineStore::open(dir.path(), Box::new(Toy::default()))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("snapshot.bin"), "{err}");
+}

@@ -375,6 +375,10 @@ async fn a_quorum_of_one_works_without_a_listener_and_recovers_on_restart() {
     );
     assert!(more > last);
     node.shutdown().await;
+    assert!(matches!(
+        node.propose(b"late".to_vec(), T).await,
+        Err(QuorumError::Shutdown)
+    ));
 }
 
 #[tokio::test]
