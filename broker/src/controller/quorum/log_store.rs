@@ -6,6 +6,8 @@
 //!   they are durable; truncation (a conflict) is `set_len` + fsync; a purge records the purged log
 //!   id first (`purged.json`), then rewrites the file without the purged records (tmp + rename).
 //! - `vote.json`, `purged.json`: replaced atomically.
+//! - `committed.json`: the last committed log id, a hint replaced without fsync (unreadable or
+//!   not matching the log at start: ignored; openraft then learns it from the leader).
 //!
 //! Recovery: a record that fails its checksum or is cut short, with no valid record after it, is a
 //! torn tail of a crash and is cut off; one followed by valid records is a damaged middle, and
@@ -24,18 +26,17 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, RaftLogId, StorageError, StorageIOError, Vote};
 
 use super::files::{read_bounded, sync_dir, write_atomic};
+use super::log_record::{decode_at, find_valid_after};
+pub use super::log_record::{encode_record, MAX_RECORD};
 use super::TypeConfig;
 
-const MAGIC: [u8; 4] = [0xC7, 0x1A, 0x0B, 0xE5];
-const HEADER: usize = 12;
-/// The largest record body accepted on disk (a command is at most 1 MiB, 2 MiB as hex).
-pub const MAX_RECORD: usize = 4 << 20;
 /// The largest log file opened at start (it is purged behind snapshots, so far smaller).
 const MAX_LOG_FILE: u64 = 1 << 30;
 
 pub const LOG_FILE: &str = "raft.log";
 const VOTE_FILE: &str = "vote.json";
 const PURGED_FILE: &str = "purged.json";
+const COMMITTED_FILE: &str = "committed.json";
 
 type StErr = StorageError<u64>;
 
@@ -68,49 +69,7 @@ struct Inner {
     end: u64,
     vote: Option<Vote<u64>>,
     purged: Option<LogId<u64>>,
-}
-
-/// One record framed for `raft.log`.
-pub fn encode_record(entry: &Entry<TypeConfig>) -> io::Result<Vec<u8>> {
-    let body = serde_json::to_vec(entry).map_err(io::Error::other)?;
-    if body.len() > MAX_RECORD {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "log entry too large",
-        ));
-    }
-    let len = (body.len() as u32).to_be_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &body);
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// The record at `off`, if whole and valid: the entry and the offset after it.
-fn decode_at(buf: &[u8], off: usize) -> Result<(Entry<TypeConfig>, usize), String> {
-    let header = buf
-        .get(off..off + HEADER)
-        .ok_or("record header cut short")?;
-    if header[..4] != MAGIC {
-        return Err("bad record magic".into());
-    }
-    let len_bytes = [header[4], header[5], header[6], header[7]];
-    let len = u32::from_be_bytes(len_bytes) as usize;
-    let crc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-    if len > MAX_RECORD {
-        return Err(format!("record length {len} over the {MAX_RECORD} limit"));
-    }
-    let body = buf
-        .get(off + HEADER..off + HEADER + len)
-        .ok_or("record body cut short")?;
-    if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), body) != crc {
-        return Err("record checksum mismatch".into());
-    }
-    let entry = serde_json::from_slice(body).map_err(|e| format!("record body: {e}"))?;
-    Ok((entry, off + HEADER + len))
+    committed: Option<LogId<u64>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogOpenError + '_ {
@@ -199,6 +158,7 @@ impl LogStore {
         }
         let end = off.min(buf.len()) as u64;
         file.seek(SeekFrom::Start(end)).map_err(io_err(&path))?;
+        let committed = read_committed_hint(dir, purged, &entries);
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 dir: dir.to_path_buf(),
@@ -207,6 +167,7 @@ impl LogStore {
                 end,
                 vote,
                 purged,
+                committed,
             })),
         })
     }
@@ -228,10 +189,25 @@ impl LogStore {
     }
 }
 
-/// The offset of the first valid record after `off`, if any (found by its magic).
-fn find_valid_after(buf: &[u8], off: usize) -> Option<usize> {
-    (off + 1..buf.len().saturating_sub(HEADER - 1))
-        .find(|&p| buf[p..p + 4] == MAGIC && decode_at(buf, p).is_ok())
+/// The saved committed log id, if the log still vouches for it.
+fn read_committed_hint(
+    dir: &Path,
+    purged: Option<LogId<u64>>,
+    entries: &BTreeMap<u64, (Entry<TypeConfig>, u64)>,
+) -> Option<LogId<u64>> {
+    let path = dir.join(COMMITTED_FILE);
+    let committed = match read_json::<Option<LogId<u64>>>(&path) {
+        Ok(c) => c.flatten()?,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the committed-index hint");
+            return None;
+        }
+    };
+    let in_log = entries
+        .get(&committed.index)
+        .is_some_and(|(e, _)| *e.get_log_id() == committed);
+    let purged_past = purged.is_some_and(|p| p.index >= committed.index);
+    (in_log || purged_past).then_some(committed)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, LogOpenError> {
@@ -338,6 +314,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
+impl LogStore {
+    /// Runs `f` on the store off the async threads (it fsyncs).
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> io::Result<R> + Send + 'static,
+    ) -> Result<io::Result<R>, StErr> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || match inner.lock() {
+            Ok(mut g) => Ok(f(&mut g)),
+            Err(_) => Err(io::Error::other("log store lock poisoned")),
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+        .map(|r| r.and_then(|x| x))
+    }
+}
+
+fn write_logs_err(e: io::Error) -> StErr {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
@@ -359,17 +356,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StErr> {
-        let mut g = self.lock()?;
+        let vote = *vote;
         let bytes =
-            serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
-        write_atomic(&g.dir.join(VOTE_FILE), &bytes)
-            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
-        g.vote = Some(*vote);
-        Ok(())
+            serde_json::to_vec(&vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.blocking(move |g| {
+            write_atomic(&g.dir.join(VOTE_FILE), &bytes)?;
+            g.vote = Some(vote);
+            Ok(())
+        })
+        .await?
+        .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StErr> {
         Ok(self.lock()?.vote)
+    }
+
+    /// Kept as a hint (not fsynced): on start openraft re-applies up to it before any election.
+    /// Only kept at start when the log (or the purged prefix) still holds that very log id.
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StErr> {
+        let bytes =
+            serde_json::to_vec(&committed).map_err(|e| write_logs_err(io::Error::other(e)))?;
+        self.blocking(move |g| {
+            let tmp = g.dir.join(format!("{COMMITTED_FILE}.tmp"));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, g.dir.join(COMMITTED_FILE))?;
+            g.committed = committed;
+            Ok(())
+        })
+        .await?
+        .map_err(write_logs_err)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StErr> {
+        Ok(self.lock()?.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StErr>
@@ -378,8 +398,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let result = self.lock()?.append(entries);
-        match result {
+        match self.blocking(move |g| g.append(entries)).await? {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -393,14 +412,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StErr> {
-        self.lock()?
-            .truncate_from(log_id.index)
-            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+        self.blocking(move |g| g.truncate_from(log_id.index))
+            .await?
+            .map_err(write_logs_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StErr> {
-        self.lock()?
-            .purge(log_id)
-            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+        self.blocking(move |g| g.purge(log_id))
+            .await?
+            .map_err(write_logs_err)
     }
 }

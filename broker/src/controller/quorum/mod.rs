@@ -2,12 +2,17 @@
 //! election and membership are openraft's; this module supplies what openraft leaves to the
 //! application:
 //!
-//! - `log_store`: the Raft log and the vote on disk under `dir`, fsynced, checksummed, recovered
-//!   after kill -9 (a torn tail is dropped, a damaged middle is an error);
+//! - `log_store` (record format in `log_record`, file helpers in `files`): the Raft log and the
+//!   vote on disk under `dir`, fsynced, checksummed, recovered after kill -9 (a torn tail is
+//!   dropped, a damaged middle is an error);
 //! - `state_machine`: the bridge to a [`ReplicatedState`] plus snapshots on disk;
 //! - `wire`, `network`, `server`: the controller network, our own TCP listener (wire format in
 //!   `wire`'s doc);
 //! - `node`: [`QuorumNode`], the public face: start, propose, leader calls, status.
+//!
+//! Fail-over time: openraft 0.9 keeps a leader lease, so a follower starts an election only
+//! `election_timeout_max + random(election_timeout_min..max)` after the last heartbeat: measured
+//! 3.2–3.9 s with the default (1000, 2000) ms, 1.7 s with (500, 1000).
 //!
 //! Every node is a voter (Kafka's combined mode); the voter set is static, given at start-up like
 //! `controller.quorum.voters`. Commands are opaque bytes; the metadata state machine plugs in
@@ -19,6 +24,7 @@
 //! index + 1.
 
 mod files;
+mod log_record;
 pub mod log_store;
 mod network;
 mod node;
@@ -66,7 +72,9 @@ pub struct QuorumConfig {
     pub listen: Option<SocketAddr>,
     /// The metadata log dir.
     pub dir: PathBuf,
+    /// (min, max) ms; fail-over takes about max + a random value in [min, max] (see module doc).
     pub election_timeout_ms: (u64, u64),
+    /// Also openraft's bound on one AppendEntries round trip, follower fsync included.
     pub heartbeat_interval_ms: u64,
     /// Entries between snapshots; also how many entries are kept behind a snapshot.
     pub snapshot_every: u64,

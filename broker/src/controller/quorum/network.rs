@@ -188,7 +188,12 @@ impl PeerClient {
             }
             Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
         };
-        let timeout = self.peers.rpc_timeout.min(option.hard_ttl());
+        // openraft bounds AppendEntries by the heartbeat interval and votes by the minimum
+        // election timeout itself; a snapshot chunk gets its own (longer) install timeout.
+        let timeout = match action {
+            RPCTypes::InstallSnapshot => option.hard_ttl(),
+            _ => self.peers.rpc_timeout.min(option.hard_ttl()),
+        };
         match self.peers.call(self.target, &frame, timeout).await {
             Ok(resp) => Ok(resp),
             Err(CallError::Timeout(t)) => Err(RPCError::Timeout(Timeout {

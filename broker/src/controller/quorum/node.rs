@@ -9,23 +9,23 @@
 //! against the state they apply to).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::error::RaftError;
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::log_store::LogStore;
 use super::network::{CallError, NetworkFactory, Peers};
-use super::state_machine::{StateMachineStore, MAX_SNAPSHOT};
+use super::state_machine::StateMachineStore;
 use super::wire::{self, FrameError, Refusal, Request, Response};
 use super::{
-    now_ms, Command, LeaderHandler, Leadership, QuorumConfig, QuorumError, QuorumStatus,
-    ReplicatedState, VoterStatus, MAX_COMMAND_BYTES,
+    Command, LeaderHandler, Leadership, QuorumConfig, QuorumError, QuorumStatus, ReplicatedState,
+    MAX_COMMAND_BYTES,
 };
 
 /// A running quorum member. Cheap to clone (an `Arc` inside); every clone is the same node.
@@ -36,17 +36,16 @@ pub struct QuorumNode {
 
 pub(crate) struct Shared {
     pub(crate) id: i32,
-    raft: Raft<super::TypeConfig>,
-    peers: Arc<Peers>,
-    voters: BTreeMap<i32, String>,
-    handler: RwLock<Option<LeaderHandler>>,
+    pub(crate) raft: Raft<super::TypeConfig>,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) voters: BTreeMap<i32, String>,
+    pub(crate) handler: RwLock<Option<LeaderHandler>>,
     leadership: watch::Receiver<Leadership>,
     applied: watch::Receiver<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    stopped: AtomicBool,
 }
 
-/// How long the leader works on a forwarded request before giving up on it.
-const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts when no leader is reachable.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -77,7 +76,8 @@ impl QuorumNode {
             election_timeout_min: emin,
             election_timeout_max: emax,
             heartbeat_interval: config.heartbeat_interval_ms,
-            install_snapshot_timeout: config.rpc_timeout_ms,
+            // A snapshot chunk may carry the whole install (restore + fsync): more time.
+            install_snapshot_timeout: config.rpc_timeout_ms.saturating_mul(10),
             max_payload_entries: 64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: config.snapshot_every,
@@ -124,18 +124,9 @@ impl QuorumNode {
             .iter()
             .map(|(v, a)| (*v as u64, BasicNode::new(a.clone())))
             .collect();
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|_| QuorumError::Shutdown)?;
-        if !initialized {
-            match raft.initialize(members).await {
-                Ok(()) => {
-                    tracing::info!(node = id, voters = ?config.voters, "initialised the controller quorum")
-                }
-                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(QuorumError::Storage(format!("initialise: {e}"))),
-            }
+        if let Err(e) = initialize(&raft, id, members).await {
+            let _ = raft.shutdown().await;
+            return Err(e);
         }
 
         let (lead_tx, leadership) = watch::channel(Leadership::default());
@@ -148,6 +139,7 @@ impl QuorumNode {
             leadership,
             applied,
             tasks: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
         });
         let mut tasks = vec![tokio::spawn(follow_metrics(id, raft, peers, lead_tx))];
         if let Some(listener) = listener {
@@ -247,6 +239,7 @@ impl QuorumNode {
 
     /// Stops Raft, the listener and every connection of this node.
     pub async fn shutdown(&self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
         let tasks = self
             .shared
             .tasks
@@ -263,6 +256,9 @@ impl QuorumNode {
     /// Sends `req` to the leader (handled in place when this node leads) until `deadline`.
     async fn route(&self, req: Request, deadline: Instant) -> Result<Response, QuorumError> {
         let shared = &self.shared;
+        if shared.stopped.load(Ordering::SeqCst) {
+            return Err(QuorumError::Shutdown);
+        }
         let frame = wire::encode(&req).map_err(|e| QuorumError::Remote(e.to_string()))?;
         let mut hint: Option<i32> = None;
         let mut leadership = shared.leadership.clone();
@@ -285,12 +281,7 @@ impl QuorumNode {
                     continue;
                 }
                 Some(l) if l == shared.id => {
-                    match tokio::time::timeout(
-                        remaining,
-                        shared.handle(Request::clone_leader_side(&req)),
-                    )
-                    .await
-                    {
+                    match tokio::time::timeout(remaining, shared.handle(req.clone())).await {
                         Ok(r) => r,
                         Err(_) => return Err(QuorumError::Timeout),
                     }
@@ -328,14 +319,14 @@ impl QuorumNode {
                 Some(Refusal::NoHandler) => {
                     return Err(QuorumError::Remote("the leader has no handler set".into()))
                 }
-                Some(Refusal::Failed(why)) if why == SHUTDOWN => return Err(QuorumError::Shutdown),
+                Some(Refusal::Failed(why)) if why == super::server::SHUTDOWN => {
+                    return Err(QuorumError::Shutdown)
+                }
                 Some(Refusal::Failed(why)) => return Err(QuorumError::Remote(why.clone())),
             }
         }
     }
 }
-
-const SHUTDOWN: &str = "shut down";
 
 fn refusal(resp: &Response) -> Option<&Refusal> {
     match resp {
@@ -346,117 +337,30 @@ fn refusal(resp: &Response) -> Option<&Refusal> {
     }
 }
 
-impl Request {
-    /// A copy of a leader-side request (the Raft RPCs are never routed).
-    fn clone_leader_side(req: &Request) -> Request {
-        match req {
-            Request::Propose(c) => Request::Propose(c.clone()),
-            Request::LeaderCall(c) => Request::LeaderCall(c.clone()),
-            _ => Request::Status,
-        }
+/// Writes the static voter membership on a fresh log (every node does, identically).
+async fn initialize(
+    raft: &Raft<super::TypeConfig>,
+    id: i32,
+    members: BTreeMap<u64, BasicNode>,
+) -> Result<(), QuorumError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|_| QuorumError::Shutdown)?
+    {
+        return Ok(());
     }
-}
-
-impl Shared {
-    /// Answers one request from the network (or from this node when it leads).
-    pub(crate) async fn handle(&self, req: Request) -> Response {
-        match req {
-            Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
-            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
-            Request::InstallSnapshot(r) => {
-                if r.offset.saturating_add(r.data.len() as u64) > MAX_SNAPSHOT {
-                    return Response::Rejected(format!(
-                        "snapshot over the {MAX_SNAPSHOT} byte limit"
-                    ));
-                }
-                Response::InstallSnapshot(self.raft.install_snapshot(r).await)
-            }
-            Request::Propose(cmd) => Response::Propose(self.write(cmd).await),
-            Request::LeaderCall(req) => Response::LeaderCall(self.leader_call(req).await),
-            Request::Status => Response::Status(self.status().await),
-        }
-    }
-
-    async fn write(&self, cmd: Command) -> Result<super::Applied, Refusal> {
-        match tokio::time::timeout(SERVE_TIMEOUT, self.raft.client_write(cmd)).await {
-            Err(_) => Err(Refusal::Failed("timed out".into())),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Refusal::NotLeader(f.leader_id.map(|l| l as i32)))
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(Refusal::Failed(e.to_string())),
-            Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Failed(SHUTDOWN.into())),
-        }
-    }
-
-    /// Whether this node leads now; otherwise who does.
-    fn check_leader(&self) -> Result<(), Refusal> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.running_state.is_err() {
-            return Err(Refusal::Failed(SHUTDOWN.into()));
-        }
-        if m.state == ServerState::Leader {
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(
+                node = id,
+                "initialised the controller quorum's voter membership"
+            );
             Ok(())
-        } else {
-            Err(Refusal::NotLeader(
-                m.current_leader.filter(|l| *l != m.id).map(|l| l as i32),
-            ))
         }
-    }
-
-    async fn leader_call(&self, req: Command) -> Result<Command, Refusal> {
-        self.check_leader()?;
-        let handler = self
-            .handler
-            .read()
-            .ok()
-            .and_then(|h| h.clone())
-            .ok_or(Refusal::NoHandler)?;
-        match tokio::time::timeout(SERVE_TIMEOUT, handler(req.0)).await {
-            Ok(reply) => Ok(Command(reply)),
-            Err(_) => Err(Refusal::Failed("the leader handler timed out".into())),
-        }
-    }
-
-    async fn status(&self) -> Result<QuorumStatus, Refusal> {
-        self.check_leader()?;
-        let committed = self
-            .raft
-            .with_raft_state(|st| st.committed)
-            .await
-            .map_err(|_| Refusal::Failed(SHUTDOWN.into()))?;
-        let m = self.raft.metrics().borrow().clone();
-        let replication = m.replication.clone().unwrap_or_default();
-        let now = now_ms();
-        let voters = self
-            .voters
-            .keys()
-            .map(|&v| {
-                if v == self.id {
-                    let end = m.last_log_index.map(|i| i + 1).unwrap_or(0);
-                    return VoterStatus {
-                        replica_id: v,
-                        log_end_offset: end,
-                        last_fetch_timestamp: now,
-                        last_caught_up_timestamp: now,
-                    };
-                }
-                let matched = replication.get(&(v as u64)).cloned().flatten();
-                let (fetch, caught_up) = self.peers.times(v as u64);
-                VoterStatus {
-                    replica_id: v,
-                    log_end_offset: matched.map(|l| l.index + 1).unwrap_or(0),
-                    last_fetch_timestamp: fetch,
-                    last_caught_up_timestamp: caught_up,
-                }
-            })
-            .collect();
-        Ok(QuorumStatus {
-            leader_id: self.id,
-            leader_epoch: m.current_term,
-            high_watermark: committed.map(|c| c.index + 1).unwrap_or(0),
-            voters,
-        })
+        // Already initialised (a log written meanwhile): expected.
+        Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(QuorumError::Storage(format!("initialise: {e}"))),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The controller listener: accepts peer connections (at most [`MAX_CONNECTIONS`] at once) and
 //! answers one request frame at a time per connection. A malformed or oversized frame closes
-//! that connection only. Dropping the accept task aborts every connection task it owns.
+//! that connection only. Dropping the accept task aborts every connection task it owns. Also how
+//! a node answers each request (the Raft RPCs go to openraft; the rest are the leader's).
 
 use std::sync::Arc;
 
@@ -8,10 +9,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+
 use super::node::Shared;
-use super::wire::{self, Request, Response};
+use super::state_machine::MAX_SNAPSHOT;
+use super::wire::{self, Refusal, Request, Response};
+use super::{now_ms, Command, QuorumStatus, VoterStatus};
 
 const MAX_CONNECTIONS: usize = 64;
+/// How long the leader works on a forwarded request before giving up on it.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The failure text that means "this node is shut down".
+pub(crate) const SHUTDOWN: &str = "shut down";
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -61,5 +73,108 @@ async fn connection(mut stream: TcpStream, shared: &Shared) {
         if wire::write_frame(&mut stream, &frame).await.is_err() {
             return;
         }
+    }
+}
+
+impl Shared {
+    /// Answers one request from the network (or from this node when it leads).
+    pub(crate) async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                if r.offset.saturating_add(r.data.len() as u64) > MAX_SNAPSHOT {
+                    return Response::Rejected(format!(
+                        "snapshot over the {MAX_SNAPSHOT} byte limit"
+                    ));
+                }
+                Response::InstallSnapshot(self.raft.install_snapshot(r).await)
+            }
+            Request::Propose(cmd) => Response::Propose(self.write(cmd).await),
+            Request::LeaderCall(req) => Response::LeaderCall(self.leader_call(req).await),
+            Request::Status => Response::Status(self.status().await),
+        }
+    }
+
+    async fn write(&self, cmd: Command) -> Result<super::Applied, Refusal> {
+        match tokio::time::timeout(SERVE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Err(_) => Err(Refusal::Failed("timed out".into())),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Refusal::NotLeader(f.leader_id.map(|l| l as i32)))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(Refusal::Failed(e.to_string())),
+            Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Failed(SHUTDOWN.into())),
+        }
+    }
+
+    /// Whether this node leads now; otherwise who does.
+    fn check_leader(&self) -> Result<(), Refusal> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.running_state.is_err() {
+            return Err(Refusal::Failed(SHUTDOWN.into()));
+        }
+        if m.state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(Refusal::NotLeader(
+                m.current_leader.filter(|l| *l != m.id).map(|l| l as i32),
+            ))
+        }
+    }
+
+    async fn leader_call(&self, req: Command) -> Result<Command, Refusal> {
+        self.check_leader()?;
+        let handler = self
+            .handler
+            .read()
+            .ok()
+            .and_then(|h| h.clone())
+            .ok_or(Refusal::NoHandler)?;
+        match tokio::time::timeout(SERVE_TIMEOUT, handler(req.0)).await {
+            Ok(reply) => Ok(Command(reply)),
+            Err(_) => Err(Refusal::Failed("the leader handler timed out".into())),
+        }
+    }
+
+    async fn status(&self) -> Result<QuorumStatus, Refusal> {
+        self.check_leader()?;
+        let committed = self
+            .raft
+            .with_raft_state(|st| st.committed)
+            .await
+            .map_err(|_| Refusal::Failed(SHUTDOWN.into()))?;
+        let m = self.raft.metrics().borrow().clone();
+        let replication = m.replication.clone().unwrap_or_default();
+        let now = now_ms();
+        let voters = self
+            .voters
+            .keys()
+            .map(|&v| {
+                if v == self.id {
+                    let end = m.last_log_index.map(|i| i + 1).unwrap_or(0);
+                    return VoterStatus {
+                        replica_id: v,
+                        log_end_offset: end,
+                        last_fetch_timestamp: now,
+                        last_caught_up_timestamp: now,
+                    };
+                }
+                let matched = replication.get(&(v as u64)).cloned().flatten();
+                let (fetch, caught_up) = self.peers.times(v as u64);
+                VoterStatus {
+                    replica_id: v,
+                    log_end_offset: matched.map(|l| l.index + 1).unwrap_or(0),
+                    last_fetch_timestamp: fetch,
+                    last_caught_up_timestamp: caught_up,
+                }
+            })
+            .collect();
+        Ok(QuorumStatus {
+            leader_id: self.id,
+            leader_epoch: m.current_term,
+            high_watermark: committed.map(|c| c.index + 1).unwrap_or(0),
+            voters,
+        })
     }
 }

@@ -147,25 +147,37 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StErr> {
-        let mut g = self.lock()?;
-        let data = g.state.snapshot();
-        g.seq += 1;
-        let snapshot_id = match g.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, g.seq),
-            None => format!("0-0-{}", g.seq),
+        // Off the async threads: the state is serialised and the file fsynced under the lock, so
+        // a snapshot never interleaves with applying or installing.
+        let inner = self.inner.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mut g = inner
+                .lock()
+                .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+            let data = g.state.snapshot();
+            g.seq += 1;
+            let snapshot_id = match g.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, g.seq),
+                None => format!("0-0-{}", g.seq),
+            };
+            let meta = Meta {
+                last_log_id: g.last_applied,
+                last_membership: g.membership.clone(),
+                snapshot_id,
+            };
+            write_atomic(&g.dir.join(SNAPSHOT_FILE), &encode(&meta, &data)?)?;
+            g.current = Some((meta.clone(), data.clone()));
+            Ok::<_, io::Error>((meta, data))
+        })
+        .await;
+        let (meta, data) = match built {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                return Err(StorageIOError::write_snapshot(None, AnyError::new(&e)).into())
+            }
+            Err(e) => return Err(StorageIOError::write_snapshot(None, AnyError::new(&e)).into()),
         };
-        let meta = Meta {
-            last_log_id: g.last_applied,
-            last_membership: g.membership.clone(),
-            snapshot_id,
-        };
-        let write_err = |e: io::Error| {
-            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
-        };
-        let bytes = encode(&meta, &data).map_err(write_err)?;
-        write_atomic(&g.dir.join(SNAPSHOT_FILE), &bytes).map_err(write_err)?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "metadata snapshot written");
-        g.current = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -231,15 +243,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let bytes = encode(meta, &data).map_err(|e| err(e.to_string()))?;
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        {
-            let mut g = self.lock()?;
+        let inner = self.inner.clone();
+        let owned = meta.clone();
+        let installed = tokio::task::spawn_blocking(move || {
+            let mut g = inner
+                .lock()
+                .map_err(|_| "state machine lock poisoned".to_string())?;
             g.state
                 .restore(index, &data)
-                .map_err(|e| err(format!("restore: {e}")))?;
-            write_atomic(&g.dir.join(SNAPSHOT_FILE), &bytes).map_err(|e| err(e.to_string()))?;
-            g.last_applied = meta.last_log_id;
-            g.membership = meta.last_membership.clone();
-            g.current = Some((meta.clone(), data));
+                .map_err(|e| format!("restore: {e}"))?;
+            write_atomic(&g.dir.join(SNAPSHOT_FILE), &bytes).map_err(|e| e.to_string())?;
+            g.last_applied = owned.last_log_id;
+            g.membership = owned.last_membership.clone();
+            g.current = Some((owned, data));
+            Ok::<_, String>(())
+        })
+        .await;
+        match installed {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(err(why).into()),
+            Err(e) => return Err(err(e.to_string()).into()),
         }
         tracing::info!(snapshot = %meta.snapshot_id, index, "installed a metadata snapshot from the leader");
         self.applied.send_replace(index);

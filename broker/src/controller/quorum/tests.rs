@@ -167,6 +167,31 @@ async fn three_nodes_apply_proposals_through_leader_and_follower_in_the_same_ord
         "same order on every node: {lists:?}"
     );
 
+    // Concurrent proposals through every node: each applied once, in one order everywhere.
+    let mut joins = Vec::new();
+    for (id, (node, _)) in &c.nodes {
+        for k in 0..8 {
+            let node = node.clone();
+            let cmd = format!("concurrent {id}-{k}").into_bytes();
+            joins.push(tokio::spawn(async move { node.propose(cmd, T).await }));
+        }
+    }
+    let mut indexes = Vec::new();
+    for j in joins {
+        indexes.push(index_of(&j.await.expect("join").expect("propose")));
+    }
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 24, "every proposal got its own index");
+    last = *indexes.last().expect("indexes");
+    c.all_applied(last).await;
+    let lists = c.lists();
+    assert_eq!(lists[0].len(), 34);
+    assert!(
+        lists.iter().all(|l| *l == lists[0]),
+        "same order on every node"
+    );
+
     // A malformed frame closes that connection only.
     let mut buf = [0u8; 16];
     for garbage in [
@@ -350,6 +375,10 @@ async fn a_quorum_of_one_works_without_a_listener_and_recovers_on_restart() {
     );
     assert!(more > last);
     node.shutdown().await;
+    assert!(matches!(
+        node.propose(b"late".to_vec(), T).await,
+        Err(QuorumError::Shutdown)
+    ));
 }
 
 #[tokio::test]

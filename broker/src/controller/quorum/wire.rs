@@ -17,7 +17,7 @@ use super::{Applied, Command, QuorumStatus, TypeConfig};
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 16 << 20;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
