@@ -74,7 +74,7 @@ pub async fn run_cluster(context: &Context, args: ClusterArgs) -> anyhow::Result
     match context.output {
         Output::Json => print_json(&json!({
             "cluster_id": described.cluster_id,
-            "controller": described.controller,
+            "controller": quorum.as_ref().map_or(described.controller, |q| q.leader),
             "brokers": described.brokers,
             "quorum": match &quorum {
                 Ok(q) => serde_json::to_value(q)?,
@@ -86,7 +86,12 @@ pub async fn run_cluster(context: &Context, args: ClusterArgs) -> anyhow::Result
                 "cluster id: {}",
                 described.cluster_id.as_deref().unwrap_or("-")
             );
-            println!("controller: {}", described.controller);
+            // On KRaft clusters Metadata names any live broker as "controller" (it forwards
+            // controller requests); the active controller is the quorum's leader.
+            match &quorum {
+                Ok(q) => println!("active controller: {}", q.leader),
+                Err(_) => println!("controller: {}", described.controller),
+            }
             println!();
             let mut table = Table::new(&["ID", "HOST", "PORT", "RACK", "STATE"]);
             for b in &described.brokers {

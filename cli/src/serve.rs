@@ -361,16 +361,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
-    // openraft narrates every vote and replication step at info; its warnings are what an
-    // operator needs unless they ask for more (INLET_LOG=info,openraft=info).
+    // openraft narrates every vote and replication step at info, warns of routine races and logs
+    // an unreachable peer as an error twice a second; the quorum module logs what an operator
+    // needs (leadership changes). INLET_LOG=info,openraft=info shows openraft again.
     let spec = std::env::var("INLET_LOG").unwrap_or_else(|_| "info".to_string());
     let spec = if spec.contains("openraft") {
         spec
     } else {
-        format!("{spec},openraft=warn")
+        format!("{spec},openraft=off")
     };
     let filter = tracing_subscriber::EnvFilter::try_new(spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -9,13 +9,19 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use inlet_integration_tests::kafka::{client_config, producer_config};
 use inlet_integration_tests::{free_port, inlet_bin, Broker, BrokerOptions};
 use inlet_protocol::client::Client;
 use kafka_protocol::messages::{
-    describe_quorum_request, DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest,
-    TopicName,
+    describe_quorum_request, DescribeClusterRequest, DescribeQuorumRequest, FindCoordinatorRequest,
+    InitProducerIdRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const SESSION_TIMEOUT_MS: u64 = 3000;
 const HEARTBEAT_INTERVAL_MS: u64 = 500;
@@ -275,4 +281,205 @@ fn three_nodes_agree_fail_over_fence_and_restart() {
             .all(|(brokers, id)| *brokers == all && *id == cluster_id)
             .then_some(())
     });
+}
+
+/// One topic as a broker's Metadata shows it: (id, [(leader, replicas, isr)]).
+type Placement = (String, Vec<(i32, Vec<i32>, Vec<i32>)>);
+
+fn topic_placement(broker: &Broker, topic: &str) -> Option<Placement> {
+    runtime().block_on(async {
+        let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+            .await
+            .ok()?;
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(topic.to_string())))),
+        ]));
+        let response = client.send_capped(request, 12).await.ok()?;
+        let found = response.topics.first().filter(|t| t.error_code == 0)?;
+        let mut partitions: Vec<_> = found.partitions.iter().collect();
+        partitions.sort_by_key(|p| p.partition_index);
+        Some((
+            found.topic_id.to_string(),
+            partitions
+                .iter()
+                .map(|p| {
+                    let ids = |v: &[kafka_protocol::messages::BrokerId]| {
+                        v.iter().map(|b| b.0).collect::<Vec<_>>()
+                    };
+                    (p.leader_id.0, ids(&p.replica_nodes), ids(&p.isr_nodes))
+                })
+                .collect(),
+        ))
+    })
+}
+
+fn group_coordinator(broker: &Broker, group: &str) -> Option<i32> {
+    runtime().block_on(async {
+        let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+            .await
+            .ok()?;
+        let request =
+            FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
+        let response = client.send_capped(request, 3).await.ok()?;
+        (response.error_code == 0).then_some(response.node_id.0)
+    })
+}
+
+fn new_producer_id(broker: &Broker) -> Option<i64> {
+    runtime().block_on(async {
+        let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+            .await
+            .ok()?;
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+            .with_producer_epoch(-1);
+        let response = client.send_capped(request, 4).await.ok()?;
+        if response.error_code != 0 {
+            eprintln!("InitProducerId: error {}", response.error_code);
+        }
+        (response.error_code == 0).then_some(response.producer_id.0)
+    })
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32, replication: i32) {
+    runtime().block_on(async {
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(bootstrap).create().expect("admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
+            .set("retention.ms", "3600000");
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .expect("CreateTopics");
+        for result in results {
+            result.unwrap_or_else(|(name, code)| panic!("CreateTopics {name}: {code:?}"));
+        }
+    });
+}
+
+#[test]
+fn replicated_topics_clients_and_groups_work_across_the_cluster() {
+    let mut nodes = start_cluster();
+    let all_bootstrap = nodes
+        .iter()
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // RF 3 through broker 2; every broker's Metadata agrees on the placement.
+    create_topic(&nodes[1].bootstrap(), "orders", 6, 3);
+    let (placement, _) = wait_for("all brokers to agree on orders", || {
+        let seen: Vec<Placement> = nodes
+            .iter()
+            .map(|n| topic_placement(n, "orders"))
+            .collect::<Option<_>>()?;
+        seen.iter().all(|p| *p == seen[0]).then(|| seen[0].clone())
+    });
+    assert_eq!(placement.1.len(), 6);
+    for (leader, replicas, isr) in &placement.1 {
+        assert_eq!(ids(replicas), ids(&[1, 2, 3]));
+        assert_eq!(ids(isr), ids(&[1, 2, 3]));
+        assert!(replicas.contains(leader));
+    }
+    let leaders: BTreeSet<i32> = placement.1.iter().map(|p| p.0).collect();
+    assert_eq!(
+        leaders,
+        ids(&[1, 2, 3]),
+        "leaders are spread over the brokers"
+    );
+
+    // librdkafka, bootstrapped to broker 3 only, produces to every leader...
+    let bootstrap = nodes[2].bootstrap();
+    let producer: FutureProducer = producer_config(&bootstrap, "lz4")
+        .create()
+        .expect("producer");
+    runtime().block_on(async {
+        for i in 0..600 {
+            let key = format!("key-{i}");
+            let value = format!("value-{i}");
+            producer
+                .send(
+                    FutureRecord::to("orders").key(&key).payload(&value),
+                    Duration::from_secs(20),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
+        }
+    });
+
+    // ...and a group member consumes all of it through a coordinator on another broker.
+    let coordinator = group_coordinator(&nodes[2], "orders-readers").expect("a coordinator");
+    assert_ne!(
+        coordinator, 3,
+        "the coordinator is not the bootstrap broker"
+    );
+    let consumer: BaseConsumer = client_config(&bootstrap)
+        .set("group.id", "orders-readers")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["orders"]).expect("subscribe");
+    let mut values = BTreeSet::new();
+    let start = Instant::now();
+    while values.len() < 600 && start.elapsed() < WAIT {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.expect("consume");
+            let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            values.insert(value);
+        }
+    }
+    assert_eq!(values.len(), 600, "every record consumed once");
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
+    drop(consumer);
+    let before_restart = new_producer_id(&nodes[0]).expect("a producer id");
+
+    // kill -9 the active controller: CreateTopics keeps working through the others.
+    let (quorum, _) = wait_for("DescribeQuorum", || describe_quorum(&nodes[0]));
+    let dead = (quorum.leader - 1) as usize;
+    let survivor = (0..3).find(|&i| i != dead).expect("a survivor");
+    nodes[dead].kill9();
+    create_topic(&nodes[survivor].bootstrap(), "after-failover", 3, 2);
+    wait_for("after-failover in Metadata", || {
+        topic_placement(&nodes[survivor], "after-failover")
+    });
+    nodes[dead].restart();
+
+    // A full restart: the same topics, placement and configs; producer ids move on.
+    for node in &mut nodes {
+        assert!(node.terminate().success());
+    }
+    Broker::restart_group(&mut nodes.iter_mut().collect::<Vec<_>>());
+    let (after, _) = wait_for("orders after the restart", || {
+        let seen: Vec<Placement> = nodes
+            .iter()
+            .map(|n| topic_placement(n, "orders"))
+            .collect::<Option<_>>()?;
+        seen.iter().all(|p| *p == seen[0]).then(|| seen[0].clone())
+    });
+    assert_eq!(after.0, placement.0, "same topic id");
+    let replicas = |p: &Placement| p.1.iter().map(|x| x.1.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        replicas(&after),
+        replicas(&placement),
+        "same replica placement"
+    );
+    let output = Command::new(inlet_bin())
+        .args(["--bootstrap-server", &all_bootstrap, "--output", "json"])
+        .args(["config", "describe", "--topic", "orders"])
+        .output()
+        .expect("inlet config describe");
+    let configs = String::from_utf8_lossy(&output.stdout);
+    assert!(configs.contains("3600000"), "retention.ms kept: {configs}");
+    let (after_restart, _) = wait_for("a producer id", || new_producer_id(&nodes[0]));
+    assert!(
+        after_restart > before_restart,
+        "{after_restart} after {before_restart}"
+    );
 }

@@ -407,6 +407,7 @@ fn call_with_default_request(wire: &mut Wire, key: ApiKey, version: i16) -> bool
         AlterConfigs => AlterConfigsRequest,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         DescribeCluster => DescribeClusterRequest,
+        DescribeQuorum => DescribeQuorumRequest,
         DescribeProducers => DescribeProducersRequest,
         DescribeLogDirs => DescribeLogDirsRequest,
         DeleteRecords => DeleteRecordsRequest,

@@ -94,8 +94,11 @@ impl Controller {
                 voters: quorum_voters,
                 listen,
                 dir: config.data_dir.join(METADATA_LOG_DIR),
-                election_timeout_ms: (1000, 2000),
-                heartbeat_interval_ms: 250,
+                // openraft's followers wait out a leader lease (the maximum) plus a random
+                // election timeout: 1.5 to 2 s without a leader before a new one is elected.
+                // Heartbeats (fsync included) stay well below the 500 ms minimum.
+                election_timeout_ms: (500, 1000),
+                heartbeat_interval_ms: 200,
                 snapshot_every: 1000,
                 rpc_timeout_ms: 2000,
             },

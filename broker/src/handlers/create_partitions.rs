@@ -15,12 +15,17 @@ pub async fn handle(broker: &Broker, request: CreatePartitionsRequest) -> Create
         let command = ControllerCommand::CreatePartitions {
             name: topic.name.to_string(),
             count: topic.count,
-            assignments: topic.assignments.as_ref().map(|assigned| {
-                assigned
-                    .iter()
-                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
-                    .collect()
-            }),
+            // Clients send an empty list as often as null for "place them for me".
+            assignments: topic
+                .assignments
+                .as_ref()
+                .filter(|a| !a.is_empty())
+                .map(|assigned| {
+                    assigned
+                        .iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                }),
             validate_only: request.validate_only,
         };
         results.push(match broker.propose(&command).await {

@@ -37,7 +37,8 @@ pub fn handle(broker: &Broker, request: DescribeClusterRequest) -> DescribeClust
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_BROKERS)
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.controller.leader().unwrap_or(-1)))
+        // KRaft names a live broker here (it forwards controller requests); see Metadata.
+        .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

@@ -90,7 +90,10 @@ pub async fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> 
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.controller.leader().unwrap_or(-1)))
+        // As in KRaft: clients send admin requests to "the controller", any live broker
+        // forwards them to the active controller, so this broker (alive, since it answers) is
+        // named; naming the quorum leader would send clients to a dead node during an election.
+        .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
 }
 
