@@ -50,6 +50,10 @@ pub async fn run(
 ) -> Result<(), BrokerError> {
     tokio::pin!(shutdown);
     let listen = config.listen;
+    let fresh_log = !config
+        .data_dir
+        .join(crate::controller::service::METADATA_LOG_DIR)
+        .exists();
     let controller = start_controller(&config).await?;
     let opening = controller.clone();
     let mut broker = tokio::task::spawn_blocking(move || Broker::open(config, opening))
@@ -68,7 +72,7 @@ pub async fn run(
         }
     };
     adopt_cluster_id(&mut broker, cluster_id)?;
-    crate::replica::migrate(&broker).await?;
+    crate::replica::migrate(&broker, fresh_log).await?;
     let broker = Arc::new(broker);
     let listener = TcpListener::bind(listen)
         .await

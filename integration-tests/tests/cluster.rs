@@ -483,3 +483,91 @@ fn replicated_topics_clients_and_groups_work_across_the_cluster() {
         "{after_restart} after {before_restart}"
     );
 }
+
+/// A data directory from before the metadata log (topics on disk, a cluster id, a producer-id
+/// reservation, no `__cluster_metadata-0`) keeps its topics, ids, configs, records and cluster
+/// id when a broker that keeps its metadata in the log first starts on it.
+#[test]
+fn a_pre_cluster_data_directory_is_migrated_into_the_metadata_log() {
+    use inlet_integration_tests::kafka::{consume_all, create_topic_with};
+
+    let mut broker = Broker::start();
+    runtime().block_on(create_topic_with(
+        &broker.bootstrap(),
+        "legacy",
+        3,
+        &[("retention.ms", "7200000")],
+    ));
+    let producer: FutureProducer = producer_config(&broker.bootstrap(), "none")
+        .create()
+        .expect("producer");
+    runtime().block_on(async {
+        for i in 0..50 {
+            let value = format!("legacy-{i}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to("legacy").payload(&value),
+                    Duration::from_secs(20),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
+        }
+    });
+    drop(producer);
+    runtime().block_on(create_topic_with(&broker.bootstrap(), "legacy-too", 2, &[]));
+    let (before, _) = wait_for("legacy in Metadata", || topic_placement(&broker, "legacy"));
+    let (before_too, _) = wait_for("legacy-too", || topic_placement(&broker, "legacy-too"));
+    let (_, cluster_id) = metadata(&broker).expect("metadata");
+    assert!(broker.terminate().success());
+
+    // Make it what an older Inlet left: no metadata log, no migration marker, and the end of
+    // the last producer-id block it reserved.
+    let data = broker.data_dir().to_path_buf();
+    std::fs::remove_dir_all(data.join("__cluster_metadata-0")).expect("remove the metadata log");
+    std::fs::remove_file(data.join("metadata-migrated")).expect("remove the marker");
+    std::fs::write(data.join("producer-id-block"), "5000").expect("write producer-id-block");
+
+    broker.restart();
+    let (after, _) = wait_for("legacy after migration", || {
+        topic_placement(&broker, "legacy")
+    });
+    assert_eq!(after, before, "same id, partitions and placement");
+    let (after_too, _) = wait_for("legacy-too", || topic_placement(&broker, "legacy-too"));
+    assert_eq!(after_too, before_too, "every local topic is migrated");
+    assert_eq!(
+        metadata(&broker).expect("metadata").1,
+        cluster_id,
+        "same cluster id"
+    );
+    let records = consume_all(&broker.bootstrap(), "legacy", 3, 50, WAIT);
+    assert_eq!(records.len(), 50);
+    let output = Command::new(inlet_bin())
+        .args([
+            "--bootstrap-server",
+            &broker.bootstrap(),
+            "--output",
+            "json",
+        ])
+        .args(["config", "describe", "--topic", "legacy"])
+        .output()
+        .expect("inlet config describe");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("7200000"));
+    let id = new_producer_id(&broker).expect("a producer id");
+    assert!(
+        id >= 5000,
+        "producer ids continue after the old reservation, got {id}"
+    );
+
+    // A lost metadata log (the marker still there) does not make the local topics look deleted.
+    assert!(broker.terminate().success());
+    std::fs::remove_dir_all(data.join("__cluster_metadata-0")).expect("remove the metadata log");
+    broker.restart();
+    let (again, _) = wait_for("legacy after losing the log", || {
+        topic_placement(&broker, "legacy")
+    });
+    assert_eq!(again, before);
+    assert_eq!(
+        consume_all(&broker.bootstrap(), "legacy", 3, 50, WAIT).len(),
+        50
+    );
+}

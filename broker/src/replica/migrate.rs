@@ -2,13 +2,14 @@
 //! Inlet before clusters): its topics become the cluster's, with their ids, partition counts and
 //! configs and every replica on this broker, and the controller's producer-id blocks start after
 //! the ids it already handed out. Done once: `metadata-migrated` is written after it, and from
-//! then on a local topic the image lacks is one deleted while this broker was away.
+//! then on a local topic the image lacks is one deleted while this broker was away. Done again
+//! if the metadata log itself is gone (then the local topics are all there is to go by).
 
 use std::io::Write;
 
 use crate::broker::Broker;
 use crate::cluster::producer_ids::legacy_reserved_end;
-use crate::controller::commands::ControllerCommand;
+use crate::controller::commands::{CommandOutcome, ControllerCommand};
 use crate::group::OFFSETS_TOPIC;
 
 use super::MIGRATED_MARKER;
@@ -31,10 +32,12 @@ pub enum MigrationError {
     Io(#[from] std::io::Error),
 }
 
-/// Registers this broker's pre-cluster topics and producer ids with the controller, once.
-pub async fn migrate(broker: &Broker) -> Result<(), MigrationError> {
+/// Registers this broker's pre-cluster topics and producer ids with the controller, once, and
+/// again whenever the metadata log started empty (`fresh_log`: it was deleted or lost), so that
+/// a lost log never makes the replica manager take every local topic for a deleted one.
+pub async fn migrate(broker: &Broker, fresh_log: bool) -> Result<(), MigrationError> {
     let marker = broker.config.data_dir.join(MIGRATED_MARKER);
-    if marker.exists() {
+    if marker.exists() && !fresh_log {
         return Ok(());
     }
     let me = broker.node_id();
@@ -64,28 +67,34 @@ pub async fn migrate(broker: &Broker) -> Result<(), MigrationError> {
             configs: local.config().overrides().clone(),
             validate_only: false,
         };
-        broker
-            .propose(&command)
-            .await
-            .map_err(|(_, message)| MigrationError::Register {
-                name: local.name.clone(),
-                message,
-            })?;
+        propose(broker, &command, &local.name).await?;
         tracing::info!(topic = %local.name, id = %local.id, partitions = count, "registered a pre-cluster topic with the controller");
     }
     let reserved = legacy_reserved_end(&broker.config.data_dir)?;
     if reserved > 0 {
         let command = ControllerCommand::AdvanceProducerIds { at_least: reserved };
-        broker
-            .propose(&command)
-            .await
-            .map_err(|(_, message)| MigrationError::Register {
-                name: "producer ids".to_string(),
-                message,
-            })?;
+        propose(broker, &command, "producer ids").await?;
     }
     let mut file = std::fs::File::create(&marker)?;
     file.write_all(b"the local topics are in the metadata log\n")?;
     file.sync_all()?;
     Ok(())
+}
+
+/// Proposes without applying the image to the local topics: until every local topic is in the
+/// log, the replica manager would take the ones still missing for deleted ones.
+async fn propose(
+    broker: &Broker,
+    command: &ControllerCommand,
+    what: &str,
+) -> Result<(), MigrationError> {
+    let refused = |message: String| MigrationError::Register {
+        name: what.to_string(),
+        message,
+    };
+    match broker.controller.propose(command).await {
+        Ok(CommandOutcome::Error { message, .. }) => Err(refused(message)),
+        Ok(_) => Ok(()),
+        Err(error) => Err(refused(error.to_string())),
+    }
 }
