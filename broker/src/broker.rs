@@ -44,6 +44,9 @@ pub enum BrokerError {
     },
 }
 
+/// Free space below which no topic or partition is added (`check_room_for_new_logs`).
+const MIN_FREE_FOR_NEW_LOGS: u64 = 1 << 20;
+
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
@@ -119,6 +122,7 @@ impl Broker {
             return Err(ResponseError::UnknownTopicOrPartition);
         }
         validate_topic_name(name).map_err(|_| ResponseError::InvalidTopicException)?;
+        self.check_room_for_new_logs().map_err(|(code, _)| code)?;
         let command = ControllerCommand::CreateTopic {
             name: name.to_string(),
             topic_id: uuid::Uuid::new_v4(),
@@ -136,6 +140,22 @@ impl Broker {
                 tracing::info!(topic = %name, %message, "auto-creation refused");
                 Err(code)
             }
+        }
+    }
+
+    /// Refuses to add topics or partitions when the data disk is (nearly) full: they could not
+    /// be created here, and the metadata log must keep its last space for what keeps the node in
+    /// its cluster (see `controller::quorum::reserve`).
+    pub fn check_room_for_new_logs(&self) -> Result<(), (ResponseError, String)> {
+        match inlet_storage::tier::disk_space(&self.config.data_dir) {
+            Ok(space) if space.available < MIN_FREE_FOR_NEW_LOGS => Err((
+                ResponseError::KafkaStorageError,
+                format!(
+                    "the data disk has {} bytes free, below the {MIN_FREE_FOR_NEW_LOGS} new logs need",
+                    space.available
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

@@ -250,6 +250,9 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
     let topup = disk.fill_leaving(0);
     broker.kill9();
     broker.restart();
+    // The start used the metadata log's space reserve (its registration is a write); what is
+    // left of it is filled too, so the disk is full again for what follows.
+    let reserve_left = disk.fill_leaving(0);
     // Reads keep working on the full disk (Metadata, ListOffsets and Fetch).
     let read = consume_all(&bootstrap, TOPIC, 1, before_full, Duration::from_secs(20));
     let read_values: Vec<Vec<u8>> = read.iter().filter_map(|r| r.value.clone()).collect();
@@ -304,6 +307,7 @@ async fn full_disk_refuses_writes_cleanly_keeps_reads_and_resumes_when_space_is_
     );
     std::fs::remove_file(&filler).expect("delete the filler file");
     std::fs::remove_file(&topup).expect("delete the second filler file");
+    std::fs::remove_file(&reserve_left).expect("delete the third filler file");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     for (i, (v, future)) in pending.into_iter().enumerate() {
         let delivery = tokio::time::timeout_at(deadline, future)

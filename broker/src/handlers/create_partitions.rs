@@ -28,7 +28,11 @@ pub async fn handle(broker: &Broker, request: CreatePartitionsRequest) -> Create
                 }),
             validate_only: request.validate_only,
         };
-        results.push(match broker.propose(&command).await {
+        let proposed = match broker.check_room_for_new_logs() {
+            Ok(()) => broker.propose(&command).await.map(|_| ()),
+            Err(refused) => Err(refused),
+        };
+        results.push(match proposed {
             Ok(_) => result,
             Err((code, message)) => result
                 .with_error_code(code.code())

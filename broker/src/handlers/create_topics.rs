@@ -72,6 +72,7 @@ async fn create(
     )
     .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
     let configs: BTreeMap<String, String> = config.overrides().clone();
+    broker.check_room_for_new_logs()?;
     let command = ControllerCommand::CreateTopic {
         name: topic.name.to_string(),
         topic_id: uuid::Uuid::new_v4(),

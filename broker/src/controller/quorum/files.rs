@@ -5,21 +5,24 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use super::reserve::retry_on_full_disk;
+
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
+/// On a full disk it gives up the space reserve and then waits for space (`reserve`).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    {
+    retry_on_full_disk(dir, || {
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-    }
+        f.sync_all()
+    })?;
     fs::rename(&tmp, path)?;
     sync_dir(dir)
 }

@@ -28,6 +28,7 @@ use openraft::{AnyError, Entry, LogId, RaftLogId, StorageError, StorageIOError, 
 use super::files::{read_bounded, sync_dir, write_atomic};
 use super::log_record::{decode_at, find_valid_after};
 pub use super::log_record::{encode_record, MAX_RECORD};
+use super::reserve::retry_on_full_disk;
 use super::TypeConfig;
 
 /// The largest log file opened at start (it is purged behind snapshots, so far smaller).
@@ -251,8 +252,19 @@ impl Inner {
             offsets.push(self.end + buf.len() as u64);
             buf.extend_from_slice(&encode_record(e)?);
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        // A failed attempt may have written part of `buf`: each attempt starts over at `end`.
+        let (end, dir) = (self.end, self.dir.clone());
+        let file = &mut self.file;
+        retry_on_full_disk(&dir, || {
+            let written = file
+                .seek(SeekFrom::Start(end))
+                .and_then(|_| file.write_all(&buf))
+                .and_then(|()| file.sync_data());
+            if written.is_err() {
+                let _ = file.set_len(end);
+            }
+            written
+        })?;
         self.end += buf.len() as u64;
         for (e, off) in entries.into_iter().zip(offsets) {
             self.entries.insert(e.get_log_id().index, (e, off));
@@ -279,16 +291,18 @@ impl Inner {
             .unwrap_or(self.end);
         let path = self.dir.join(LOG_FILE);
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
-        {
+        let (end, dir) = (self.end, self.dir.clone());
+        let file = &mut self.file;
+        retry_on_full_disk(&dir, || {
             let mut out = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            self.file.seek(SeekFrom::Start(base))?;
-            io::copy(&mut (&mut self.file).take(self.end - base), &mut out)?;
-            out.sync_all()?;
-        }
+            file.seek(SeekFrom::Start(base))?;
+            io::copy(&mut (&mut *file).take(end - base), &mut out)?;
+            out.sync_all()
+        })?;
         std::fs::rename(&tmp, &path)?;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -379,7 +393,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             serde_json::to_vec(&committed).map_err(|e| write_logs_err(io::Error::other(e)))?;
         self.blocking(move |g| {
             let tmp = g.dir.join(format!("{COMMITTED_FILE}.tmp"));
-            std::fs::write(&tmp, &bytes)?;
+            retry_on_full_disk(&g.dir.clone(), || std::fs::write(&tmp, &bytes))?;
             std::fs::rename(&tmp, g.dir.join(COMMITTED_FILE))?;
             g.committed = committed;
             Ok(())

@@ -28,6 +28,7 @@ mod log_record;
 pub mod log_store;
 mod network;
 mod node;
+mod reserve;
 mod server;
 pub mod state_machine;
 mod wire;

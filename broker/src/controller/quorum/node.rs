@@ -141,7 +141,10 @@ impl QuorumNode {
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
-        let mut tasks = vec![tokio::spawn(follow_metrics(id, raft, peers, lead_tx))];
+        let mut tasks = vec![
+            tokio::spawn(follow_metrics(id, raft, peers, lead_tx)),
+            tokio::spawn(keep_space_reserve(config.dir.clone())),
+        ];
         if let Some(listener) = listener {
             tracing::info!(node = id, addr = ?listener.local_addr().ok(), "controller listener bound");
             tasks.push(tokio::spawn(super::server::serve(listener, shared.clone())));
@@ -404,5 +407,23 @@ async fn follow_metrics(
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Puts the metadata log's space reserve back whenever the disk has room for it (see
+/// `reserve`): at start, then every 30 s.
+async fn keep_space_reserve(dir: std::path::PathBuf) {
+    loop {
+        let path = dir.clone();
+        match tokio::task::spawn_blocking(move || super::reserve::restore(&path)).await {
+            Ok(Ok(true)) => {
+                tracing::info!(dir = %dir.display(), "allocated the metadata log's space reserve")
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot allocate the metadata log's space reserve")
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
 }
