@@ -73,7 +73,16 @@ pub async fn run(
     };
     adopt_cluster_id(&mut broker, cluster_id)?;
     crate::replica::migrate(&broker, fresh_log).await?;
+    // The local logs and the groups of the offsets partitions led here, before serving: a
+    // restarted coordinator answers with its groups' committed offsets from the first request.
     let broker = Arc::new(broker);
+    let applying = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        applying
+            .replicas
+            .apply(&applying, &applying.controller.image())
+    })
+    .await;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| BrokerError::Listen {

@@ -6,8 +6,9 @@
 //!
 //! It also answers "does this broker lead this partition now?" in one place.
 //!
-//! `__consumer_offsets` stays broker-local for now: each broker's group coordinator keeps its own
-//! (see `group::store`), so it is neither migrated nor reconciled here.
+//! `__consumer_offsets` is a cluster topic like any other here; after each image is applied, the
+//! group coordinator is told which of its partitions this broker now leads
+//! ([`crate::group::GroupCoordinator::follow`]): it loads and unloads their groups.
 
 mod migrate;
 
@@ -62,12 +63,12 @@ impl ReplicaManager {
         let wanted: Vec<&TopicImage> = image
             .topics
             .values()
-            .filter(|t| t.name != OFFSETS_TOPIC && hosts(t, me))
+            .filter(|t| hosts(t, me))
             .collect();
         let wanted_ids: BTreeSet<Uuid> = wanted.iter().map(|t| t.id).collect();
         // Deletions first: a topic re-created under the same name has a new id.
         for local in broker.topics.list() {
-            if local.name == OFFSETS_TOPIC || wanted_ids.contains(&local.id) {
+            if wanted_ids.contains(&local.id) {
                 continue;
             }
             match blocking(|| broker.topics.delete(&local.name)) {
@@ -84,6 +85,13 @@ impl ReplicaManager {
                 tracing::error!(topic = %topic.name, %error, "cannot apply topic metadata locally");
             }
         }
+        // After the local logs: a partition this broker now leads is replayed from its log.
+        blocking(|| {
+            broker.groups.follow(me, image, |id, index| {
+                let local = broker.topics.get(OFFSETS_TOPIC).filter(|t| t.id == id)?;
+                local.partition(index)
+            })
+        });
     }
 
     fn apply_topic(&self, broker: &Broker, topic: &TopicImage) -> Result<(), TopicError> {
