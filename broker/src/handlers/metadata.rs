@@ -29,12 +29,10 @@ pub async fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> 
                 continue;
             }
             if name.as_str() == OFFSETS_TOPIC {
-                // Kafka creates its internal topic when it is asked for by name, with its own
-                // settings, whatever `auto.create.topics.enable` says.
-                if allow_auto_create {
-                    if let Err((code, _)) = crate::group::ensure_offsets_topic(broker).await {
-                        refused.push((name.clone(), code));
-                    }
+                // Kafka (2.x) creates its internal topic when it is asked for by name, with its
+                // own settings, whatever the request or `auto.create.topics.enable` say.
+                if let Err((code, _)) = crate::group::ensure_offsets_topic(broker).await {
+                    refused.push((name.clone(), code));
                 }
                 continue;
             }
