@@ -14,10 +14,13 @@ use inlet_integration_tests::kafka::{client_config, producer_config};
 use inlet_integration_tests::Broker;
 use inlet_protocol::client::Client;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, GroupId, JoinGroupRequest, MetadataRequest, OffsetFetchRequest,
-    TopicName,
+    FindCoordinatorRequest, GroupId, JoinGroupRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -164,6 +167,36 @@ fn offset_fetch(broker: &Broker, group: &str) -> Option<(i16, BTreeMap<i32, i64>
 /// Node `id` of the cluster (ids start at 1).
 fn at(nodes: &[Broker], id: i32) -> &Broker {
     &nodes[(id - 1) as usize]
+}
+
+/// An OffsetCommit (v7) of `offset` for every partition 0..3 of [`TOPIC`] by a group with no
+/// members (generation -1); the error codes of the answer.
+fn offset_commit(broker: &Broker, group: &str, offset: i64) -> Option<Vec<i16>> {
+    runtime().block_on(async {
+        let mut client = client(broker).await?;
+        let partitions = (0..3)
+            .map(|p| {
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(p)
+                    .with_committed_offset(offset)
+            })
+            .collect();
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(partitions)]);
+        let response = client.send_capped(request, 7).await.ok()?;
+        Some(
+            response
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code)
+                .collect(),
+        )
+    })
 }
 
 fn create_topic(bootstrap: &str) {
@@ -342,4 +375,47 @@ fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
         BTreeMap::from([(0, 1), (1, 1), (2, 1)]),
         "committed at the new coordinator"
     );
+}
+
+/// A data directory from before the offsets topic was a cluster topic (its one-partition
+/// `__consumer_offsets` local, no metadata log) keeps its committed offsets: the topic is
+/// registered with its id and its one partition, and its groups are loaded from it. Restarting
+/// then keeps them too.
+#[test]
+fn a_local_offsets_topic_is_adopted_with_its_committed_offsets() {
+    let mut broker = Broker::start_with(inlet_integration_tests::BrokerOptions {
+        extra_args: vec!["--offsets-topic-num-partitions".into(), "1".into()],
+        ..Default::default()
+    });
+    create_topic_rf1(&broker.bootstrap());
+    let group = "legacy-readers";
+    let (found, _) = wait_for("a coordinator", || find_coordinator(&broker, group)?.ok());
+    assert_eq!(found, 1);
+    let (codes, _) = wait_for("a commit", || offset_commit(&broker, group, 42));
+    assert_eq!(codes, vec![0, 0, 0]);
+    assert!(broker.terminate().success());
+
+    // What an older Inlet left: no metadata log, no migration marker.
+    let data = broker.data_dir().to_path_buf();
+    std::fs::remove_dir_all(data.join("__cluster_metadata-0")).expect("remove the metadata log");
+    std::fs::remove_file(data.join("metadata-migrated")).expect("remove the marker");
+    broker.options_mut().extra_args.clear();
+    broker.restart();
+    let (shape, _) = wait_for("__consumer_offsets in Metadata", || {
+        offsets_topic_shape(&broker)
+    });
+    assert_eq!(shape.0, 1, "the local topic's one partition, not the default 50");
+    let (fetched, _) = wait_for("the committed offsets", || offset_fetch(&broker, group));
+    assert_eq!(fetched, (0, BTreeMap::from([(0, 42), (1, 42), (2, 42)])));
+
+    // A plain restart replays the led partition before serving.
+    broker.restart();
+    let (fetched, _) = wait_for("the committed offsets again", || {
+        offset_fetch(&broker, group)
+    });
+    assert_eq!(fetched, (0, BTreeMap::from([(0, 42), (1, 42), (2, 42)])));
+}
+
+fn create_topic_rf1(bootstrap: &str) {
+    runtime().block_on(inlet_integration_tests::kafka::create_topic(bootstrap, TOPIC, 3));
 }
