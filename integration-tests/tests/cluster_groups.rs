@@ -288,7 +288,10 @@ fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
     let (shape, _) = wait_for("__consumer_offsets in Metadata", || {
         offsets_topic_shape(&nodes[0])
     });
-    assert_eq!(shape.0, OFFSETS_PARTITIONS, "--offsets-topic-num-partitions");
+    assert_eq!(
+        shape.0, OFFSETS_PARTITIONS,
+        "--offsets-topic-num-partitions"
+    );
     assert_eq!(shape.1, BTreeSet::from([3]), "replication factor 3");
 
     // librdkafka, bootstrapped to broker 1 only, consumes and commits in a group coordinated by
@@ -307,7 +310,9 @@ fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
     while values.len() < RECORDS && start.elapsed() < WAIT {
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.expect("consume");
-            values.insert(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+            values.insert(
+                String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+            );
         }
     }
     assert_eq!(values.len(), RECORDS, "every record consumed");
@@ -325,9 +330,14 @@ fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
     );
 
     // Any other broker refuses the group's requests: the client must go to the coordinator.
-    let other = (1..=3).find(|&id| id != coordinator).expect("another broker");
+    let other = (1..=3)
+        .find(|&id| id != coordinator)
+        .expect("another broker");
     let not_coordinator = ResponseError::NotCoordinator.code();
-    assert_eq!(join_group_error(at(&nodes, other), &group), Some(not_coordinator));
+    assert_eq!(
+        join_group_error(at(&nodes, other), &group),
+        Some(not_coordinator)
+    );
     assert_eq!(
         offset_fetch(at(&nodes, other), &group).map(|(code, _)| code),
         Some(not_coordinator)
@@ -404,7 +414,10 @@ fn a_local_offsets_topic_is_adopted_with_its_committed_offsets() {
     let (shape, _) = wait_for("__consumer_offsets in Metadata", || {
         offsets_topic_shape(&broker)
     });
-    assert_eq!(shape.0, 1, "the local topic's one partition, not the default 50");
+    assert_eq!(
+        shape.0, 1,
+        "the local topic's one partition, not the default 50"
+    );
     let (fetched, _) = wait_for("the committed offsets", || offset_fetch(&broker, group));
     assert_eq!(fetched, (0, BTreeMap::from([(0, 42), (1, 42), (2, 42)])));
 
@@ -417,5 +430,7 @@ fn a_local_offsets_topic_is_adopted_with_its_committed_offsets() {
 }
 
 fn create_topic_rf1(bootstrap: &str) {
-    runtime().block_on(inlet_integration_tests::kafka::create_topic(bootstrap, TOPIC, 3));
+    runtime().block_on(inlet_integration_tests::kafka::create_topic(
+        bootstrap, TOPIC, 3,
+    ));
 }

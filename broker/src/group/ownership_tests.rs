@@ -125,7 +125,10 @@ fn without_the_offsets_topic_every_group_is_coordinated_elsewhere() {
         try_commit(&groups, "g", 0, 1),
         vec![Err(GroupError::NotCoordinator)]
     );
-    assert_eq!(groups.fetch("g", None).err(), Some(GroupError::NotCoordinator));
+    assert_eq!(
+        groups.fetch("g", None).err(),
+        Some(GroupError::NotCoordinator)
+    );
     assert!(groups.list().is_empty());
     assert_eq!(groups.delete("g"), Err(GroupError::NotCoordinator));
 }
@@ -228,11 +231,18 @@ async fn losing_leadership_unloads_and_answers_parked_joins_not_coordinator() {
         groups.describe(&group).err(),
         Some(GroupError::NotCoordinator)
     );
-    assert_eq!(committed(&groups, &kept), vec![(0, 7)], "other partitions stay");
+    assert_eq!(
+        committed(&groups, &kept),
+        vec![(0, 7)],
+        "other partitions stay"
+    );
     // The topic is gone from the image: nothing is coordinated here any more.
     follow(&groups, &topics, 1, &MetadataImage::default());
     assert!(groups.loaded_partitions().is_empty());
-    assert_eq!(groups.fetch(&kept, None).err(), Some(GroupError::NotCoordinator));
+    assert_eq!(
+        groups.fetch(&kept, None).err(),
+        Some(GroupError::NotCoordinator)
+    );
 }
 
 #[test]

@@ -183,7 +183,7 @@ fn apply(replayed: &mut Replayed, key: Option<Bytes>, value: Option<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::ownership_tests::{committed, commit, leading_everything, registry};
+    use crate::group::ownership_tests::{commit, committed, leading_everything, registry};
     use crate::group::{GroupConfig, GroupCoordinator};
 
     #[test]

@@ -53,7 +53,9 @@ pub fn handle(broker: &Broker, version: i16, request: OffsetFetchRequest) -> Off
             wanted
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, None)).collect()))
+                .map(|(topic, partitions)| {
+                    (topic, partitions.into_iter().map(|p| (p, None)).collect())
+                })
                 .collect(),
             group_error(&error).code(),
         ),

@@ -60,11 +60,7 @@ impl ReplicaManager {
     pub fn apply(&self, broker: &Broker, image: &MetadataImage) {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let me = broker.node_id();
-        let wanted: Vec<&TopicImage> = image
-            .topics
-            .values()
-            .filter(|t| hosts(t, me))
-            .collect();
+        let wanted: Vec<&TopicImage> = image.topics.values().filter(|t| hosts(t, me)).collect();
         let wanted_ids: BTreeSet<Uuid> = wanted.iter().map(|t| t.id).collect();
         // Deletions first: a topic re-created under the same name has a new id.
         for local in broker.topics.list() {
