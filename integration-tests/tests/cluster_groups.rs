@@ -60,12 +60,10 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration
     }
 }
 
-fn client(broker: &Broker) -> impl std::future::Future<Output = Option<Client>> + '_ {
-    async move {
-        Client::connect(broker.bootstrap(), "cluster-groups-test")
-            .await
-            .ok()
-    }
+async fn client(broker: &Broker) -> Option<Client> {
+    Client::connect(broker.bootstrap(), "cluster-groups-test")
+        .await
+        .ok()
 }
 
 /// FindCoordinator v3 (one key): the coordinator's node id, or the error code; None if the
