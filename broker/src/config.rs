@@ -514,6 +514,12 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<BrokerConfig>("node_idd = 3").is_err());
+        let offsets: BrokerConfig = toml::from_str(
+            "offsets_topic_num_partitions = 8\noffsets_topic_replication_factor = 2",
+        )
+        .unwrap();
+        assert_eq!(offsets.offsets_topic_num_partitions, 8);
+        assert_eq!(offsets.offsets_topic_replication_factor, 2);
     }
 
     #[test]

@@ -554,4 +554,21 @@ mod tests {
         assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
         assert!(s3.path_style);
     }
+
+    #[test]
+    fn offsets_topic_flags_reach_the_config() {
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.offsets_topic_num_partitions, 50);
+        assert_eq!(defaults.offsets_topic_replication_factor, 3);
+        assert!(config(&["--offsets-topic-num-partitions", "0"]).is_err());
+        let config = config(&[
+            "--offsets-topic-num-partitions",
+            "12",
+            "--offsets-topic-replication-factor",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(config.offsets_topic_num_partitions, 12);
+        assert_eq!(config.offsets_topic_replication_factor, 1);
+    }
 }
