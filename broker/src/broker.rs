@@ -60,7 +60,7 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     /// The consumer groups of the `__consumer_offsets` partitions this broker leads, with their
     /// committed offsets (loaded and unloaded by the replica manager's image applications).
-    pub groups: GroupCoordinator,
+    pub groups: Arc<GroupCoordinator>,
     /// The object-store tier, unless `lake.enable` is off.
     pub lake: Option<Lake>,
     appended: Arc<watch::Sender<u64>>,
@@ -81,7 +81,7 @@ impl Broker {
         let topics = TopicRegistry::open(&data_dir, config.log.clone(), appended.clone())?;
         // Groups are loaded from the offsets partitions this broker leads once the image is
         // applied (before anything is served: see `server::run`).
-        let groups = GroupCoordinator::new(config.group_config());
+        let groups = Arc::new(GroupCoordinator::new(config.group_config()));
         let lake = Lake::open(&config)?;
         let broker = Broker {
             lake,

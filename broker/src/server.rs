@@ -78,9 +78,9 @@ pub async fn run(
     let broker = Arc::new(broker);
     let applying = broker.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        applying
-            .replicas
-            .apply(&applying, &applying.controller.image())
+        let image = applying.controller.image();
+        let replay = crate::group::Replay::Inline;
+        applying.replicas.apply_with(&applying, &image, replay)
     })
     .await;
     let listener = TcpListener::bind(listen)

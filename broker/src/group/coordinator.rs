@@ -56,11 +56,14 @@ pub(super) struct Inner {
     pub topic: Option<(uuid::Uuid, i32)>,
     /// The partitions this broker leads, by index.
     pub led: HashMap<i32, Led>,
+    /// Number of the last load started.
+    pub loads: u64,
 }
 
-/// A partition led here: being replayed, or serving its groups.
+/// A partition led here: being replayed (by the load numbered so, so that a load overtaken by a
+/// later one for the same partition does not install its result), or serving its groups.
 pub(super) enum Led {
-    Loading,
+    Loading(u64),
     Loaded(OffsetsStore),
 }
 
@@ -82,7 +85,7 @@ impl Inner {
             .ok_or(GroupError::NotCoordinator)?;
         match self.led.get(&partition) {
             Some(Led::Loaded(store)) => Ok(store.clone()),
-            Some(Led::Loading) => Err(GroupError::CoordinatorLoadInProgress),
+            Some(Led::Loading(_)) => Err(GroupError::CoordinatorLoadInProgress),
             None => Err(GroupError::NotCoordinator),
         }
     }
@@ -261,7 +264,9 @@ impl GroupCoordinator {
     /// Advances every group's timers.
     pub fn tick(&self, now_ms: i64) {
         let mut inner = self.lock();
-        let Inner { groups, topic, led } = &mut *inner;
+        let Inner {
+            groups, topic, led, ..
+        } = &mut *inner;
         let count = topic.map_or(0, |(_, count)| count);
         for group in groups.values_mut() {
             group.tick(now_ms, self.config.initial_rebalance_delay_ms);

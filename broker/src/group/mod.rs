@@ -31,7 +31,7 @@ pub mod state;
 pub mod store;
 
 pub use coordinator::GroupCoordinator;
-pub use ownership::ensure_offsets_topic;
+pub use ownership::{ensure_offsets_topic, Replay};
 
 /// Name of the internal topic holding committed offsets and group metadata.
 pub use crate::metadata::image::OFFSETS_TOPIC;

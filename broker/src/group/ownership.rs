@@ -1,9 +1,10 @@
 //! Which groups this broker coordinates: those of the `__consumer_offsets` partitions it leads in
 //! the metadata image. The replica manager calls [`GroupCoordinator::follow`] after applying
 //! every image (so the partitions' local logs exist by then): a partition newly led here is
-//! replayed from its local log (requests for its groups answer COORDINATOR_LOAD_IN_PROGRESS
-//! meanwhile), and one no longer led here is unloaded (its groups forgotten, their parked joins
-//! and syncs answered NOT_COORDINATOR), as Kafka's coordinator does on leader changes.
+//! replayed from its local log, in the background once the broker serves (requests for its
+//! groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile, and other images are applied), and one
+//! no longer led here is unloaded (its groups forgotten, their parked joins and syncs answered
+//! NOT_COORDINATOR), as Kafka's coordinator does on leader changes.
 //!
 //! The topic itself is created through the controller on first need ([`ensure_offsets_topic`],
 //! from FindCoordinator or a Metadata request naming it), as Kafka creates it lazily.
@@ -25,16 +26,25 @@ use crate::cluster::partition::Partition;
 use crate::controller::commands::ControllerCommand;
 use crate::metadata::image::MetadataImage;
 
+/// How [`GroupCoordinator::follow`] replays the partitions newly led here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Before returning (start-up: the groups are there before anything is served).
+    Inline,
+    /// On the runtime's blocking threads (inline when there is no runtime).
+    Background,
+}
+
 impl GroupCoordinator {
     /// Brings the set of loaded partitions in line with `image`: `me` leads a partition when the
     /// image names it leader. `local(topic id, index)` is the local log of a partition (None if
-    /// it is not there yet: the partition is then tried again at the next image). Blocking while
-    /// it replays newly led partitions.
+    /// it is not there yet: the partition is then tried again at the next image).
     pub fn follow(
-        &self,
+        self: &Arc<Self>,
         me: i32,
         image: &MetadataImage,
         local: impl Fn(Uuid, i32) -> Option<Arc<Partition>>,
+        replay: Replay,
     ) {
         let topic = image.topic(OFFSETS_TOPIC).map(|t| {
             let count = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
@@ -51,7 +61,7 @@ impl GroupCoordinator {
                     .collect()
             })
             .unwrap_or_default();
-        let to_load: Vec<i32> = {
+        let to_load: Vec<(i32, u64)> = {
             let mut inner = self.lock();
             if inner.topic != topic {
                 // Created, re-created or gone: nothing loaded belongs to the new topic.
@@ -75,22 +85,34 @@ impl GroupCoordinator {
                 .copied()
                 .filter(|p| !inner.led.contains_key(p))
                 .collect();
-            for &partition in &gained {
-                inner.led.insert(partition, Led::Loading);
-            }
             gained
+                .into_iter()
+                .map(|partition| {
+                    inner.loads += 1;
+                    let load = inner.loads;
+                    inner.led.insert(partition, Led::Loading(load));
+                    (partition, load)
+                })
+                .collect()
         };
         let Some((topic_id, _)) = topic else { return };
-        for partition in to_load {
-            match local(topic_id, partition) {
-                Some(log) => self.load(partition, OffsetsStore::new(log)),
-                None => {
-                    tracing::warn!(
-                        partition,
-                        "led offsets partition has no local log yet; loading it at the next image"
-                    );
-                    self.forget_loading(partition);
-                }
+        let background =
+            replay == Replay::Background && tokio::runtime::Handle::try_current().is_ok();
+        for (partition, load) in to_load {
+            let Some(log) = local(topic_id, partition) else {
+                tracing::warn!(
+                    partition,
+                    "led offsets partition has no local log yet; loading it at the next image"
+                );
+                self.forget_loading(partition, load);
+                continue;
+            };
+            let store = OffsetsStore::new(log);
+            if background {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.load(partition, load, store));
+            } else {
+                self.load(partition, load, store);
             }
         }
     }
@@ -108,21 +130,21 @@ impl GroupCoordinator {
         loaded
     }
 
-    /// Replays one partition marked Loading and starts serving its groups, unless it was given
-    /// up meanwhile.
-    fn load(&self, partition: i32, store: OffsetsStore) {
+    /// Replays one partition marked Loading by `load` and starts serving its groups, unless it
+    /// was given up (or given up and led again) meanwhile.
+    pub(super) fn load(&self, partition: i32, load: u64, store: OffsetsStore) {
         let started = Instant::now();
         let replayed = match store.replay() {
             Ok(replayed) => replayed,
             Err(error) => {
                 tracing::error!(partition, %error, "cannot load offsets partition; retrying at the next image");
-                self.forget_loading(partition);
+                self.forget_loading(partition, load);
                 return;
             }
         };
         let groups = rebuild_groups(replayed, now_ms());
         let mut inner = self.lock();
-        if !matches!(inner.led.get(&partition), Some(Led::Loading)) {
+        if !matches!(inner.led.get(&partition), Some(Led::Loading(l)) if *l == load) {
             return;
         }
         let mut loaded = 0usize;
@@ -143,9 +165,9 @@ impl GroupCoordinator {
         );
     }
 
-    fn forget_loading(&self, partition: i32) {
+    fn forget_loading(&self, partition: i32, load: u64) {
         let mut inner = self.lock();
-        if matches!(inner.led.get(&partition), Some(Led::Loading)) {
+        if matches!(inner.led.get(&partition), Some(Led::Loading(l)) if *l == load) {
             inner.led.remove(&partition);
         }
     }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::membership::JoinRequest;
 use super::state::CommittedOffset;
 use super::store::offsets_topic_config;
-use super::{GroupConfig, GroupCoordinator, GroupError, OFFSETS_TOPIC};
+use super::{GroupConfig, GroupCoordinator, GroupError, Replay, OFFSETS_TOPIC};
 use crate::cluster::topics::TopicRegistry;
 use crate::config::LogDefaults;
 use crate::metadata::image::{MetadataImage, PartitionImage, TopicImage};
@@ -47,19 +47,20 @@ fn image(id: Uuid, leaders: &[i32]) -> MetadataImage {
 }
 
 /// Follows `image` as broker `me`, with the local offsets topic of `topics`.
-fn follow(groups: &GroupCoordinator, topics: &TopicRegistry, me: i32, image: &MetadataImage) {
-    groups.follow(me, image, |id, index| {
+fn follow(groups: &Arc<GroupCoordinator>, topics: &TopicRegistry, me: i32, image: &MetadataImage) {
+    let local = |id: Uuid, index: i32| {
         topics
             .get(OFFSETS_TOPIC)
             .filter(|t| t.id == id)?
             .partition(index)
-    });
+    };
+    groups.follow(me, image, local, Replay::Inline);
 }
 
 /// Creates the local offsets topic (if missing) and makes `groups` lead all its partitions, as
 /// broker 1.
 pub(crate) fn leading_everything(
-    groups: &GroupCoordinator,
+    groups: &Arc<GroupCoordinator>,
     topics: &TopicRegistry,
     id: Uuid,
     count: i32,
@@ -120,7 +121,7 @@ const COUNT: i32 = 4;
 
 #[test]
 fn without_the_offsets_topic_every_group_is_coordinated_elsewhere() {
-    let groups = GroupCoordinator::new(GroupConfig::default());
+    let groups = Arc::new(GroupCoordinator::new(GroupConfig::default()));
     assert_eq!(
         try_commit(&groups, "g", 0, 1),
         vec![Err(GroupError::NotCoordinator)]
@@ -141,7 +142,7 @@ fn becoming_leader_loads_the_partitions_groups_and_offsets() {
     let mine = groups_of(1, COUNT, 2);
     let other = groups_of(2, COUNT, 1);
     {
-        let writer = GroupCoordinator::new(GroupConfig::default());
+        let writer = Arc::new(GroupCoordinator::new(GroupConfig::default()));
         leading_everything(&writer, &topics, id, COUNT);
         assert_eq!(writer.loaded_partitions(), vec![0, 1, 2, 3]);
         for (i, group) in mine.iter().chain(&other).enumerate() {
@@ -149,7 +150,7 @@ fn becoming_leader_loads_the_partitions_groups_and_offsets() {
         }
     }
     // A fresh coordinator (a restart) that leads only partition 1 of the same logs.
-    let groups = GroupCoordinator::new(GroupConfig::default());
+    let groups = Arc::new(GroupCoordinator::new(GroupConfig::default()));
     follow(&groups, &topics, 1, &image(id, &[2, 1, 2, 2]));
     assert_eq!(groups.loaded_partitions(), vec![1]);
     assert_eq!(committed(&groups, &mine[0]), vec![(0, 10)]);
@@ -247,11 +248,11 @@ async fn losing_leadership_unloads_and_answers_parked_joins_not_coordinator() {
 
 #[test]
 fn a_partition_being_replayed_answers_load_in_progress() {
-    let groups = GroupCoordinator::new(GroupConfig::default());
+    let groups = Arc::new(GroupCoordinator::new(GroupConfig::default()));
     {
         let mut inner = groups.lock();
         inner.topic = Some((Uuid::from_u128(3), COUNT));
-        inner.led.insert(1, super::coordinator::Led::Loading);
+        inner.led.insert(1, super::coordinator::Led::Loading(1));
     }
     let group = groups_of(1, COUNT, 1).remove(0);
     assert_eq!(
@@ -270,7 +271,7 @@ fn a_led_partition_without_a_local_log_is_retried_at_the_next_image() {
     let dir = tempfile::tempdir().unwrap();
     let topics = registry(dir.path());
     let id = Uuid::from_u128(4);
-    let groups = GroupCoordinator::new(GroupConfig::default());
+    let groups = Arc::new(GroupCoordinator::new(GroupConfig::default()));
     follow(&groups, &topics, 1, &image(id, &[1, 1]));
     assert!(groups.loaded_partitions().is_empty());
     topics
@@ -278,4 +279,68 @@ fn a_led_partition_without_a_local_log_is_retried_at_the_next_image() {
         .unwrap();
     follow(&groups, &topics, 1, &image(id, &[1, 1]));
     assert_eq!(groups.loaded_partitions(), vec![0, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_replay_serves_the_groups_once_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = registry(dir.path());
+    let id = Uuid::from_u128(5);
+    let group = groups_of(0, 2, 1).remove(0);
+    {
+        let writer = Arc::new(GroupCoordinator::new(GroupConfig::default()));
+        leading_everything(&writer, &topics, id, 2);
+        commit(&writer, &group, 0, 5);
+    }
+    let groups = Arc::new(GroupCoordinator::new(GroupConfig::default()));
+    let local = |id: Uuid, index: i32| {
+        topics
+            .get(OFFSETS_TOPIC)
+            .filter(|t| t.id == id)?
+            .partition(index)
+    };
+    groups.follow(1, &image(id, &[1, 1]), local, Replay::Background);
+    let loaded = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match groups.fetch(&group, None) {
+                Err(GroupError::CoordinatorLoadInProgress) => {}
+                other => return other,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("loaded within 5 s");
+    assert_eq!(
+        loaded.unwrap()[0].1[0].1.as_ref().map(|o| o.offset),
+        Some(5)
+    );
+}
+
+#[test]
+fn an_overtaken_load_does_not_install_its_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = registry(dir.path());
+    let id = Uuid::from_u128(6);
+    let group = groups_of(0, 1, 1).remove(0);
+    {
+        let writer = Arc::new(GroupCoordinator::new(GroupConfig::default()));
+        leading_everything(&writer, &topics, id, 1);
+        commit(&writer, &group, 0, 5);
+    }
+    let groups = GroupCoordinator::new(GroupConfig::default());
+    {
+        let mut inner = groups.lock();
+        inner.topic = Some((id, 1));
+        inner.led.insert(0, super::coordinator::Led::Loading(2));
+    }
+    let log = topics.get(OFFSETS_TOPIC).unwrap().partition(0).unwrap();
+    // Load 1 was for an earlier leadership of partition 0; load 2 is the current one.
+    groups.load(0, 1, super::store::OffsetsStore::new(log.clone()));
+    assert_eq!(
+        groups.fetch(&group, None).err(),
+        Some(GroupError::CoordinatorLoadInProgress)
+    );
+    groups.load(0, 2, super::store::OffsetsStore::new(log));
+    assert_eq!(committed(&groups, &group), vec![(0, 5)]);
 }

@@ -192,7 +192,7 @@ mod tests {
         let id = uuid::Uuid::from_u128(42);
         {
             let topics = registry(dir.path());
-            let groups = GroupCoordinator::new(GroupConfig::default());
+            let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
             leading_everything(&groups, &topics, id, 1);
             // Small segments, so the many commits below fill closed segments to compact.
             let mut config = offsets_topic_config();
@@ -213,7 +213,7 @@ mod tests {
             topics.close_all();
         }
         let topics = registry(dir.path());
-        let groups = GroupCoordinator::new(GroupConfig::default());
+        let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
         leading_everything(&groups, &topics, id, 1);
         assert_eq!(committed(&groups, "a"), vec![(0, 198), (1, 199), (2, 197)]);
         assert_eq!(committed(&groups, "b"), vec![(0, 1199)]);

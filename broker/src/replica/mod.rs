@@ -26,7 +26,7 @@ use crate::broker::{blocking, Broker};
 use crate::cluster::partition::Partition;
 use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::topics::{Topic, TopicError};
-use crate::group::OFFSETS_TOPIC;
+use crate::group::{Replay, OFFSETS_TOPIC};
 use crate::metadata::image::{MetadataImage, TopicImage};
 
 /// Written once this broker's pre-cluster topics are in the metadata log: from then on a local
@@ -56,8 +56,15 @@ fn local_config(topic: &TopicImage) -> Result<TopicConfig, TopicError> {
 
 impl ReplicaManager {
     /// Brings the local topics in line with `image`. Failures are logged and retried at the next
-    /// image: one bad topic must not keep the others from being applied.
+    /// image: one bad topic must not keep the others from being applied. Offsets partitions
+    /// newly led here are replayed in the background.
     pub fn apply(&self, broker: &Broker, image: &MetadataImage) {
+        self.apply_with(broker, image, Replay::Background);
+    }
+
+    /// [`Self::apply`], replaying newly led offsets partitions as `replay` says (start-up loads
+    /// them before the broker serves).
+    pub fn apply_with(&self, broker: &Broker, image: &MetadataImage, replay: Replay) {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let me = broker.node_id();
         let wanted: Vec<&TopicImage> = image.topics.values().filter(|t| hosts(t, me)).collect();
@@ -83,10 +90,11 @@ impl ReplicaManager {
         }
         // After the local logs: a partition this broker now leads is replayed from its log.
         blocking(|| {
-            broker.groups.follow(me, image, |id, index| {
+            let local = |id: Uuid, index: i32| {
                 let local = broker.topics.get(OFFSETS_TOPIC).filter(|t| t.id == id)?;
                 local.partition(index)
-            })
+            };
+            broker.groups.follow(me, image, local, replay)
         });
     }
 
