@@ -56,6 +56,9 @@ pub(super) struct Inner {
     pub topic: Option<(uuid::Uuid, i32)>,
     /// The partitions this broker leads, by index.
     pub led: HashMap<i32, Led>,
+    /// The leader epoch at which each led partition was (or is being) loaded: a new epoch means
+    /// the leadership was lost and regained meanwhile, and the log may have changed.
+    pub epochs: HashMap<i32, i32>,
     /// Number of the last load started.
     pub loads: u64,
 }

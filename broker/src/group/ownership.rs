@@ -9,7 +9,7 @@
 //! The topic itself is created through the controller on first need ([`ensure_offsets_topic`],
 //! from FindCoordinator or a Metadata request naming it), as Kafka creates it lazily.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,14 +50,15 @@ impl GroupCoordinator {
             let count = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
             (t.id, count)
         });
-        let wanted: BTreeSet<i32> = image
+        // Led partitions and their leader epochs.
+        let wanted: BTreeMap<i32, i32> = image
             .topic(OFFSETS_TOPIC)
             .map(|t| {
                 t.partitions
                     .iter()
                     .enumerate()
                     .filter(|(_, p)| p.leader == me)
-                    .filter_map(|(index, _)| i32::try_from(index).ok())
+                    .filter_map(|(index, p)| Some((i32::try_from(index).ok()?, p.leader_epoch)))
                     .collect()
             })
             .unwrap_or_default();
@@ -71,26 +72,28 @@ impl GroupCoordinator {
                 }
                 inner.topic = topic;
             }
+            // Not led any more, or led again at a new epoch (reloaded below).
             let lost: Vec<i32> = inner
                 .led
                 .keys()
                 .copied()
-                .filter(|p| !wanted.contains(p))
+                .filter(|p| wanted.get(p) != inner.epochs.get(p))
                 .collect();
             for partition in lost {
                 unload(&mut inner, partition);
             }
-            let gained: Vec<i32> = wanted
+            let gained: Vec<(i32, i32)> = wanted
                 .iter()
-                .copied()
-                .filter(|p| !inner.led.contains_key(p))
+                .filter(|(p, _)| !inner.led.contains_key(p))
+                .map(|(p, epoch)| (*p, *epoch))
                 .collect();
             gained
                 .into_iter()
-                .map(|partition| {
+                .map(|(partition, epoch)| {
                     inner.loads += 1;
                     let load = inner.loads;
                     inner.led.insert(partition, Led::Loading(load));
+                    inner.epochs.insert(partition, epoch);
                     (partition, load)
                 })
                 .collect()
@@ -169,6 +172,7 @@ impl GroupCoordinator {
         let mut inner = self.lock();
         if matches!(inner.led.get(&partition), Some(Led::Loading(l)) if *l == load) {
             inner.led.remove(&partition);
+            inner.epochs.remove(&partition);
         }
     }
 }
@@ -187,6 +191,7 @@ fn unload(inner: &mut Inner, partition: i32) {
             group.fail_waiters(GroupError::NotCoordinator);
         }
     }
+    inner.epochs.remove(&partition);
     if inner.led.remove(&partition).is_some() {
         tracing::info!(
             partition,

@@ -23,6 +23,11 @@ pub(crate) fn registry(dir: &Path) -> TopicRegistry {
 
 /// An image whose offsets topic (id `id`) has one partition per entry of `leaders`.
 fn image(id: Uuid, leaders: &[i32]) -> MetadataImage {
+    image_at(id, leaders, 0)
+}
+
+/// [`image`] with every partition at leader epoch `epoch`.
+fn image_at(id: Uuid, leaders: &[i32], epoch: i32) -> MetadataImage {
     let mut image = MetadataImage::default();
     let partitions = leaders
         .iter()
@@ -30,7 +35,7 @@ fn image(id: Uuid, leaders: &[i32]) -> MetadataImage {
             replicas: vec![1, 2],
             isr: vec![1, 2],
             leader,
-            leader_epoch: 0,
+            leader_epoch: epoch,
             partition_epoch: 0,
         })
         .collect();
@@ -343,4 +348,25 @@ fn an_overtaken_load_does_not_install_its_groups() {
     );
     groups.load(0, 2, super::store::OffsetsStore::new(log));
     assert_eq!(committed(&groups, &group), vec![(0, 5)]);
+}
+
+#[test]
+fn leadership_regained_at_a_new_epoch_reloads_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = registry(dir.path());
+    let id = Uuid::from_u128(7);
+    let group = groups_of(0, 1, 1).remove(0);
+    let groups = Arc::new(GroupCoordinator::new(GroupConfig::default()));
+    leading_everything(&groups, &topics, id, 1);
+    commit(&groups, &group, 0, 1);
+    // Meanwhile another leader wrote to the log (what replication will bring in).
+    let other = Arc::new(GroupCoordinator::new(GroupConfig::default()));
+    follow(&other, &topics, 2, &image_at(id, &[2], 1));
+    commit(&other, &group, 0, 2);
+    // The same image epoch: nothing is replayed again.
+    follow(&groups, &topics, 1, &image(id, &[1]));
+    assert_eq!(committed(&groups, &group), vec![(0, 1)]);
+    // Led again at a later epoch: replayed, with what the other leader wrote.
+    follow(&groups, &topics, 1, &image_at(id, &[1], 2));
+    assert_eq!(committed(&groups, &group), vec![(0, 2)]);
 }
