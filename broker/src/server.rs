@@ -1,5 +1,6 @@
 //! The listener and the broker's lifetime: start the controller, open the data directory, wait
-//! to be registered and unfenced, accept connections (at most
+//! to be registered and unfenced, apply the metadata image to the local logs (loading the groups
+//! of the `__consumer_offsets` partitions led here), accept connections (at most
 //! `max.connections` in all and `max.connections.per.ip` per client address; one over either limit
 //! is closed as soon as it is accepted), run background maintenance (flush policy, retention,
 //! tiering to the lake), and on shutdown stop accepting, let every connection finish the request
