@@ -58,8 +58,9 @@ pub struct Broker {
     pub controller: Arc<Controller>,
     /// The only code that creates or deletes local topics, from the image.
     pub replicas: ReplicaManager,
-    /// Consumer groups and their committed offsets (`__consumer_offsets`).
-    pub groups: GroupCoordinator,
+    /// The consumer groups of the `__consumer_offsets` partitions this broker leads, with their
+    /// committed offsets (loaded and unloaded by the replica manager's image applications).
+    pub groups: Arc<GroupCoordinator>,
     /// The object-store tier, unless `lake.enable` is off.
     pub lake: Option<Lake>,
     appended: Arc<watch::Sender<u64>>,
@@ -78,8 +79,9 @@ impl Broker {
         let cluster_id = load_or_create_cluster_id(&data_dir).map_err(data_dir_error)?;
         let appended = Arc::new(watch::channel(0u64).0);
         let topics = TopicRegistry::open(&data_dir, config.log.clone(), appended.clone())?;
-        // Groups are rebuilt from the offsets topic before anything is served.
-        let groups = GroupCoordinator::open(&topics, config.group_config())?;
+        // Groups are loaded from the offsets partitions this broker leads once the image is
+        // applied (before anything is served: see `server::run`).
+        let groups = Arc::new(GroupCoordinator::new(config.group_config()));
         let lake = Lake::open(&config)?;
         let broker = Broker {
             lake,

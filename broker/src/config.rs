@@ -63,6 +63,13 @@ pub struct BrokerConfig {
     /// `group.max.session.timeout.ms`).
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// Partitions of `__consumer_offsets` when it is created (`offsets.topic.num.partitions`);
+    /// a group's coordinator is the leader of partition `hash(group) % n`. Only used at
+    /// creation, as in Kafka: an existing offsets topic keeps its count.
+    pub offsets_topic_num_partitions: i32,
+    /// Replication factor of `__consumer_offsets` (`offsets.topic.replication.factor`), capped at
+    /// the live brokers when it is created, so that a single broker needs no setup.
+    pub offsets_topic_replication_factor: i16,
     /// How often compacted topics are checked for compaction (`log.cleaner.backoff.ms`).
     pub log_cleaner_backoff_ms: u64,
     /// How long a producer id's state is kept after its last append (`producer.id.expiration.ms`,
@@ -182,6 +189,8 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
             log_cleaner_backoff_ms: 15_000,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
             producer_id_expiration_check_interval_ms: 10 * 60 * 1000,
@@ -301,6 +310,14 @@ impl BrokerConfig {
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("connections_max_idle_ms", self.connections_max_idle_ms),
             ("connections_max_stall_ms", self.connections_max_stall_ms),
+            (
+                "offsets_topic_num_partitions",
+                self.offsets_topic_num_partitions.max(0) as u64,
+            ),
+            (
+                "offsets_topic_replication_factor",
+                self.offsets_topic_replication_factor.max(0) as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { key });
@@ -497,6 +514,12 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<BrokerConfig>("node_idd = 3").is_err());
+        let offsets: BrokerConfig = toml::from_str(
+            "offsets_topic_num_partitions = 8\noffsets_topic_replication_factor = 2",
+        )
+        .unwrap();
+        assert_eq!(offsets.offsets_topic_num_partitions, 8);
+        assert_eq!(offsets.offsets_topic_replication_factor, 2);
     }
 
     #[test]
@@ -623,6 +646,18 @@ mod tests {
             ..BrokerConfig::default()
         };
         assert!(matches!(no_idle.validate(), Err(ConfigError::Zero { .. })));
+        for config in [
+            BrokerConfig {
+                offsets_topic_num_partitions: 0,
+                ..BrokerConfig::default()
+            },
+            BrokerConfig {
+                offsets_topic_replication_factor: -1,
+                ..BrokerConfig::default()
+            },
+        ] {
+            assert!(matches!(config.validate(), Err(ConfigError::Zero { .. })));
+        }
     }
 
     #[test]

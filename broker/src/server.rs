@@ -1,5 +1,6 @@
 //! The listener and the broker's lifetime: start the controller, open the data directory, wait
-//! to be registered and unfenced, accept connections (at most
+//! to be registered and unfenced, apply the metadata image to the local logs (loading the groups
+//! of the `__consumer_offsets` partitions led here), accept connections (at most
 //! `max.connections` in all and `max.connections.per.ip` per client address; one over either limit
 //! is closed as soon as it is accepted), run background maintenance (flush policy, retention,
 //! tiering to the lake), and on shutdown stop accepting, let every connection finish the request
@@ -73,7 +74,16 @@ pub async fn run(
     };
     adopt_cluster_id(&mut broker, cluster_id)?;
     crate::replica::migrate(&broker, fresh_log).await?;
+    // The local logs and the groups of the offsets partitions led here, before serving: a
+    // restarted coordinator answers with its groups' committed offsets from the first request.
     let broker = Arc::new(broker);
+    let applying = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let image = applying.controller.image();
+        let replay = crate::group::Replay::Inline;
+        applying.replicas.apply_with(&applying, &image, replay)
+    })
+    .await;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| BrokerError::Listen {

@@ -61,6 +61,14 @@ pub struct ServeArgs {
     /// (`group.initial.rebalance.delay.ms`).
     #[arg(long, env = "INLET_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// Partitions of `__consumer_offsets` when it is first created
+    /// (`offsets.topic.num.partitions`, default 50).
+    #[arg(long, env = "INLET_OFFSETS_TOPIC_NUM_PARTITIONS", value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    offsets_topic_num_partitions: Option<i32>,
+    /// Replication factor of `__consumer_offsets`, capped at the live brokers when it is created
+    /// (`offsets.topic.replication.factor`, default 3).
+    #[arg(long, env = "INLET_OFFSETS_TOPIC_REPLICATION_FACTOR", value_parser = clap::value_parser!(i16).range(1..))]
+    offsets_topic_replication_factor: Option<i16>,
     /// How long an idle producer id's state is kept after its last append, in ms
     /// (`producer.id.expiration.ms`).
     #[arg(long, env = "INLET_PRODUCER_ID_EXPIRATION_MS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -277,6 +285,12 @@ impl ServeArgs {
         }
         if let Some(ms) = self.producer_id_expiration_ms {
             config.producer_id_expiration_ms = ms;
+        }
+        if let Some(n) = self.offsets_topic_num_partitions {
+            config.offsets_topic_num_partitions = n;
+        }
+        if let Some(n) = self.offsets_topic_replication_factor {
+            config.offsets_topic_replication_factor = n;
         }
         if let Some(ms) = self.producer_id_expiration_check_interval_ms {
             config.producer_id_expiration_check_interval_ms = ms;
@@ -539,5 +553,22 @@ mod tests {
         assert_eq!(s3.bucket, "events");
         assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
         assert!(s3.path_style);
+    }
+
+    #[test]
+    fn offsets_topic_flags_reach_the_config() {
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.offsets_topic_num_partitions, 50);
+        assert_eq!(defaults.offsets_topic_replication_factor, 3);
+        assert!(config(&["--offsets-topic-num-partitions", "0"]).is_err());
+        let config = config(&[
+            "--offsets-topic-num-partitions",
+            "12",
+            "--offsets-topic-replication-factor",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(config.offsets_topic_num_partitions, 12);
+        assert_eq!(config.offsets_topic_replication_factor, 1);
     }
 }

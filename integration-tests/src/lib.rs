@@ -20,6 +20,7 @@
 //! is deleted as usual unless `INLET_IT_KEEP_DATA` is set, in which case it is kept and its path
 //! printed.
 
+pub mod cluster;
 pub mod kafka;
 pub mod raw;
 

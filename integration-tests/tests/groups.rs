@@ -479,8 +479,8 @@ async fn the_offsets_topic_is_internal_and_protected() {
     assert_eq!(named.topics().len(), 1);
     assert_eq!(
         named.topics()[0].partitions().len(),
-        1,
-        "asked by name, it is there"
+        50,
+        "asked by name, it is created (offsets.topic.num.partitions), as Kafka does"
     );
 
     let admin: AdminClient<DefaultClientContext> =

@@ -1,7 +1,9 @@
-//! The coordinator for every group on this broker: one lock over all groups (requests are short
-//! and never wait while holding it), parked JoinGroup/SyncGroup requests answered through
-//! `oneshot` channels, durable state through [`OffsetsStore`], and a timer loop that expires
-//! sessions and ends join phases.
+//! The coordinator for the groups of the `__consumer_offsets` partitions this broker leads: one
+//! lock over those groups and the partitions they live in (requests are short and never wait
+//! while holding it), parked JoinGroup/SyncGroup requests answered through `oneshot` channels,
+//! durable state through each group's [`OffsetsStore`], and a timer loop that expires sessions
+//! and ends join phases. Which partitions are led here is [`super::ownership`]'s business; a
+//! request for a group of another partition is refused with NOT_COORDINATOR.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,12 +14,12 @@ use tokio::sync::watch;
 
 use super::log_format::{encode_group, encode_key, RecordKey};
 use super::membership::{self, JoinRequest, Pending};
-use super::restore::{restore_group, stored_group, summary};
+use super::restore::{stored_group, summary};
 use super::state::{CommittedOffset, Group, GroupState, JoinReply, SyncReply};
-use super::store::{LoadError, OffsetsStore};
+use super::store::OffsetsStore;
 use super::{GroupConfig, GroupError};
 use crate::broker::{now_ms, Broker};
-use crate::cluster::topics::TopicRegistry;
+use crate::metadata::image::MetadataImage;
 
 /// How often timers are checked: session and rebalance timeouts are honoured to this precision.
 const TICK: Duration = Duration::from_millis(50);
@@ -41,61 +43,91 @@ pub struct GroupSummary {
 
 pub struct GroupCoordinator {
     pub(super) config: GroupConfig,
-    groups: Mutex<HashMap<String, Group>>,
-    pub(super) store: OffsetsStore,
+    inner: Mutex<Inner>,
+    /// One creation of `__consumer_offsets` at a time (many clients look for coordinators at once).
+    pub(super) creating: tokio::sync::Mutex<()>,
+}
+
+/// The groups this broker coordinates and the offsets partitions they are stored in.
+#[derive(Default)]
+pub(super) struct Inner {
+    pub groups: HashMap<String, Group>,
+    /// `__consumer_offsets` as last applied: its id and partition count (None until it exists).
+    pub topic: Option<(uuid::Uuid, i32)>,
+    /// The partitions this broker leads, by index.
+    pub led: HashMap<i32, Led>,
+    /// The leader epoch at which each led partition was (or is being) loaded: a new epoch means
+    /// the leadership was lost and regained meanwhile, and the log may have changed.
+    pub epochs: HashMap<i32, i32>,
+    /// Number of the last load started.
+    pub loads: u64,
+}
+
+/// A partition led here: being replayed (by the load numbered so, so that a load overtaken by a
+/// later one for the same partition does not install its result), or serving its groups.
+pub(super) enum Led {
+    Loading(u64),
+    Loaded(OffsetsStore),
+}
+
+impl Inner {
+    /// The offsets partition of `group_id`, if the topic exists.
+    pub fn partition_of(&self, group_id: &str) -> Option<i32> {
+        let (_, count) = self.topic?;
+        Some(MetadataImage::offsets_partition_for(group_id, count))
+    }
+
+    /// Where `group_id`'s state is written, if this broker coordinates it (Kafka's
+    /// NOT_COORDINATOR otherwise, COORDINATOR_LOAD_IN_PROGRESS while its partition is replayed).
+    pub fn store_for(&self, group_id: &str) -> Result<OffsetsStore, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let partition = self
+            .partition_of(group_id)
+            .ok_or(GroupError::NotCoordinator)?;
+        match self.led.get(&partition) {
+            Some(Led::Loaded(store)) => Ok(store.clone()),
+            Some(Led::Loading(_)) => Err(GroupError::CoordinatorLoadInProgress),
+            None => Err(GroupError::NotCoordinator),
+        }
+    }
 }
 
 impl GroupCoordinator {
-    /// Opens the offsets topic and rebuilds every group from it. Blocking.
-    pub fn open(
-        topics: &TopicRegistry,
-        config: GroupConfig,
-    ) -> Result<GroupCoordinator, LoadError> {
-        let store = OffsetsStore::open(topics)?;
-        let replayed = store.replay()?;
-        let now = now_ms();
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        for (id, stored) in replayed.groups {
-            groups.insert(id.clone(), restore_group(&id, stored, now));
-        }
-        for ((group_id, topic, partition), offset) in replayed.offsets {
-            groups
-                .entry(group_id.clone())
-                .or_insert_with(|| Group::new(&group_id, now))
-                .offsets
-                .insert((topic, partition), offset);
-        }
-        Ok(GroupCoordinator {
+    /// A coordinator of no group yet: groups come with the partitions this broker is made
+    /// leader of (see `ownership`).
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        GroupCoordinator {
             config,
-            groups: Mutex::new(groups),
-            store,
-        })
+            inner: Mutex::new(Inner::default()),
+            creating: tokio::sync::Mutex::new(()),
+        }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // Group transitions never leave a half-updated group on panic paths worth refusing.
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes the group's metadata if a transition asked for it.
-    fn persist_if_needed(&self, group: &mut Group) {
+    fn persist_if_needed(store: &OffsetsStore, group: &mut Group) {
         if !group.needs_persist {
             return;
         }
         group.needs_persist = false;
         let key = encode_key(&RecordKey::Group(group.id.clone()));
         let value = encode_group(&stored_group(group));
-        if let Err(error) = self.store.append(&[(key, Some(value))]) {
+        if let Err(error) = store.append(&[(key, Some(value))]) {
             tracing::error!(group = %group.id, %error, "cannot persist group metadata");
         }
     }
 
     pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinReply {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
         let pending = {
-            let mut groups = self.lock();
+            let mut inner = self.lock();
+            let store = inner.store_for(group_id)?;
+            let groups = &mut inner.groups;
             let now = now_ms();
             if !groups.contains_key(group_id) && !request.member_id.is_empty() {
                 return Err(GroupError::UnknownMemberId(request.member_id));
@@ -104,7 +136,7 @@ impl GroupCoordinator {
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, now));
             let pending = membership::join(group, request, &self.config, now);
-            self.persist_if_needed(group);
+            Self::persist_if_needed(&store, group);
             pending
         };
         match pending {
@@ -124,8 +156,9 @@ impl GroupCoordinator {
         assignments: HashMap<String, Bytes>,
     ) -> SyncReply {
         let pending = {
-            let mut groups = self.lock();
-            let Some(group) = groups.get_mut(group_id) else {
+            let mut inner = self.lock();
+            let store = inner.store_for(group_id)?;
+            let Some(group) = inner.groups.get_mut(group_id) else {
                 return Err(GroupError::UnknownMemberId(member_id.to_string()));
             };
             let pending = membership::sync(
@@ -136,7 +169,7 @@ impl GroupCoordinator {
                 assignments,
                 now_ms(),
             );
-            self.persist_if_needed(group);
+            Self::persist_if_needed(&store, group);
             pending
         };
         match pending {
@@ -152,8 +185,10 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
-        let mut groups = self.lock();
-        let group = groups
+        let mut inner = self.lock();
+        inner.store_for(group_id)?;
+        let group = inner
+            .groups
             .get_mut(group_id)
             .ok_or_else(|| GroupError::UnknownMemberId(member_id.to_string()))?;
         membership::heartbeat(group, member_id, instance_id, generation, now_ms())
@@ -165,8 +200,10 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<String, GroupError>>, GroupError> {
-        let mut groups = self.lock();
-        let group = groups
+        let mut inner = self.lock();
+        let store = inner.store_for(group_id)?;
+        let group = inner
+            .groups
             .get_mut(group_id)
             .ok_or_else(|| GroupError::UnknownMemberId(String::new()))?;
         let now = now_ms();
@@ -176,24 +213,30 @@ impl GroupCoordinator {
                 membership::leave(group, member, instance.as_deref(), &self.config, now)
             })
             .collect();
-        self.persist_if_needed(group);
+        Self::persist_if_needed(&store, group);
         Ok(results)
     }
 
+    /// The groups this broker coordinates (Kafka's ListGroups is per broker too).
     pub fn list(&self) -> Vec<GroupSummary> {
-        let groups = self.lock();
-        let mut list: Vec<GroupSummary> = groups.values().map(summary).collect();
+        let inner = self.lock();
+        let mut list: Vec<GroupSummary> = inner.groups.values().map(summary).collect();
         list.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         list
     }
 
-    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
-        self.lock().get(group_id).map(summary)
+    /// `Ok(None)`: a group this broker would coordinate but does not know.
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupSummary>, GroupError> {
+        let inner = self.lock();
+        inner.store_for(group_id)?;
+        Ok(inner.groups.get(group_id).map(summary))
     }
 
     /// Deletes an empty group and its offsets (DeleteGroups).
     pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
-        let mut groups = self.lock();
+        let mut inner = self.lock();
+        let store = inner.store_for(group_id)?;
+        let groups = &mut inner.groups;
         let group = groups
             .get(group_id)
             .ok_or_else(|| GroupError::GroupIdNotFound(group_id.to_string()))?;
@@ -213,7 +256,7 @@ impl GroupCoordinator {
             })
             .collect();
         tombstones.push((encode_key(&RecordKey::Group(group_id.to_string())), None));
-        self.store.append(&tombstones)?;
+        store.append(&tombstones)?;
         if let Some(mut group) = groups.remove(group_id) {
             group.state = GroupState::Dead;
         }
@@ -223,16 +266,24 @@ impl GroupCoordinator {
 
     /// Advances every group's timers.
     pub fn tick(&self, now_ms: i64) {
-        let mut groups = self.lock();
+        let mut inner = self.lock();
+        let Inner {
+            groups, topic, led, ..
+        } = &mut *inner;
+        let count = topic.map_or(0, |(_, count)| count);
         for group in groups.values_mut() {
             group.tick(now_ms, self.config.initial_rebalance_delay_ms);
-            self.persist_if_needed(group);
+            // Every group held here is in a loaded partition (unloading removes them).
+            let partition = MetadataImage::offsets_partition_for(&group.id, count);
+            if let Some(Led::Loaded(store)) = led.get(&partition) {
+                Self::persist_if_needed(store, group);
+            }
         }
     }
 
     /// Answers every parked request so connections can finish (broker shutdown).
     pub fn shutdown(&self) {
-        for group in self.lock().values_mut() {
+        for group in self.lock().groups.values_mut() {
             group.fail_waiters(GroupError::CoordinatorNotAvailable(
                 "the broker is shutting down",
             ));

@@ -1,5 +1,6 @@
-//! The group coordinator: Kafka's classic consumer group protocol on this single broker, which
-//! coordinates every group.
+//! The group coordinator: Kafka's classic consumer group protocol for the groups whose
+//! `__consumer_offsets` partition this broker leads (Kafka's hashing of the group id over
+//! `offsets.topic.num.partitions`).
 //!
 //! * [`state`] is one group's state machine (Empty, PreparingRebalance, CompletingRebalance,
 //!   Stable, Dead) with its members, timers and committed offsets; it is plain data driven by
@@ -11,6 +12,9 @@
 //! * [`coordinator`] owns all groups behind one lock, parks JoinGroup and SyncGroup requests until
 //!   their rebalance completes, and runs the timers (session, rebalance, initial-join delay);
 //!   [`offsets`] adds OffsetCommit / OffsetFetch / OffsetDelete to it.
+//! * [`ownership`] follows the metadata image: it creates the offsets topic through the
+//!   controller on first need, loads a partition's groups when this broker becomes its leader and
+//!   unloads them when it stops leading it.
 //!
 //! Errors are [`GroupError`]s; handlers turn them into Kafka error codes.
 
@@ -19,14 +23,18 @@ pub mod expiry;
 pub mod log_format;
 pub mod membership;
 pub mod offsets;
+pub mod ownership;
+#[cfg(test)]
+mod ownership_tests;
 mod restore;
 pub mod state;
 pub mod store;
 
 pub use coordinator::GroupCoordinator;
+pub use ownership::{ensure_offsets_topic, Replay};
 
 /// Name of the internal topic holding committed offsets and group metadata.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::metadata::image::OFFSETS_TOPIC;
 
 /// What a group request can fail with; each maps to one Kafka error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +60,13 @@ pub enum GroupError {
     InconsistentGroupProtocol,
     #[error("session timeout {0} ms is outside the broker's allowed range")]
     InvalidSessionTimeout(i32),
+    /// The group's offsets partition is not led by this broker (Kafka's NOT_COORDINATOR): the
+    /// client looks for the coordinator again.
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    /// The group's offsets partition is being replayed here.
+    #[error("the group's offsets partition is still loading")]
+    CoordinatorLoadInProgress,
     #[error("the coordinator is not available: {0}")]
     CoordinatorNotAvailable(&'static str),
     #[error("group {0} does not exist")]

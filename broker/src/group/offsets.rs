@@ -30,10 +30,12 @@ impl GroupCoordinator {
                 .map(|(t, p, _)| (t.clone(), *p, Err(error.clone())))
                 .collect()
         };
-        if group_id.is_empty() {
-            return all(GroupError::InvalidGroupId);
-        }
-        let mut groups = self.lock();
+        let mut inner = self.lock();
+        let store = match inner.store_for(group_id) {
+            Ok(store) => store,
+            Err(error) => return all(error),
+        };
+        let groups = &mut inner.groups;
         let now = now_ms();
         if !groups.contains_key(group_id) {
             if generation >= 0 {
@@ -64,7 +66,7 @@ impl GroupCoordinator {
                 (encode_key(&key), Some(encode_offset(value)))
             })
             .collect();
-        if let Err(error) = self.store.append(&records) {
+        if let Err(error) = store.append(&records) {
             tracing::error!(group = %group_id, %error, "offset commit failed");
             return all(error);
         }
@@ -79,13 +81,18 @@ impl GroupCoordinator {
 
     /// Committed offsets of `group_id`: the requested partitions (missing ones as `None`), or
     /// every committed partition when `wanted` is `None`.
-    pub fn fetch(&self, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> FetchedOffsets {
-        let groups = self.lock();
-        let committed = groups.get(group_id).map(|g| &g.offsets);
+    pub fn fetch(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, GroupError> {
+        let inner = self.lock();
+        inner.store_for(group_id)?;
+        let committed = inner.groups.get(group_id).map(|g| &g.offsets);
         let lookup = |topic: &str, partition: i32| {
             committed.and_then(|o| o.get(&(topic.to_string(), partition)).cloned())
         };
-        match wanted {
+        Ok(match wanted {
             Some(wanted) => wanted
                 .into_iter()
                 .map(|(topic, partitions)| {
@@ -104,7 +111,7 @@ impl GroupCoordinator {
                 }
                 by_topic.into_iter().collect()
             }
-        }
+        })
     }
 
     /// Forgets committed offsets of partitions no member is subscribed to (OffsetDelete).
@@ -113,8 +120,10 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<PartitionResult>, GroupError> {
-        let mut groups = self.lock();
-        let group = groups
+        let mut inner = self.lock();
+        let store = inner.store_for(group_id)?;
+        let group = inner
+            .groups
             .get_mut(group_id)
             .ok_or_else(|| GroupError::GroupIdNotFound(group_id.to_string()))?;
         let subscribed = subscribed_topics(group);
@@ -139,7 +148,7 @@ impl GroupCoordinator {
             }
             results.push((topic, partition, Ok(())));
         }
-        self.store.append(&tombstones)?;
+        store.append(&tombstones)?;
         for (topic, partition, result) in &results {
             if result.is_ok() {
                 group.offsets.remove(&(topic.clone(), *partition));

@@ -1,6 +1,7 @@
-//! `__consumer_offsets` as the coordinator's durable state: created on first start (one
-//! partition, `cleanup.policy=compact`, hidden from listings), appended to on every offset commit
-//! and completed rebalance, and replayed from start to end before the broker serves anything.
+//! One `__consumer_offsets` partition as the durable state of the groups it holds: appended to
+//! on every offset commit and completed rebalance, and replayed from start to end when this
+//! broker becomes the partition's leader (see `ownership`). The topic itself is created through
+//! the controller like any other (`ensure_offsets_topic`), with `cleanup.policy=compact`.
 //!
 //! A commit is acknowledged after its batch is in the partition log, with the same durability as
 //! an `acks=1` produce: the bytes are in the page cache at once (a killed process loses nothing)
@@ -18,7 +19,6 @@ use super::state::CommittedOffset;
 use super::{GroupError, OFFSETS_TOPIC};
 use crate::cluster::partition::{Partition, ReadLimit};
 use crate::cluster::topic_config::TopicConfig;
-use crate::cluster::topics::{TopicError, TopicRegistry};
 
 /// Segment size of the offsets topic: small, so compaction has closed segments to clean early.
 const OFFSETS_SEGMENT_BYTES: &str = "16777216";
@@ -28,7 +28,7 @@ const REPLAY_CHUNK: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot open {OFFSETS_TOPIC}: {0}")]
-    Topic(#[from] TopicError),
+    Topic(#[from] crate::cluster::topics::TopicError),
     #[error("cannot read {OFFSETS_TOPIC} at offset {offset}: {reason}")]
     Read { offset: i64, reason: String },
 }
@@ -40,6 +40,8 @@ pub struct Replayed {
     pub groups: BTreeMap<String, StoredGroup>,
 }
 
+/// One partition of the offsets topic; cheap to clone.
+#[derive(Clone)]
 pub struct OffsetsStore {
     partition: Arc<Partition>,
 }
@@ -61,21 +63,13 @@ pub fn offsets_topic_config() -> TopicConfig {
 }
 
 impl OffsetsStore {
-    /// Opens the offsets topic, creating it on first start.
-    pub fn open(topics: &TopicRegistry) -> Result<OffsetsStore, LoadError> {
-        let topic = match topics.get(OFFSETS_TOPIC) {
-            Some(topic) => topic,
-            None => match topics.create(OFFSETS_TOPIC, 1, offsets_topic_config(), false)? {
-                Some(topic) => topic,
-                None => topics
-                    .get(OFFSETS_TOPIC)
-                    .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?,
-            },
-        };
-        let partition = topic
-            .partition(0)
-            .ok_or_else(|| TopicError::Unknown(format!("{OFFSETS_TOPIC}-0")))?;
-        Ok(OffsetsStore { partition })
+    pub fn new(partition: Arc<Partition>) -> OffsetsStore {
+        OffsetsStore { partition }
+    }
+
+    /// The partition's index in the offsets topic.
+    pub fn index(&self) -> i32 {
+        self.partition.index
     }
 
     /// Appends `(key, value)` records as one batch; `None` values are tombstones.
@@ -126,6 +120,7 @@ impl OffsetsStore {
             }
         }
         tracing::info!(
+            partition = self.partition.index,
             records,
             groups = replayed.groups.len(),
             offsets = replayed.offsets.len(),
@@ -187,45 +182,18 @@ fn apply(replayed: &mut Replayed, key: Option<Bytes>, value: Option<Bytes>) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use tokio::sync::watch;
-
     use super::*;
-    use crate::config::LogDefaults;
+    use crate::group::ownership_tests::{commit, committed, leading_everything, registry};
     use crate::group::{GroupConfig, GroupCoordinator};
-
-    fn registry(dir: &Path) -> TopicRegistry {
-        TopicRegistry::open(dir, LogDefaults::default(), Arc::new(watch::channel(0).0)).unwrap()
-    }
-
-    fn commit(groups: &GroupCoordinator, group: &str, partition: i32, offset: i64) {
-        let value = CommittedOffset {
-            offset,
-            leader_epoch: -1,
-            metadata: String::new(),
-            commit_timestamp_ms: 0,
-        };
-        let results = groups.commit(group, -1, "", None, vec![("t".into(), partition, value)]);
-        assert!(results.iter().all(|(_, _, r)| r.is_ok()), "{results:?}");
-    }
-
-    fn committed(groups: &GroupCoordinator, group: &str) -> Vec<(i32, i64)> {
-        groups
-            .fetch(group, None)
-            .into_iter()
-            .flat_map(|(_, partitions)| partitions)
-            .map(|(p, o)| (p, o.map_or(-1, |o| o.offset)))
-            .collect()
-    }
 
     #[test]
     fn offsets_survive_a_restart_after_the_offsets_topic_is_compacted() {
         let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::from_u128(42);
         {
             let topics = registry(dir.path());
-            let groups = GroupCoordinator::open(&topics, GroupConfig::default()).unwrap();
+            let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
+            leading_everything(&groups, &topics, id, 1);
             // Small segments, so the many commits below fill closed segments to compact.
             let mut config = offsets_topic_config();
             config.set("segment.bytes", "1024").unwrap();
@@ -245,10 +213,11 @@ mod tests {
             topics.close_all();
         }
         let topics = registry(dir.path());
-        let groups = GroupCoordinator::open(&topics, GroupConfig::default()).unwrap();
+        let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
+        leading_everything(&groups, &topics, id, 1);
         assert_eq!(committed(&groups, "a"), vec![(0, 198), (1, 199), (2, 197)]);
         assert_eq!(committed(&groups, "b"), vec![(0, 1199)]);
         assert!(committed(&groups, "gone").is_empty());
-        assert!(groups.describe("gone").is_none());
+        assert!(groups.describe("gone").unwrap().is_none());
     }
 }

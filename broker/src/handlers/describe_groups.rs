@@ -1,11 +1,13 @@
 //! DescribeGroups: state, protocol and members of each group. Member metadata and assignments
 //! are only meaningful (and only shown) once the group is Stable, as in Kafka. An unknown group
-//! is described as Dead with no error, which is what clients of these versions expect.
+//! is described as Dead with no error, which is what clients of these versions expect; a group
+//! coordinated elsewhere answers NOT_COORDINATOR.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::errors::group_error;
 use crate::broker::Broker;
 use crate::group::state::GroupState;
 
@@ -14,7 +16,10 @@ pub fn handle(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGroups
         .groups
         .into_iter()
         .map(|group_id| match broker.groups.describe(&group_id) {
-            Some(summary) => DescribedGroup::default()
+            Err(error) => DescribedGroup::default()
+                .with_group_id(group_id)
+                .with_error_code(group_error(&error).code()),
+            Ok(Some(summary)) => DescribedGroup::default()
                 .with_group_id(group_id)
                 .with_group_state(StrBytes::from_static_str(summary.state.name()))
                 .with_protocol_type(StrBytes::from_string(summary.protocol_type))
@@ -34,7 +39,7 @@ pub fn handle(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGroups
                         })
                         .collect(),
                 ),
-            None => DescribedGroup::default()
+            Ok(None) => DescribedGroup::default()
                 .with_group_id(group_id)
                 .with_group_state(StrBytes::from_static_str(GroupState::Dead.name())),
         })

@@ -39,6 +39,8 @@ pub fn group_error(error: &GroupError) -> ResponseError {
         GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
         GroupError::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,

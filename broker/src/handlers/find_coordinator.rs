@@ -1,8 +1,9 @@
-//! FindCoordinator: every consumer group is coordinated by the live broker with the lowest id,
-//! which every broker's image agrees on. (Each broker keeps its groups in a local, one-partition
-//! `__consumer_offsets`; spreading groups over the partitions' leaders with Kafka's hashing comes
-//! with a cluster-wide offsets topic.) Transactions do not
-//! exist yet, so transaction keys are answered with COORDINATOR_NOT_AVAILABLE and a message that
+//! FindCoordinator: a consumer group's coordinator is the leader of its `__consumer_offsets`
+//! partition (Kafka's hashing of the group id over the topic's partition count), as this broker's
+//! image says; COORDINATOR_NOT_AVAILABLE while that partition has no leader. The offsets topic is
+//! created through the controller on the first group lookup, as Kafka creates it lazily (if that
+//! fails, or the topic is not in this broker's image yet, clients are told
+//! COORDINATOR_NOT_AVAILABLE and retry). Transactions do not exist yet, so transaction keys are answered with COORDINATOR_NOT_AVAILABLE and a message that
 //! says why (a client retrying it learns nothing new, but fails clearly instead of hanging on us).
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -11,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
+use crate::group::{ensure_offsets_topic, OFFSETS_TOPIC};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -18,11 +20,18 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// v4 asks for many keys at once; older versions for one.
 const BATCHED_FROM: i16 = 4;
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
+    let wants_group = request.key_type == KEY_TYPE_GROUP
+        && (!request.key.is_empty() || request.coordinator_keys.iter().any(|k| !k.is_empty()));
+    if wants_group {
+        if let Err((code, message)) = ensure_offsets_topic(broker).await {
+            tracing::warn!(?code, %message, "cannot create {OFFSETS_TOPIC}");
+        }
+    }
     if version >= BATCHED_FROM {
         let coordinators = request
             .coordinator_keys
@@ -55,10 +64,16 @@ fn coordinator(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
         }
         KEY_TYPE_GROUP => {
             let image = broker.controller.image();
-            let coordinator = image
-                .live_brokers()
-                .next()
-                .and_then(|b| b.listeners.first().map(|l| (b.id, l)));
+            if image.topic(OFFSETS_TOPIC).is_none() {
+                return refuse(
+                    ResponseError::CoordinatorNotAvailable,
+                    "the offsets topic is being created",
+                );
+            }
+            let coordinator = image.group_coordinator(&key).and_then(|id| {
+                let registered = image.brokers.get(&id).filter(|b| !b.fenced)?;
+                registered.listeners.first().map(|l| (id, l))
+            });
             match coordinator {
                 Some((id, listener)) => Coordinator::default()
                     .with_key(key)
@@ -67,7 +82,7 @@ fn coordinator(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
                     .with_port(i32::from(listener.port)),
                 None => refuse(
                     ResponseError::CoordinatorNotAvailable,
-                    "no live broker is registered yet",
+                    "the group's offsets partition has no leader",
                 ),
             }
         }

@@ -1,4 +1,5 @@
-//! ListGroups: every group this coordinator knows, filtered by state (v4) and type (v5; all
+//! ListGroups: every group this broker coordinates (as in Kafka, per broker: the groups of the
+//! offsets partitions it leads), filtered by state (v4) and type (v5; all
 //! groups here are "classic").
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;

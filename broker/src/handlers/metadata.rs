@@ -10,7 +10,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
-use crate::cluster::topics::Topic;
 use crate::group::OFFSETS_TOPIC;
 use crate::metadata::image::{MetadataImage, TopicImage};
 
@@ -26,7 +25,15 @@ pub async fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> 
     if let Some(requested) = &requested {
         for name in requested.iter().filter_map(|t| t.name.as_ref()) {
             let known = broker.controller.image().topic(name).is_some();
-            if known || name.as_str() == OFFSETS_TOPIC {
+            if known {
+                continue;
+            }
+            if name.as_str() == OFFSETS_TOPIC {
+                // Kafka (2.x) creates its internal topic when it is asked for by name, with its
+                // own settings, whatever the request or `auto.create.topics.enable` say.
+                if let Err((code, _)) = crate::group::ensure_offsets_topic(broker).await {
+                    refused.push((name.clone(), code));
+                }
                 continue;
             }
             let created = if allow_auto_create {
@@ -51,10 +58,6 @@ pub async fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> 
         Some(requested) => requested
             .into_iter()
             .map(|wanted| match wanted.name {
-                Some(name) if name.as_str() == OFFSETS_TOPIC => match broker.topics.get(&name) {
-                    Some(local) => describe_local(broker, &local),
-                    None => unknown(name, ResponseError::UnknownTopicOrPartition),
-                },
                 Some(name) => match image.topic(&name) {
                     Some(topic) => describe(&image, topic),
                     None => {
@@ -135,28 +138,6 @@ fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic 
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
         .with_is_internal(is_internal(&topic.name))
-        .with_partitions(partitions)
-}
-
-/// `__consumer_offsets`, which each broker's group coordinator keeps locally for now.
-fn describe_local(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let me = BrokerId(broker.node_id());
-    let partitions = topic
-        .partitions()
-        .iter()
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(me)
-                .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
-        })
-        .collect();
-    MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
-        .with_topic_id(topic.id)
-        .with_is_internal(true)
         .with_partitions(partitions)
 }
 

@@ -81,7 +81,7 @@ pub async fn dispatch(
             ResponseKind::InitProducerId(init_producer_id::handle(broker, r).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(broker, version, r))
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, version, r).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(join_group::handle(broker, header, r).await)

@@ -1,6 +1,7 @@
 //! OffsetFetch: a group's committed offsets, for the partitions asked for or (null topics) all
 //! of them. v8 asks for several groups at once. A partition without a committed offset answers
-//! offset -1, which clients read as "use auto.offset.reset".
+//! offset -1, which clients read as "use auto.offset.reset". A group coordinated elsewhere
+//! answers NOT_COORDINATOR (top level from v2, per group from v8, per partition before v2).
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -9,6 +10,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::errors::group_error;
 use crate::broker::Broker;
 use crate::group::coordinator::FetchedOffsets;
 use crate::group::state::CommittedOffset;
@@ -28,8 +30,12 @@ pub fn handle(broker: &Broker, version: i16, request: OffsetFetchRequest) -> Off
                         .map(|t| (t.name.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let fetched = broker.groups.fetch(&g.group_id, wanted);
-                group_answer(g.group_id, fetched)
+                match broker.groups.fetch(&g.group_id, wanted) {
+                    Ok(fetched) => group_answer(g.group_id, fetched),
+                    Err(error) => OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(group_error(&error).code()),
+                }
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
@@ -40,9 +46,21 @@ pub fn handle(broker: &Broker, version: i16, request: OffsetFetchRequest) -> Off
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = broker
-        .groups
-        .fetch(&request.group_id, wanted)
+    let (fetched, error_code) = match broker.groups.fetch(&request.group_id, wanted.clone()) {
+        Ok(fetched) => (fetched, 0),
+        // Every asked-for partition carries the error too: v0 and v1 have no top-level code.
+        Err(error) => (
+            wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    (topic, partitions.into_iter().map(|p| (p, None)).collect())
+                })
+                .collect(),
+            group_error(&error).code(),
+        ),
+    };
+    let topics = fetched
         .into_iter()
         .map(|(topic, partitions)| {
             OffsetFetchResponseTopic::default()
@@ -57,12 +75,15 @@ pub fn handle(broker: &Broker, version: i16, request: OffsetFetchRequest) -> Off
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(metadata))
+                                .with_error_code(error_code)
                         })
                         .collect(),
                 )
         })
         .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+    OffsetFetchResponse::default()
+        .with_topics(topics)
+        .with_error_code(error_code)
 }
 
 fn values(found: Option<CommittedOffset>) -> (i64, i32, StrBytes) {

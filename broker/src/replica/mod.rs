@@ -6,8 +6,9 @@
 //!
 //! It also answers "does this broker lead this partition now?" in one place.
 //!
-//! `__consumer_offsets` stays broker-local for now: each broker's group coordinator keeps its own
-//! (see `group::store`), so it is neither migrated nor reconciled here.
+//! `__consumer_offsets` is a cluster topic like any other here; after each image is applied, the
+//! group coordinator is told which of its partitions this broker now leads
+//! ([`crate::group::GroupCoordinator::follow`]): it loads and unloads their groups.
 
 mod migrate;
 
@@ -25,7 +26,7 @@ use crate::broker::{blocking, Broker};
 use crate::cluster::partition::Partition;
 use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::topics::{Topic, TopicError};
-use crate::group::OFFSETS_TOPIC;
+use crate::group::{Replay, OFFSETS_TOPIC};
 use crate::metadata::image::{MetadataImage, TopicImage};
 
 /// Written once this broker's pre-cluster topics are in the metadata log: from then on a local
@@ -55,19 +56,22 @@ fn local_config(topic: &TopicImage) -> Result<TopicConfig, TopicError> {
 
 impl ReplicaManager {
     /// Brings the local topics in line with `image`. Failures are logged and retried at the next
-    /// image: one bad topic must not keep the others from being applied.
+    /// image: one bad topic must not keep the others from being applied. Offsets partitions
+    /// newly led here are replayed in the background.
     pub fn apply(&self, broker: &Broker, image: &MetadataImage) {
+        self.apply_with(broker, image, Replay::Background);
+    }
+
+    /// [`Self::apply`], replaying newly led offsets partitions as `replay` says (start-up loads
+    /// them before the broker serves).
+    pub fn apply_with(&self, broker: &Broker, image: &MetadataImage, replay: Replay) {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let me = broker.node_id();
-        let wanted: Vec<&TopicImage> = image
-            .topics
-            .values()
-            .filter(|t| t.name != OFFSETS_TOPIC && hosts(t, me))
-            .collect();
+        let wanted: Vec<&TopicImage> = image.topics.values().filter(|t| hosts(t, me)).collect();
         let wanted_ids: BTreeSet<Uuid> = wanted.iter().map(|t| t.id).collect();
         // Deletions first: a topic re-created under the same name has a new id.
         for local in broker.topics.list() {
-            if local.name == OFFSETS_TOPIC || wanted_ids.contains(&local.id) {
+            if wanted_ids.contains(&local.id) {
                 continue;
             }
             match blocking(|| broker.topics.delete(&local.name)) {
@@ -84,6 +88,14 @@ impl ReplicaManager {
                 tracing::error!(topic = %topic.name, %error, "cannot apply topic metadata locally");
             }
         }
+        // After the local logs: a partition this broker now leads is replayed from its log.
+        blocking(|| {
+            let local = |id: Uuid, index: i32| {
+                let local = broker.topics.get(OFFSETS_TOPIC).filter(|t| t.id == id)?;
+                local.partition(index)
+            };
+            broker.groups.follow(me, image, local, replay)
+        });
     }
 
     fn apply_topic(&self, broker: &Broker, topic: &TopicImage) -> Result<(), TopicError> {

@@ -1,0 +1,52 @@
+//! Three `inlet` processes as one cluster on loopback (combined mode: each node is broker and
+//! controller), for the cluster tests: short broker session timeouts so fencing is quick, the lake
+//! off, and any extra `serve` flags a test needs.
+
+use crate::{free_port, Broker, BrokerOptions};
+
+/// `--broker-session-timeout-ms` of the test clusters: a killed broker is fenced after this.
+pub const SESSION_TIMEOUT_MS: u64 = 3000;
+/// `--broker-heartbeat-interval-ms` of the test clusters.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
+
+/// Starts nodes 1, 2 and 3 as one cluster and waits until each answers; `extra_args` go to every
+/// node's `inlet serve`.
+pub fn start_cluster_with(extra_args: &[&str]) -> Vec<Broker> {
+    let kafka_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let options = (0..3)
+        .map(|i| {
+            let mut args: Vec<String> = vec![
+                "--controller-quorum-voters".into(),
+                voters.clone(),
+                "--controller-listen".into(),
+                format!("127.0.0.1:{}", controller_ports[i]),
+                "--broker-session-timeout-ms".into(),
+                SESSION_TIMEOUT_MS.to_string(),
+                "--broker-heartbeat-interval-ms".into(),
+                HEARTBEAT_INTERVAL_MS.to_string(),
+                "--lake-enable".into(),
+                "false".into(),
+            ];
+            args.extend(extra_args.iter().map(|a| a.to_string()));
+            BrokerOptions {
+                node_id: Some(i as i32 + 1),
+                port: Some(kafka_ports[i]),
+                extra_args: args,
+                ..BrokerOptions::default()
+            }
+        })
+        .collect();
+    Broker::start_group(options)
+}
+
+/// [`start_cluster_with`] no extra flags.
+pub fn start_cluster() -> Vec<Broker> {
+    start_cluster_with(&[])
+}
