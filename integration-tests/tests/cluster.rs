@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use inlet_integration_tests::cluster::{start_cluster, SESSION_TIMEOUT_MS};
 use inlet_integration_tests::kafka::{client_config, producer_config};
-use inlet_integration_tests::{free_port, inlet_bin, Broker, BrokerOptions};
+use inlet_integration_tests::{inlet_bin, Broker};
 use inlet_protocol::client::Client;
 use kafka_protocol::messages::{
     describe_quorum_request, DescribeClusterRequest, DescribeQuorumRequest, FindCoordinatorRequest,
@@ -23,8 +24,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-const SESSION_TIMEOUT_MS: u64 = 3000;
-const HEARTBEAT_INTERVAL_MS: u64 = 500;
 /// Every wait in this file is bounded by this.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -41,37 +40,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
-}
-
-fn start_cluster() -> Vec<Broker> {
-    let kafka_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = controller_ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let options = (0..3)
-        .map(|i| BrokerOptions {
-            node_id: Some(i as i32 + 1),
-            port: Some(kafka_ports[i]),
-            extra_args: vec![
-                "--controller-quorum-voters".into(),
-                voters.clone(),
-                "--controller-listen".into(),
-                format!("127.0.0.1:{}", controller_ports[i]),
-                "--broker-session-timeout-ms".into(),
-                SESSION_TIMEOUT_MS.to_string(),
-                "--broker-heartbeat-interval-ms".into(),
-                HEARTBEAT_INTERVAL_MS.to_string(),
-                "--lake-enable".into(),
-                "false".into(),
-            ],
-            ..BrokerOptions::default()
-        })
-        .collect();
-    Broker::start_group(options)
 }
 
 /// The live brokers and cluster id one broker's Metadata lists.
