@@ -172,11 +172,12 @@ def test_image_is_non_root_scratch_with_volume_and_port(image_env):
     assert entrypoint == "[/usr/local/bin/inlet]" and cmd == "[serve]"
     assert "9092/tcp" in ports
     assert "/var/lib/inlet" in volumes
-    # No base image: the static binary without its line tables (38 MB with them) and a few files.
+    # No base image: the static binary without its line tables (about 35 MB; about 180 MB with
+    # them) and a few files.
     size = int(container_sh("podman", "image", "inspect", "--format", "{{.Size}}",
                             env["INLET_IMAGE"], env=env).stdout)
     print(f"image size {size / 1e6:.1f} MB")
-    assert size < 32 * 1024 * 1024, f"image is {size} bytes: more than the stripped binary got in?"
+    assert size < 48 * 1024 * 1024, f"image is {size} bytes: more than the stripped binary got in?"
 
 
 def test_produce_consume_sigterm_and_restart_on_the_volume(image_env, run_id):
