@@ -33,7 +33,7 @@ pub enum BrokerError {
     Groups(#[from] LoadError),
     #[error("cannot open the lake: {0}")]
     Lake(#[from] inlet_storage::tier::TierError),
-    #[error("controller: {0}")]
+    #[error(transparent)]
     Controller(#[from] crate::controller::ControllerError),
     #[error(transparent)]
     Migration(#[from] crate::replica::MigrationError),

@@ -554,3 +554,32 @@ fn a_pre_cluster_data_directory_is_migrated_into_the_metadata_log() {
         50
     );
 }
+
+/// The voters are static: a data directory whose metadata log another quorum wrote (here, the
+/// same directory started with another `--node-id`) is refused at start with a message saying
+/// so, instead of waiting forever for an election that cannot happen.
+#[test]
+fn a_changed_node_id_on_a_data_directory_is_refused_at_start() {
+    let mut broker = Broker::start();
+    let data = broker.data_dir().to_path_buf();
+    assert!(broker.terminate().success());
+    let listen = format!("127.0.0.1:{}", inlet_integration_tests::free_port());
+    let mut child = Command::new(inlet_bin())
+        .args(["serve", "--node-id", "2", "--lake-enable", "false"])
+        .args(["--listen", &listen, "--advertised-listener", &listen])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start inlet");
+    let (status, _) = wait_for("inlet to exit", || child.try_wait().ok().flatten());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("belongs to a quorum of voters [1]") && stderr.contains("node 2"),
+        "{stderr}"
+    );
+}

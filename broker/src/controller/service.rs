@@ -36,7 +36,7 @@ pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
 pub enum ControllerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("controller quorum: {0}")]
+    #[error(transparent)]
     Quorum(#[from] QuorumError),
     #[error("controller answered with an unreadable outcome: {0}")]
     Outcome(String),

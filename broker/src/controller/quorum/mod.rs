@@ -153,7 +153,7 @@ pub struct VoterStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
-    #[error("invalid quorum configuration: {0}")]
+    #[error("controller quorum: {0}")]
     Config(String),
     #[error("metadata log storage: {0}")]
     Storage(String),

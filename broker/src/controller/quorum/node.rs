@@ -351,6 +351,24 @@ async fn initialize(
         .await
         .map_err(|_| QuorumError::Shutdown)?
     {
+        // The voters are static: a log written by another set (a changed --node-id or
+        // --controller-quorum-voters on this data directory) could never elect a leader here.
+        let logged: Vec<u64> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let configured: Vec<u64> = members.keys().copied().collect();
+        if logged != configured {
+            return Err(QuorumError::Config(format!(
+                "this metadata log belongs to a quorum of voters {logged:?}, but node {id} is \
+                 configured with voters {configured:?}; changing the voters of a cluster is not \
+                 supported: start with the same --node-id and --controller-quorum-voters, or \
+                 on an empty data directory"
+            )));
+        }
         return Ok(());
     }
     match raft.initialize(members).await {
