@@ -583,3 +583,51 @@ fn a_changed_node_id_on_a_data_directory_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// A partition's leader epoch is the metadata image's everywhere: a clean restart fences and
+/// unfences the broker, which moves the epoch, and ListOffsets (v4+) reports the same epoch as
+/// Metadata (the epoch the broker stamps into the batches it appends).
+#[test]
+fn leader_epochs_follow_the_metadata_image() {
+    use inlet_integration_tests::kafka::create_topic_with;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+
+    let mut broker = Broker::start();
+    runtime().block_on(create_topic_with(&broker.bootstrap(), "epochs", 1, &[]));
+    assert!(broker.terminate().success());
+    broker.restart();
+    let (epoch, _) = wait_for("a leader with a new epoch", || {
+        runtime().block_on(async {
+            let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+                .await
+                .ok()?;
+            let request = MetadataRequest::default().with_topics(Some(vec![
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("epochs")))),
+            ]));
+            let response = client.send_capped(request, 12).await.ok()?;
+            let partition = response.topics.first()?.partitions.first()?;
+            (partition.leader_id.0 == 1 && partition.leader_epoch > 0)
+                .then_some(partition.leader_epoch)
+        })
+    });
+    let listed = runtime().block_on(async {
+        let mut client = Client::connect(broker.bootstrap(), "cluster-test")
+            .await
+            .expect("connect");
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("epochs")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        let response = client.send_capped(request, 6).await.expect("ListOffsets");
+        response.topics[0].partitions[0].leader_epoch
+    });
+    assert_eq!(
+        listed, epoch,
+        "ListOffsets and Metadata agree on the leader epoch"
+    );
+}

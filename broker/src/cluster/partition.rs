@@ -8,7 +8,7 @@
 //! writes resume by themselves once space is freed. The first failure and the recovery are
 //! logged once each, not per request.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -57,7 +57,8 @@ pub enum PartitionError {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    pub leader_epoch: i32,
+    /// The partition's leader epoch in the metadata image, stamped into every appended batch.
+    leader_epoch: AtomicI32,
     log: Mutex<Option<Log>>,
     high_watermark: AtomicI64,
     appended: Arc<watch::Sender<u64>>,
@@ -73,7 +74,7 @@ impl Partition {
         Partition {
             topic: topic.to_string(),
             index,
-            leader_epoch: 0,
+            leader_epoch: AtomicI32::new(0),
             log: Mutex::new(Some(log)),
             high_watermark,
             appended,
@@ -98,10 +99,19 @@ impl Partition {
         Ok(f(log)?)
     }
 
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Set by the replica manager from the metadata image.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
     /// Appends producer batches (validated; offsets stamped into the stored copy) and wakes
     /// waiting fetches.
     pub fn append(&self, records: &[u8]) -> Result<AppendOutcome, PartitionError> {
-        let epoch = self.leader_epoch;
+        let epoch = self.leader_epoch();
         self.finish_append(self.with_log(|log| {
             let outcome = log.append(records, epoch)?;
             self.high_watermark
@@ -133,7 +143,7 @@ impl Partition {
         &self,
         request: ValidatedRequest<'_>,
     ) -> Result<AppendOutcome, PartitionError> {
-        let epoch = self.leader_epoch;
+        let epoch = self.leader_epoch();
         self.finish_append(self.with_log(|log| {
             let outcome = log.append_validated(request, epoch)?;
             self.high_watermark

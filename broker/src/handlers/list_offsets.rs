@@ -77,7 +77,7 @@ async fn lookup(
 ) -> ListOffsetsPartitionResponse {
     // The leader epoch field exists from v4; the encoder refuses it set on older versions.
     let leader_epoch = if version >= 4 {
-        partition.leader_epoch
+        partition.leader_epoch()
     } else {
         -1
     };

@@ -101,19 +101,29 @@ impl ReplicaManager {
     fn apply_topic(&self, broker: &Broker, topic: &TopicImage) -> Result<(), TopicError> {
         let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
         let config = local_config(topic)?;
-        let Some(local) = broker.topics.get(&topic.name) else {
-            blocking(|| {
+        let local = match broker.topics.get(&topic.name) {
+            Some(local) => {
+                if local.partition_count() < count {
+                    blocking(|| broker.topics.add_partitions(&topic.name, count, false))?;
+                }
+                if local.config() != config {
+                    blocking(|| broker.topics.set_config(&topic.name, config))?;
+                }
+                local
+            }
+            None => blocking(|| {
                 broker
                     .topics
                     .create_with_id(&topic.name, topic.id, count, config, false)
-            })?;
-            return Ok(());
+            })?
+            .ok_or_else(|| TopicError::Unknown(topic.name.clone()))?,
         };
-        if local.partition_count() < count {
-            blocking(|| broker.topics.add_partitions(&topic.name, count, false))?;
-        }
-        if local.config() != config {
-            blocking(|| broker.topics.set_config(&topic.name, config))?;
+        // Batches appended here are stamped with the leader epoch the image gives the partition.
+        for (index, placed) in topic.partitions.iter().enumerate() {
+            let partition = i32::try_from(index).ok().and_then(|i| local.partition(i));
+            if let Some(partition) = partition {
+                partition.set_leader_epoch(placed.leader_epoch);
+            }
         }
         Ok(())
     }
