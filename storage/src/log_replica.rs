@@ -50,7 +50,9 @@ impl ReplicaState {
         let end = segments.last().map_or(0, Segment::next_offset);
         let (mut epochs, mut epochs_dirty) = match LeaderEpochCache::read_checkpoint(dir) {
             Some(cache) => (cache, false),
-            None => (LeaderEpochCache::rebuild(segments), true),
+            // An empty log needs no file (rebuilding it is free); a written one is checkpointed
+            // so the next open does not walk it again.
+            None => (LeaderEpochCache::rebuild(segments), end > start),
         };
         // Entries past the recovered end name batches a crash lost.
         epochs_dirty |= epochs.truncate_from_end(end);
@@ -63,14 +65,17 @@ impl ReplicaState {
                 epochs_dirty = false;
             }
         }
+        // Without a (readable) file the high watermark is the log start, as in Kafka, and the
+        // file is written once it moves.
         let written = std::fs::read_to_string(dir.join(HIGH_WATERMARK_FILE))
             .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok());
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(start);
         ReplicaState {
             epochs,
             epochs_dirty,
-            high_watermark: written.unwrap_or(start).clamp(start, end),
-            high_watermark_written: written,
+            high_watermark: written.clamp(start, end),
+            high_watermark_written: Some(written),
         }
     }
 }

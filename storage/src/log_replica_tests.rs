@@ -316,6 +316,53 @@ fn high_watermark_is_clamped_checkpointed_and_lowered_by_truncation() {
     assert_eq!(log.high_watermark(), 0, "unreadable: the log start");
 }
 
+#[test]
+fn an_empty_log_writes_no_replication_files_until_they_hold_something() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    log.append(&batch(1, 0), -1).unwrap(); // no leader epoch: no entry
+    log.flush().unwrap();
+    assert!(!dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE).exists());
+    assert!(!dir.path().join(HIGH_WATERMARK_FILE).exists());
+    log.set_high_watermark(1);
+    log.close().unwrap();
+    // Reopening walks the batches once and checkpoints what it found (nothing).
+    drop(Log::open(dir.path(), config(1 << 20)).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE)).unwrap(),
+        "0\n0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(HIGH_WATERMARK_FILE)).unwrap(),
+        "1\n"
+    );
+}
+
+#[test]
+fn compaction_keeps_the_epoch_cache_and_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(300);
+    cfg.compact = true;
+    let mut log = Log::open(dir.path(), cfg).unwrap();
+    // Every batch writes the same key, so compaction drops most of them.
+    for epoch in [1, 1, 2, 2, 2, 3, 3, 3] {
+        log.append(&batch(2, 0), epoch).unwrap();
+    }
+    log.set_high_watermark(12);
+    let before = pairs(&log);
+    let end = log.log_end_offset();
+    assert!(log.compact(0).unwrap().is_some());
+    assert_eq!(pairs(&log), before);
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark()
+        ),
+        (0, end, 12)
+    );
+}
+
 /// One step of the replica property test.
 #[derive(Debug, Clone)]
 enum Op {
