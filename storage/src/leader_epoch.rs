@@ -21,7 +21,7 @@
 //! It is replaced atomically (temp file, fsync, rename, directory fsync). A missing or unreadable
 //! one is rebuilt from the batches' epochs by [`LeaderEpochCache::rebuild`].
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use inlet_protocol::batch::BatchIter;
@@ -37,8 +37,10 @@ pub const UNDEFINED_EPOCH_OFFSET: i64 = -1;
 
 /// The checkpoint format version this code reads and writes.
 const CHECKPOINT_VERSION: u32 = 0;
-/// Entries a checkpoint may claim: bounds what reading a damaged one allocates.
+/// Entries a checkpoint may claim, and bytes it may have: bound what reading a damaged one
+/// allocates (an entry line is at most 32 bytes).
 const MAX_CHECKPOINT_ENTRIES: usize = 1 << 20;
+const MAX_CHECKPOINT_BYTES: u64 = 64 + 32 * MAX_CHECKPOINT_ENTRIES as u64;
 
 /// One leader epoch and the first offset it wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +190,7 @@ impl LeaderEpochCache {
         if count > MAX_CHECKPOINT_ENTRIES {
             return None;
         }
-        let mut entries = Vec::with_capacity(count);
+        let mut entries = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             let mut fields = lines.next()?.split_whitespace();
             let epoch = fields.next()?.parse().ok()?;
@@ -210,8 +212,13 @@ impl LeaderEpochCache {
     /// Reads the checkpoint in `dir`: `None` when it is missing, or unreadable (logged).
     pub fn read_checkpoint(dir: &Path) -> Option<LeaderEpochCache> {
         let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-        let text = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let text = match read_bounded(&path, MAX_CHECKPOINT_BYTES) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                tracing::warn!(file = %path.display(),
+                    "oversized leader-epoch checkpoint; rebuilding it from the log");
+                return None;
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e,
@@ -235,13 +242,28 @@ impl LeaderEpochCache {
     }
 }
 
+/// The whole file at `path`, or `None` if it is longer than `limit` bytes.
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
 /// Replaces `<dir>/<name>` with `contents`: temp file, fsync, rename, directory fsync, so a
 /// crash leaves the old file or the new one, never a mix (recovery deletes stray `*.tmp`).
 pub(crate) fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    if let Err(error) = written {
+        // Best effort: a full disk should not also keep a partial file (open removes it anyway).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(error);
+    }
     std::fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
 }

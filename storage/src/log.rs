@@ -478,8 +478,16 @@ impl Log {
         if point != self.recovery_point {
             self.write_recovery_point(point)?;
         }
-        self.persist_epochs()?;
-        self.persist_high_watermark()?;
+        // The checkpoints can be rebuilt (epochs) or are conservative (an older high watermark),
+        // so failing to write them (a full disk) does not fail the flush of the data: the next
+        // flush retries.
+        if let Err(error) = self
+            .persist_epochs()
+            .and_then(|()| self.persist_high_watermark())
+        {
+            tracing::warn!(dir = %self.dir.display(), %error,
+                "cannot write a replication checkpoint; the next flush retries");
+        }
         self.unflushed_messages = 0;
         self.last_flush_ms = wall_clock_ms();
         Ok(())

@@ -24,7 +24,7 @@ use inlet_protocol::batch::BatchHeader;
 use super::Log;
 use crate::append::{validate_replicated, AppendOutcome};
 use crate::error::{IoContext, StorageError};
-use crate::leader_epoch::{write_atomically, LeaderEpochCache};
+use crate::leader_epoch::{read_bounded, write_atomically, LeaderEpochCache};
 use crate::segment::Segment;
 
 /// Name of the high-watermark checkpoint in the partition directory.
@@ -67,8 +67,10 @@ impl ReplicaState {
         }
         // Without a (readable) file the high watermark is the log start, as in Kafka, and the
         // file is written once it moves.
-        let written = std::fs::read_to_string(dir.join(HIGH_WATERMARK_FILE))
+        let written = read_bounded(&dir.join(HIGH_WATERMARK_FILE), 64)
             .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse::<i64>().ok())
             .unwrap_or(start);
         ReplicaState {
