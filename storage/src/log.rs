@@ -402,10 +402,29 @@ impl Log {
                 log_end: end,
             });
         }
+        self.truncate(offset, offset <= start)
+    }
+
+    /// Removes every batch and restarts the log empty at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): for a follower whose log end is below its leader's log
+    /// start, which [`Log::truncate_to`] cannot move up to. The epoch cache is emptied.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                log_end: self.log_end_offset(),
+            });
+        }
+        self.truncate(offset, true)
+    }
+
+    /// [`Log::truncate_to`] `offset`; with `fully`, removes everything and restarts at `offset`.
+    fn truncate(&mut self, offset: i64, fully: bool) -> Result<(), StorageError> {
         self.dir_dirty = true;
         let now = wall_clock_ms();
         let capacity = self.config.effective_segment_bytes();
-        if offset <= start {
+        if fully {
             for segment in self.segments.drain(..) {
                 segment.delete()?;
             }
@@ -452,7 +471,7 @@ impl Log {
             .and_then(|()| sync_dir(&self.dir))
             .context(|| format!("deleting producer snapshots in {}", self.dir.display()))?;
         self.producers = rebuild_producers(&self.dir, &self.segments)?;
-        if offset <= start {
+        if fully {
             self.epochs_dirty |= self.epochs.clear();
         }
         self.fit_replica_state_to_log()?;

@@ -396,11 +396,15 @@ enum Op {
         follower: bool,
         per_mille: u16,
     },
+    /// Retention by size deletes the oldest closed segments, moving the log start.
+    Retention {
+        follower: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1usize..4, 1usize..5).prop_map(|(batches, records)| Op::LeaderAppend { batches, records }),
+        6 => (1usize..4, 1usize..5).prop_map(|(batches, records)| Op::LeaderAppend { batches, records }),
         1 => (1i32..3).prop_map(Op::BumpEpoch),
         3 => prop_oneof![Just(0usize), 100usize..600].prop_map(|max_bytes| Op::Replicate { max_bytes }),
         1 => (0u16..1000).prop_map(Op::TruncateLeader),
@@ -408,6 +412,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|follower| Op::Roll { follower }),
         1 => (any::<bool>(), any::<bool>(), 0u8..3).prop_map(|(follower, clean, checkpoint)| Op::Reopen { follower, clean, checkpoint }),
         1 => (any::<bool>(), 0u16..1100).prop_map(|(follower, per_mille)| Op::SetHighWatermark { follower, per_mille }),
+        1 => any::<bool>().prop_map(|follower| Op::Retention { follower }),
     ]
 }
 
@@ -433,6 +438,46 @@ fn reopen(log: Log, dir: &Path, cfg: &LogConfig, clean: bool, checkpoint: u8) ->
     Log::open(dir, cfg.clone()).unwrap()
 }
 
+/// Every batch of the log with its base offset.
+fn batches(log: &Log) -> Vec<(i64, Vec<u8>)> {
+    log.segments
+        .iter()
+        .flat_map(|s| {
+            BatchIter::new(s.bytes())
+                .map(|item| {
+                    let (header, range) = item.unwrap();
+                    (header.base_offset, s.bytes()[range].to_vec())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Where their offsets overlap, the follower's batches are the leader's, byte for byte.
+fn assert_follower_copies_leader(leader: &Log, follower: &Log) {
+    assert!(follower.log_end_offset() <= leader.log_end_offset());
+    let leader_batches: std::collections::HashMap<i64, Vec<u8>> =
+        batches(leader).into_iter().collect();
+    for (base, bytes) in batches(follower) {
+        if base >= leader.log_start_offset() {
+            assert!(
+                leader_batches.get(&base) == Some(&bytes),
+                "follower batch at {base} differs from the leader's"
+            );
+        }
+    }
+}
+
+fn apply_retention(log: &mut Log) {
+    let cfg = log.config().clone();
+    log.set_config(LogConfig {
+        retention_bytes: Some(500),
+        ..cfg.clone()
+    });
+    log.apply_retention(0).unwrap();
+    log.set_config(cfg);
+}
+
 fn check_replica_invariants(log: &Log) {
     let (start, end) = (log.log_start_offset(), log.log_end_offset());
     let mut next = start;
@@ -454,11 +499,11 @@ fn check_replica_invariants(log: &Log) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn a_follower_copies_its_leader_exactly_and_the_epoch_cache_follows_the_log(
-        ops in prop::collection::vec(op(), 1..30),
+        ops in prop::collection::vec(op(), 1..40),
     ) {
         let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         // Different segment sizes: the copy rolls at other places than the original.
@@ -477,6 +522,10 @@ proptest! {
                 }
                 Op::BumpEpoch(by) => epoch += by,
                 Op::Replicate { max_bytes } => {
+                    if follower.log_end_offset() < leader.log_start_offset() {
+                        // Behind the leader's retention: start over at its log start.
+                        follower.truncate_fully_and_start_at(leader.log_start_offset()).unwrap();
+                    }
                     if follower.log_end_offset() < leader.log_end_offset() {
                         let bytes = leader.read(follower.log_end_offset(), max_bytes).unwrap();
                         follower.append_as_follower(&bytes).unwrap();
@@ -510,16 +559,22 @@ proptest! {
                     prop_assert_eq!(set, target.min(end));
                     log.flush().unwrap();
                 }
+                Op::Retention { follower: f } => {
+                    apply_retention(if f { &mut follower } else { &mut leader });
+                }
             }
             check_replica_invariants(&leader);
             check_replica_invariants(&follower);
-            // The follower's log is a byte-identical prefix of the leader's.
-            let (l, f) = (all_bytes(&leader), all_bytes(&follower));
-            prop_assert!(f.len() <= l.len());
-            prop_assert!(l[..f.len()] == f[..], "follower diverged from the leader");
+            assert_follower_copies_leader(&leader, &follower);
+        }
+        if follower.log_end_offset() < leader.log_start_offset() {
+            follower.truncate_fully_and_start_at(leader.log_start_offset()).unwrap();
         }
         replicate(&leader, &mut follower, 500);
-        prop_assert_eq!(all_bytes(&leader), all_bytes(&follower));
-        prop_assert_eq!(leader.leader_epoch_cache(), follower.leader_epoch_cache());
+        assert_follower_copies_leader(&leader, &follower);
+        if follower.log_start_offset() == leader.log_start_offset() {
+            prop_assert_eq!(all_bytes(&leader), all_bytes(&follower));
+            prop_assert_eq!(leader.leader_epoch_cache(), follower.leader_epoch_cache());
+        }
     }
 }
