@@ -18,7 +18,7 @@
 //! * [`Log::compact`] keeps the latest record per key in closed segments ([`compaction`]).
 //! * For replication: [`Log::append_as_follower`] stores a leader's batches as they are, the
 //!   [`LeaderEpochCache`] answers OffsetForLeaderEpoch ([`Log::end_offset_for_epoch`]), and
-//!   [`Log::high_watermark`] is kept and checkpointed ([`leader_epoch`], `log/log_replica.rs`).
+//!   [`Log::high_watermark`] is kept and checkpointed ([`leader_epoch`], `log_replica.rs`).
 //!
 //! `unsafe` lives only in [`mmap`] (enforced: `unsafe_code` is denied everywhere else).
 

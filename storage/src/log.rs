@@ -31,7 +31,8 @@
 //!   prefix into a new file (see [`Segment::copy_prefix`]) instead of shrinking a mapped one.
 //!
 //! The log is not internally synchronized; the broker wraps it in a mutex. Every call is short
-//! and does no disk sync, except `flush`, `close` and `truncate_to` (rare, replication only).
+//! and does no disk sync, except `flush`, `close`, `truncate_to` (rare, replication only) and
+//! an append that starts a new leader epoch (its checkpoint, once per epoch).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,7 +88,7 @@ pub struct Log {
     lake_extent: LakeExtent,
     /// Reused by every append's record walk.
     walker: RecordWalker,
-    /// Leader epochs of the batches (see [`replica`]); `epochs_dirty`: not yet checkpointed.
+    /// Leader epochs of the batches (see `log_replica.rs`); `epochs_dirty`: not yet checkpointed.
     epochs: LeaderEpochCache,
     epochs_dirty: bool,
     /// Within `[log_start_offset, log_end_offset]`; `high_watermark_written`: the value in

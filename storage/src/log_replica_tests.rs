@@ -259,6 +259,34 @@ fn follower_append_refuses_a_gap_an_overlap_and_non_contiguous_batches() {
 }
 
 #[test]
+fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = Log::open(ld.path(), config(1 << 20)).unwrap();
+    leader.append(&batch(2, 0), 3).unwrap();
+    leader.truncate_fully_and_start_at(100).unwrap();
+    assert_eq!(
+        (leader.log_start_offset(), leader.log_end_offset()),
+        (100, 100)
+    );
+    assert!(leader.leader_epoch_cache().is_empty());
+    leader.append(&batch(2, 0), 4).unwrap();
+    let mut follower = Log::open(fd.path(), config(1 << 20)).unwrap();
+    follower.append(&idempotent(9, 0, 3), 1).unwrap();
+    follower.set_high_watermark(3);
+    follower.truncate_fully_and_start_at(100).unwrap();
+    assert_eq!(follower.high_watermark(), 100);
+    replicate(&leader, &mut follower, usize::MAX);
+    assert_eq!(all_bytes(&follower), all_bytes(&leader));
+    assert_eq!(pairs(&follower), [(4, 100)]);
+    assert!(follower.truncate_fully_and_start_at(-1).is_err());
+    follower.close().unwrap();
+    let follower = Log::open(fd.path(), config(1 << 20)).unwrap();
+    assert_eq!(follower.log_start_offset(), 100);
+    assert_eq!(pairs(&follower), [(4, 100)]);
+    assert_eq!(follower.high_watermark(), 100);
+}
+
+#[test]
 fn a_follower_that_becomes_leader_knows_the_idempotent_producers() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut leader = Log::open(ld.path(), config(1 << 20)).unwrap();
