@@ -608,7 +608,7 @@ impl Log {
         if count > 0 {
             self.dir_dirty = true;
             tracing::info!(dir = %self.dir.display(), segments = count, log_start_offset = self.log_start_offset(), "retention deleted segments");
-            self.fit_replica_state_to_log()?;
+            self.fit_replica_state_or_warn();
         }
         outcome.log_start_offset = self.log_start_offset();
         Ok(outcome)
@@ -646,7 +646,7 @@ impl Log {
         self.segments.insert(0, done.segment);
         // Compaction keeps every batch's offset range and the log start, so which epoch wrote
         // which offsets is unchanged: the cache stays as it is (as Kafka's cleaner leaves it).
-        self.fit_replica_state_to_log()?;
+        self.fit_replica_state_or_warn();
         let o = done.outcome;
         tracing::info!(dir = %self.dir.display(), segments = o.segments_replaced, bytes_before = o.bytes_before,
             bytes_after = o.bytes_after, records_before = o.records_before, records_after = o.records_after,

@@ -245,6 +245,17 @@ impl Log {
         Ok(())
     }
 
+    /// [`Log::fit_replica_state_to_log`] after a move of the log start (retention, compaction):
+    /// the segments are already gone, and a stale checkpoint is fitted again on open, so a
+    /// failed checkpoint write (a full disk, which retention is freeing) is only logged; the
+    /// next flush retries it.
+    pub(super) fn fit_replica_state_or_warn(&mut self) {
+        if let Err(error) = self.fit_replica_state_to_log() {
+            tracing::warn!(dir = %self.dir.display(), %error,
+                "cannot write the leader-epoch checkpoint; the next flush retries");
+        }
+    }
+
     /// The partition's leader epochs and where each started.
     pub fn leader_epoch_cache(&self) -> &LeaderEpochCache {
         &self.epochs
