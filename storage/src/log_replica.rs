@@ -85,9 +85,10 @@ impl ReplicaState {
 impl Log {
     /// Appends batches fetched from the leader as they are: base offsets, leader epochs,
     /// timestamps and producer fields unchanged (Kafka's `appendAsFollower`). Framing, magic and
-    /// CRC are checked as for any append (see [`validate_replicated`]); the first batch must
-    /// start at the log end and each next one where the previous ended, else
-    /// [`StorageError::UnexpectedAppendOffset`] (the replication layer truncates first).
+    /// CRC are checked as for any append (records are not walked, timestamps not bounded: the
+    /// leader did that); the first batch must start at the log end and each next one where the
+    /// previous ended, else [`StorageError::UnexpectedAppendOffset`] (the replication layer
+    /// truncates first).
     /// Nothing is written unless every batch passes. The batches may span several segments: if
     /// writing fails part way, the batches before the failure stay (the log end says which).
     /// Indexes, the epoch cache and the producer state (replayed as recovery does, so a
