@@ -135,6 +135,45 @@ pub(crate) fn validate(
     Ok(batches)
 }
 
+/// Checks batches copied from a leader ([`Log::append_as_follower`](crate::Log::append_as_follower)):
+/// framing, magic, CRC-32C, an offset range that holds the records (`recordsCount <=
+/// lastOffsetDelta + 1`: compaction leaves fewer records than offsets, and empty batches), and
+/// that each batch fits in a segment. The records are not walked and timestamps not bounded:
+/// the leader checked them when it accepted the batch, and a follower stores what it has.
+pub(crate) fn validate_replicated(
+    records: &[u8],
+    config: &LogConfig,
+) -> Result<Vec<(BatchHeader, Range<usize>)>, StorageError> {
+    let max_segment_bytes = config.effective_segment_bytes();
+    let mut batches = Vec::new();
+    let mut iter = BatchIter::new(records);
+    while let Some(item) = iter.next() {
+        let (header, range) = item.map_err(|e| corrupt(iter.position(), e.to_string()))?;
+        verify_crc(&records[range.clone()]).map_err(|e| corrupt(range.start, e.to_string()))?;
+        if header.last_offset_delta < 0
+            || header.records_count < 0
+            || header.records_count > header.last_offset_delta.saturating_add(1)
+        {
+            let reason = format!(
+                "record count {} does not fit last offset delta {}",
+                header.records_count, header.last_offset_delta
+            );
+            return Err(corrupt(range.start, reason));
+        }
+        if range.len() > max_segment_bytes {
+            return Err(StorageError::RecordTooLarge {
+                size: range.len(),
+                max: max_segment_bytes,
+            });
+        }
+        batches.push((header, range));
+    }
+    if batches.is_empty() {
+        return Err(corrupt(0, "no record batch in the request"));
+    }
+    Ok(batches)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

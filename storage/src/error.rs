@@ -41,6 +41,17 @@ pub enum StorageError {
         current: i16,
         received: i16,
     },
+    /// A follower append whose batch does not start where the log (or the previous batch)
+    /// ends: Kafka's `UnexpectedAppendOffsetException`. The replication layer truncates the
+    /// log (or fetches from its end) first.
+    #[error(
+        "replicated batch at byte {position} starts at offset {received}, expected {expected}"
+    )]
+    UnexpectedAppendOffset {
+        position: usize,
+        expected: i64,
+        received: i64,
+    },
     /// The append (or one batch of it) cannot fit in a segment.
     #[error("record batches of {size} bytes exceed the segment size of {max} bytes")]
     RecordTooLarge { size: usize, max: usize },

@@ -16,6 +16,9 @@
 //!   prefix and costs no other segment anything ([`recovery`]).
 //! * [`Log::apply_retention`] deletes old closed segments by time and size ([`retention`]).
 //! * [`Log::compact`] keeps the latest record per key in closed segments ([`compaction`]).
+//! * For replication: [`Log::append_as_follower`] stores a leader's batches as they are, the
+//!   [`LeaderEpochCache`] answers OffsetForLeaderEpoch ([`Log::end_offset_for_epoch`]), and
+//!   [`Log::high_watermark`] is kept and checkpointed ([`leader_epoch`], `log_replica.rs`).
 //!
 //! `unsafe` lives only in [`mmap`] (enforced: `unsafe_code` is denied everywhere else).
 
@@ -26,6 +29,7 @@ pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod leader_epoch;
 pub mod log;
 pub mod mmap;
 pub mod producer_state;
@@ -40,5 +44,6 @@ pub use append::{validate_for_append, AppendOutcome, ValidatedRequest};
 pub use compaction::CompactionOutcome;
 pub use config::LogConfig;
 pub use error::StorageError;
+pub use leader_epoch::{EpochEntry, LeaderEpochCache};
 pub use log::{Log, TimestampOffset, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 pub use retention::RetentionOutcome;

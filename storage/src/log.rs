@@ -11,6 +11,8 @@
 //! <dir>/00000000000000000000.log.corrupt a damaged segment's original bytes, set aside by
 //!                                       recovery for an operator; never read back
 //! <dir>/.clean_shutdown                 empty; present only between `close` and the next `open`
+//! <dir>/leader-epoch-checkpoint         leader epochs, see `leader_epoch` and `log_replica`
+//! <dir>/high-watermark                  the high watermark, see `log_replica`
 //! ```
 //!
 //! Invariants kept here:
@@ -29,7 +31,8 @@
 //!   prefix into a new file (see [`Segment::copy_prefix`]) instead of shrinking a mapped one.
 //!
 //! The log is not internally synchronized; the broker wraps it in a mutex. Every call is short
-//! and does no disk sync, except `flush`, `close` and `truncate_to` (rare, replication only).
+//! and does no disk sync, except `flush`, `close`, `truncate_to` (rare, replication only) and
+//! an append that starts a new leader epoch (its checkpoint, once per epoch).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +45,7 @@ use crate::append::{validate_for_append, AppendOutcome, ValidatedRequest};
 use crate::compaction::{self, CompactionOutcome};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
+use crate::leader_epoch::LeaderEpochCache;
 use crate::mmap::MappedFile;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::recovery::{self, rebuild_producers, CLEAN_SHUTDOWN_FILE};
@@ -84,6 +88,13 @@ pub struct Log {
     lake_extent: LakeExtent,
     /// Reused by every append's record walk.
     walker: RecordWalker,
+    /// Leader epochs of the batches (see `log_replica.rs`); `epochs_dirty`: not yet checkpointed.
+    epochs: LeaderEpochCache,
+    epochs_dirty: bool,
+    /// Within `[log_start_offset, log_end_offset]`; `high_watermark_written`: the value in
+    /// its checkpoint file.
+    high_watermark: i64,
+    high_watermark_written: Option<i64>,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -106,9 +117,12 @@ impl Log {
         let now = wall_clock_ms();
         compaction::finish_interrupted(dir)?;
         let recovered = recovery::recover(dir, &config, now)?;
+        let replica = replica::ReplicaState::load(dir, &recovered.segments);
         tracing::info!(dir = %dir.display(), segments = recovered.segments.len(),
             log_end_offset = recovered.segments.last().map_or(0, Segment::next_offset),
-            damaged_segments = recovered.damaged_segments, "opened log");
+            damaged_segments = recovered.damaged_segments,
+            high_watermark = replica.high_watermark,
+            latest_epoch = replica.epochs.latest_epoch().unwrap_or(-1), "opened log");
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -121,6 +135,10 @@ impl Log {
             recovery_point: recovery::read_recovery_point(dir),
             lake_extent: LakeExtent::read(dir),
             walker: RecordWalker::new(),
+            epochs: replica.epochs,
+            epochs_dirty: replica.epochs_dirty,
+            high_watermark: replica.high_watermark,
+            high_watermark_written: replica.high_watermark_written,
         })
     }
 
@@ -198,17 +216,17 @@ impl Log {
             .max()
             .unwrap_or(-1);
 
-        // 3. Roll if the append does not fit or the segment is old; then write all batches as
-        //    one write, so a failure (ENOSPC) stores none of them and the producer state is
-        //    left as it was: the producer's retry then stores each batch exactly once.
-        if self.needs_roll(records.len(), max_timestamp, next - 1) {
-            self.start_new_segment()?;
+        // 3. A new leader epoch is checkpointed before its first batch is written (see
+        //    `replica`). Roll if the append does not fit or the segment is old; then write all
+        //    batches as one write, so a failure (ENOSPC) stores none of them and the producer
+        //    state is left as it was: the producer's retry then stores each batch exactly once.
+        let epochs_changed = self.epochs.assign(leader_epoch, batches[0].0.base_offset);
+        self.note_epochs_changed(epochs_changed)?;
+        let written = self.roll_and_write(records, &batches, max_timestamp, next - 1);
+        if let Err(error) = written {
+            self.undo_epochs_past_end();
+            return Err(error);
         }
-        let active = self
-            .segments
-            .last_mut()
-            .ok_or_else(|| corrupt(0, "log has no segment"))?;
-        active.append_batches(records, &batches)?;
         self.unflushed_messages += batches
             .iter()
             .map(|(h, _)| h.records_count as u64)
@@ -221,6 +239,23 @@ impl Log {
             duplicate: false,
             log_start_offset: self.log_start_offset(),
         })
+    }
+
+    fn roll_and_write(
+        &mut self,
+        records: &[u8],
+        batches: &[(inlet_protocol::batch::BatchHeader, std::ops::Range<usize>)],
+        max_timestamp: i64,
+        last_offset: i64,
+    ) -> Result<(), StorageError> {
+        if self.needs_roll(records.len(), max_timestamp, last_offset) {
+            self.start_new_segment()?;
+        }
+        let active = self
+            .segments
+            .last_mut()
+            .ok_or_else(|| corrupt(0, "log has no segment"))?;
+        active.append_batches(records, batches)
     }
 
     fn needs_roll(&self, size: usize, max_timestamp: i64, last_offset: i64) -> bool {
@@ -368,10 +403,29 @@ impl Log {
                 log_end: end,
             });
         }
+        self.truncate(offset, offset <= start)
+    }
+
+    /// Removes every batch and restarts the log empty at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): for a follower whose log end is below its leader's log
+    /// start, which [`Log::truncate_to`] cannot move up to. The epoch cache is emptied.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                log_end: self.log_end_offset(),
+            });
+        }
+        self.truncate(offset, true)
+    }
+
+    /// [`Log::truncate_to`] `offset`; with `fully`, removes everything and restarts at `offset`.
+    fn truncate(&mut self, offset: i64, fully: bool) -> Result<(), StorageError> {
         self.dir_dirty = true;
         let now = wall_clock_ms();
         let capacity = self.config.effective_segment_bytes();
-        if offset <= start {
+        if fully {
             for segment in self.segments.drain(..) {
                 segment.delete()?;
             }
@@ -418,6 +472,10 @@ impl Log {
             .and_then(|()| sync_dir(&self.dir))
             .context(|| format!("deleting producer snapshots in {}", self.dir.display()))?;
         self.producers = rebuild_producers(&self.dir, &self.segments)?;
+        if fully {
+            self.epochs_dirty |= self.epochs.clear();
+        }
+        self.fit_replica_state_to_log()?;
         let point = self.closed_end();
         if self.recovery_point > point {
             // Offsets above it may be written again, unsynced: they must be checked after a crash.
@@ -439,6 +497,16 @@ impl Log {
         let point = self.closed_end();
         if point != self.recovery_point {
             self.write_recovery_point(point)?;
+        }
+        // The checkpoints can be rebuilt (epochs) or are conservative (an older high watermark),
+        // so failing to write them (a full disk) does not fail the flush of the data: the next
+        // flush retries.
+        if let Err(error) = self
+            .persist_epochs()
+            .and_then(|()| self.persist_high_watermark())
+        {
+            tracing::warn!(dir = %self.dir.display(), %error,
+                "cannot write a replication checkpoint; the next flush retries");
         }
         self.unflushed_messages = 0;
         self.last_flush_ms = wall_clock_ms();
@@ -540,6 +608,7 @@ impl Log {
         if count > 0 {
             self.dir_dirty = true;
             tracing::info!(dir = %self.dir.display(), segments = count, log_start_offset = self.log_start_offset(), "retention deleted segments");
+            self.fit_replica_state_or_warn();
         }
         outcome.log_start_offset = self.log_start_offset();
         Ok(outcome)
@@ -575,6 +644,9 @@ impl Log {
         // The replaced segments' files are gone; readers keep their mappings.
         self.segments.drain(..done.replaced);
         self.segments.insert(0, done.segment);
+        // Compaction keeps every batch's offset range and the log start, so which epoch wrote
+        // which offsets is unchanged: the cache stays as it is (as Kafka's cleaner leaves it).
+        self.fit_replica_state_or_warn();
         let o = done.outcome;
         tracing::info!(dir = %self.dir.display(), segments = o.segments_replaced, bytes_before = o.bytes_before,
             bytes_after = o.bytes_after, records_before = o.records_before, records_after = o.records_after,
@@ -643,6 +715,10 @@ impl Log {
         Ok(expired)
     }
 }
+
+#[path = "log_replica.rs"]
+mod replica;
+pub use replica::HIGH_WATERMARK_FILE;
 
 #[cfg(test)]
 #[path = "log_tests.rs"]
