@@ -70,16 +70,19 @@ case ${1:-} in
 start)
     bin=$(binary)
     for n in $(seq 1 $NODES); do start_node "$n" "$bin"; done
-    # The brokers serve once the quorum has elected a controller and registered them.
+    # The brokers serve once the quorum has elected a controller and registered them; wait
+    # until every one is listed live, so that a replication factor of 3 can be placed at once.
     for _ in $(seq 1 60); do
-        if "$bin" --bootstrap-server "$(bootstrap)" cluster describe >/dev/null 2>&1; then
+        live=$("$bin" --bootstrap-server "$(bootstrap)" --output json cluster describe 2>/dev/null \
+            | grep -o '"state": *"live"' | wc -l) || true
+        if [ "$live" -eq "$NODES" ]; then
             "$bin" --bootstrap-server "$(bootstrap)" cluster describe
             echo; echo "bootstrap servers: $(bootstrap)"
             exit 0
         fi
         sleep 0.5
     done
-    echo "the cluster did not come up within 30 s: see $CLUSTER_DIR/node-*/log" >&2
+    echo "the cluster did not have $NODES live brokers within 30 s: see $CLUSTER_DIR/node-*/log" >&2
     exit 1
     ;;
 status)
