@@ -13,7 +13,6 @@ use crate::cluster::topics::{validate_topic_name, TopicError, TopicRegistry};
 use crate::config::{BrokerConfig, ConfigError};
 use crate::controller::commands::{CommandOutcome, ControllerCommand};
 use crate::controller::Controller;
-use crate::group::store::LoadError;
 use crate::group::GroupCoordinator;
 use crate::lake::Lake;
 use crate::replica::ReplicaManager;
@@ -29,8 +28,6 @@ pub enum BrokerError {
     },
     #[error("cannot open topics: {0}")]
     Topics(#[from] TopicError),
-    #[error("cannot load consumer groups: {0}")]
-    Groups(#[from] LoadError),
     #[error("cannot open the lake: {0}")]
     Lake(#[from] inlet_storage::tier::TierError),
     #[error(transparent)]
