@@ -2,7 +2,12 @@
 //! controller), for the cluster tests: short broker session timeouts so fencing is quick, the lake
 //! off, and any extra `serve` flags a test needs.
 
+use std::time::{Duration, Instant};
+
 use crate::{free_port, Broker, BrokerOptions};
+
+/// How long the cluster tests wait for anything: elections, fencing, a consumer's records.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// `--broker-session-timeout-ms` of the test clusters: a killed broker is fenced after this.
 pub const SESSION_TIMEOUT_MS: u64 = 3000;
@@ -49,4 +54,28 @@ pub fn start_cluster_with(extra_args: &[&str]) -> Vec<Broker> {
 /// [`start_cluster_with`] no extra flags.
 pub fn start_cluster() -> Vec<Broker> {
     start_cluster_with(&[])
+}
+
+/// A single-threaded runtime for the protocol client, from tests that are synchronous.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Polls `check` until it gives a value, at most [`WAIT`], and returns it with the time it
+/// took; panics with `what` otherwise.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return (value, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

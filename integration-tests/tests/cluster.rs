@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use inlet_integration_tests::cluster::{start_cluster, SESSION_TIMEOUT_MS};
+use inlet_integration_tests::cluster::{
+    runtime, start_cluster, wait_for, SESSION_TIMEOUT_MS, WAIT,
+};
 use inlet_integration_tests::kafka::{client_config, producer_config};
 use inlet_integration_tests::{inlet_bin, Broker};
 use inlet_protocol::client::Client;
@@ -24,22 +26,12 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// Every wait in this file is bounded by this.
-const WAIT: Duration = Duration::from_secs(30);
-
 struct Quorum {
     leader: i32,
     epoch: i32,
     high_watermark: i64,
     /// (voter id, log end offset)
     voters: Vec<(i32, i64)>,
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 /// The live brokers and cluster id one broker's Metadata lists.
@@ -102,21 +94,6 @@ fn describe_quorum(broker: &Broker) -> Option<Quorum> {
                 .collect(),
         })
     })
-}
-
-/// Polls `check` until it gives a value, at most [`WAIT`]; panics with `what` otherwise.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return (value, start.elapsed());
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn ids(list: &[i32]) -> BTreeSet<i32> {

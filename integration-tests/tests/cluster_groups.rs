@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use inlet_integration_tests::cluster::start_cluster_with;
+use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for, WAIT};
 use inlet_integration_tests::kafka::{client_config, producer_config};
 use inlet_integration_tests::Broker;
 use inlet_protocol::client::Client;
@@ -31,34 +31,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// Every wait in this file is bounded by this.
-const WAIT: Duration = Duration::from_secs(30);
 /// `--offsets-topic-num-partitions` of the test cluster.
 const OFFSETS_PARTITIONS: usize = 12;
 const TOPIC: &str = "events";
 const RECORDS: usize = 30;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// Polls `check` until it gives a value, at most [`WAIT`]; panics with `what` otherwise.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return (value, start.elapsed());
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 async fn client(broker: &Broker) -> Option<Client> {
     Client::connect(broker.bootstrap(), "cluster-groups-test")
