@@ -4,34 +4,14 @@
 use super::*;
 use crate::config::LogConfig;
 use crate::leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE};
+use crate::log::tests::{config, idempotent};
 use inlet_protocol::batch::{BatchHeader, BatchIter, TestBatchBuilder};
 use proptest::prelude::*;
-
-fn config(segment_bytes: u64) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        index_interval_bytes: 100,
-        flush_ms: None,
-        retention_ms: None,
-        ..LogConfig::default()
-    }
-}
 
 fn batch(n: usize, ts: i64) -> Vec<u8> {
     let records: Vec<(&[u8], &[u8])> = (0..n).map(|_| (&b"k"[..], &b"value"[..])).collect();
     TestBatchBuilder {
         base_timestamp: ts,
-        ..Default::default()
-    }
-    .build(&records)
-}
-
-fn idempotent(pid: i64, seq: i32, n: usize) -> Vec<u8> {
-    let records: Vec<(&[u8], &[u8])> = vec![(b"", b"v"); n];
-    TestBatchBuilder {
-        producer_id: pid,
-        producer_epoch: 0,
-        base_sequence: seq,
         ..Default::default()
     }
     .build(&records)
@@ -271,7 +251,7 @@ fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     assert!(leader.leader_epoch_cache().is_empty());
     leader.append(&batch(2, 0), 4).unwrap();
     let mut follower = Log::open(fd.path(), config(1 << 20)).unwrap();
-    follower.append(&idempotent(9, 0, 3), 1).unwrap();
+    follower.append(&idempotent(9, 0, 0, 3), 1).unwrap();
     follower.set_high_watermark(3);
     follower.truncate_fully_and_start_at(100).unwrap();
     assert_eq!(follower.high_watermark(), 100);
@@ -290,19 +270,19 @@ fn a_follower_behind_the_leaders_log_start_starts_over_there() {
 fn a_follower_that_becomes_leader_knows_the_idempotent_producers() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut leader = Log::open(ld.path(), config(1 << 20)).unwrap();
-    leader.append(&idempotent(7, 0, 2), 1).unwrap();
-    leader.append(&idempotent(7, 2, 3), 1).unwrap();
+    leader.append(&idempotent(7, 0, 0, 2), 1).unwrap();
+    leader.append(&idempotent(7, 0, 2, 3), 1).unwrap();
     let mut follower = Log::open(fd.path(), config(1 << 20)).unwrap();
     replicate(&leader, &mut follower, usize::MAX);
     // The producer retries its last batch against the new leader: a duplicate, not stored.
-    let retry = follower.append(&idempotent(7, 2, 3), 2).unwrap();
+    let retry = follower.append(&idempotent(7, 0, 2, 3), 2).unwrap();
     assert!(retry.duplicate);
     assert_eq!((retry.base_offset, retry.last_offset), (2, 4));
     assert!(matches!(
-        follower.append(&idempotent(7, 9, 1), 2),
+        follower.append(&idempotent(7, 0, 9, 1), 2),
         Err(StorageError::OutOfOrderSequence { expected: 5, .. })
     ));
-    follower.append(&idempotent(7, 5, 1), 2).unwrap();
+    follower.append(&idempotent(7, 0, 5, 1), 2).unwrap();
     assert_eq!(follower.log_end_offset(), 6);
     assert_eq!(pairs(&follower), [(1, 0), (2, 5)]);
 }

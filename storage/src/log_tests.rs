@@ -5,7 +5,7 @@ use super::*;
 use inlet_protocol::batch::{BatchHeader, TestBatchBuilder};
 use proptest::prelude::*;
 
-fn config(segment_bytes: u64) -> LogConfig {
+pub(super) fn config(segment_bytes: u64) -> LogConfig {
     LogConfig {
         segment_bytes,
         index_interval_bytes: 100,
@@ -26,7 +26,7 @@ fn batch(n: usize, size: usize, ts: i64) -> Vec<u8> {
     .build(&records)
 }
 
-fn idempotent(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+pub(super) fn idempotent(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
     let records: Vec<(&[u8], &[u8])> = vec![(b"", b"v"); n];
     TestBatchBuilder {
         producer_id: pid,
