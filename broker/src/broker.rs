@@ -165,16 +165,7 @@ impl Broker {
         &self,
         command: &ControllerCommand,
     ) -> Result<CommandOutcome, (ResponseError, String)> {
-        let outcome = self
-            .controller
-            .propose(command)
-            .await
-            .map_err(|e| (e.code(), e.to_string()))?;
-        if let CommandOutcome::Error { code, message } = outcome {
-            let code =
-                ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
-            return Err((code, message));
-        }
+        let outcome = self.controller.submit(command).await?;
         self.replicas.apply(self, &self.controller.image());
         Ok(outcome)
     }

@@ -46,23 +46,21 @@ impl ProducerIdBlocks {
                 broker_id: me,
                 broker_epoch: epoch,
             };
-            match controller.propose(&command).await {
+            match controller.submit(&command).await {
                 Ok(CommandOutcome::ProducerIds { start, len }) => {
                     *block = Block {
                         next: start,
                         end: start + i64::from(len),
                     };
                 }
-                Ok(CommandOutcome::Error { code, message }) => {
-                    tracing::warn!(code, %message, "producer id block refused");
-                    return Err(ResponseError::try_from_code(code)
-                        .unwrap_or(ResponseError::UnknownServerError));
-                }
                 Ok(other) => {
                     tracing::error!(?other, "unexpected answer to a producer id block request");
                     return Err(ResponseError::UnknownServerError);
                 }
-                Err(error) => return Err(error.code()),
+                Err((code, message)) => {
+                    tracing::warn!(?code, %message, "no producer id block");
+                    return Err(code);
+                }
             }
         }
         let id = block.next;

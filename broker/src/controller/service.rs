@@ -151,6 +151,22 @@ impl Controller {
         serde_json::from_slice(&answer).map_err(|e| ControllerError::Outcome(e.to_string()))
     }
 
+    /// [`propose`](Self::propose) for a request's answer: a refused command (an error outcome)
+    /// is an error too, with the Kafka code and message the client is told.
+    pub async fn submit(
+        &self,
+        command: &ControllerCommand,
+    ) -> Result<CommandOutcome, (ResponseError, String)> {
+        match self.propose(command).await {
+            Ok(CommandOutcome::Error { code, message }) => Err((
+                ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError),
+                message,
+            )),
+            Ok(outcome) => Ok(outcome),
+            Err(error) => Err((error.code(), error.to_string())),
+        }
+    }
+
     /// The latest metadata image this node has applied.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.view.current()

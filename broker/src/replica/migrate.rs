@@ -14,7 +14,7 @@ use std::io::Write;
 
 use crate::broker::Broker;
 use crate::cluster::producer_ids::legacy_reserved_end;
-use crate::controller::commands::{CommandOutcome, ControllerCommand};
+use crate::controller::commands::ControllerCommand;
 use crate::group::OFFSETS_TOPIC;
 
 use super::MIGRATED_MARKER;
@@ -125,13 +125,13 @@ async fn propose(
     command: &ControllerCommand,
     what: &str,
 ) -> Result<(), MigrationError> {
-    let refused = |message: String| MigrationError::Register {
-        name: what.to_string(),
-        message,
-    };
-    match broker.controller.propose(command).await {
-        Ok(CommandOutcome::Error { message, .. }) => Err(refused(message)),
-        Ok(_) => Ok(()),
-        Err(error) => Err(refused(error.to_string())),
-    }
+    broker
+        .controller
+        .submit(command)
+        .await
+        .map(|_| ())
+        .map_err(|(_, message)| MigrationError::Register {
+            name: what.to_string(),
+            message,
+        })
 }
