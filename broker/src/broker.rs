@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use tokio::sync::watch;
 
 use crate::cluster::load_or_create_cluster_id;
 use crate::cluster::partition::{Partition, PartitionError};
@@ -60,7 +59,6 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// The object-store tier, unless `lake.enable` is off.
     pub lake: Option<Lake>,
-    appended: Arc<watch::Sender<u64>>,
 }
 
 impl Broker {
@@ -74,12 +72,12 @@ impl Broker {
         };
         std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
         let cluster_id = load_or_create_cluster_id(&data_dir).map_err(data_dir_error)?;
-        let appended = Arc::new(watch::channel(0u64).0);
-        let topics = TopicRegistry::open(&data_dir, config.log.clone(), appended.clone())?;
+        let topics = TopicRegistry::open(&data_dir, config.log.clone())?;
         // Groups are loaded from the offsets partitions this broker leads once the image is
         // applied (before anything is served: see `server::run`).
         let groups = Arc::new(GroupCoordinator::new(config.group_config()));
         let lake = Lake::open(&config)?;
+        let node_id = config.node_id;
         let broker = Broker {
             lake,
             config,
@@ -89,9 +87,8 @@ impl Broker {
             topics,
             producer_ids: ProducerIdBlocks::default(),
             controller,
-            replicas: ReplicaManager::default(),
+            replicas: ReplicaManager::new(node_id),
             groups,
-            appended,
         };
         if broker.lake.is_none() {
             // With the lake off, offsets only the lake holds cannot be served: clients must be
@@ -103,11 +100,6 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
-    }
-
-    /// A receiver that changes whenever any partition gets new data.
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
     }
 
     /// Makes sure the cluster has topic `name`, creating it with the broker defaults (through the

@@ -95,6 +95,9 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// This broker's rack (`broker.rack`): replicas of a partition go to distinct racks.
     pub broker_rack: Option<String>,
+    /// A follower that has not caught up with its leader for this long leaves the ISR
+    /// (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
     pub log: LogDefaults,
     /// The lake: where closed segments of `remote.storage.enable` topics are tiered.
@@ -198,6 +201,7 @@ impl Default for BrokerConfig {
             controller_quorum_voters: String::new(),
             controller_listen: None,
             broker_session_timeout_ms: 9000,
+            replica_lag_time_max_ms: 30_000,
             broker_heartbeat_interval_ms: 2000,
             broker_rack: None,
             log: LogDefaults::default(),
@@ -310,6 +314,7 @@ impl BrokerConfig {
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("connections_max_idle_ms", self.connections_max_idle_ms),
             ("connections_max_stall_ms", self.connections_max_stall_ms),
+            ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
             (
                 "offsets_topic_num_partitions",
                 self.offsets_topic_num_partitions.max(0) as u64,

@@ -15,6 +15,7 @@ pub mod lake;
 pub mod metadata;
 pub mod metrics;
 pub mod replica;
+pub mod replication;
 pub mod server;
 
 pub use broker::{Broker, BrokerError};

@@ -154,6 +154,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     ));
     let tiering = tokio::spawn(crate::lake::run_tiering(broker.clone(), stop_rx.clone()));
     let replicas = tokio::spawn(crate::replica::run(broker.clone(), stop_rx.clone()));
+    let isr = tokio::spawn(crate::replication::isr::run(broker.clone(), stop_rx.clone()));
     let metrics = broker
         .config
         .metrics_listen
@@ -240,6 +241,9 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     let _ = group_timers.await;
     let _ = tiering.await;
     let _ = replicas.await;
+    let _ = isr.await;
+    // No fetched data is appended once the logs start closing.
+    broker.replicas.stop_fetchers();
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

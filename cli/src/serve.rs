@@ -114,6 +114,10 @@ struct ClusterArgs {
     /// This broker's rack (`broker.rack`): a partition's replicas go to distinct racks.
     #[arg(long, env = "INLET_BROKER_RACK")]
     broker_rack: Option<String>,
+    /// A follower not caught up with its leader for this many ms leaves the ISR
+    /// (`replica.lag.time.max.ms`).
+    #[arg(long, env = "INLET_REPLICA_LAG_TIME_MAX_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    replica_lag_time_max_ms: Option<u64>,
 }
 
 impl ClusterArgs {
@@ -132,6 +136,9 @@ impl ClusterArgs {
         }
         if let Some(rack) = &self.broker_rack {
             config.broker_rack = Some(rack.clone());
+        }
+        if let Some(ms) = self.replica_lag_time_max_ms {
+            config.replica_lag_time_max_ms = ms;
         }
     }
 }

@@ -1,7 +1,9 @@
-//! One partition this broker leads: its log, its high watermark, the signal that wakes long-polling
-//! fetches, and the manifest of what it has in the lake. On a single broker the in-sync replica set
-//! is the leader alone, so the high watermark follows the log end as soon as an append returns;
-//! replication will move it only once followers have the data.
+//! One partition replica on this broker: its log, its high watermark, the signal that wakes
+//! long-polling fetches and acks=all producers waiting on it, and the manifest of what it has in
+//! the lake. Its role (leader or follower at an epoch) and the replication state that goes with it
+//! are in `partition_replica.rs`. When the in-sync replica set is the leader alone, the high
+//! watermark follows the log end as soon as an append returns; otherwise followers' fetches move
+//! it.
 //!
 //! A write the disk refuses (full, or failing) fails that request with a storage error and
 //! leaves the partition as it was: reads go on, and the next append simply tries again, so
@@ -52,6 +54,8 @@ pub enum PartitionError {
     Closed { topic: String, index: i32 },
     #[error("reading from the lake: {0}")]
     Lake(#[from] TierError),
+    #[error("this broker does not lead partition {topic}-{index}")]
+    NotLeader { topic: String, index: i32 },
 }
 
 pub struct Partition {
@@ -61,7 +65,15 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     log: Mutex<Option<Log>>,
     high_watermark: AtomicI64,
-    appended: Arc<watch::Sender<u64>>,
+    /// Bumped whenever the log end or the high watermark moves, or the role changes: wakes the
+    /// fetches and acks=all producers waiting on this partition.
+    changed: watch::Sender<u64>,
+    /// Appends are taken only while this is set (written under the log's lock, with the role).
+    leading: AtomicBool,
+    /// The ISR is this broker alone: an append moves the high watermark to the log end.
+    sole_in_sync: AtomicBool,
+    /// Leader or follower, with the replication state of the role.
+    role: Mutex<crate::replication::Role>,
     /// What the lake holds of this partition (set by the tiering task once it has looked).
     lake: Mutex<Option<Arc<Manifest>>>,
     /// The last append failed on the disk (see the module doc).
@@ -69,7 +81,9 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: &str, index: i32, log: Log, appended: Arc<watch::Sender<u64>>) -> Partition {
+    /// A partition that acts as the sole replica until the replica manager gives it a role from
+    /// the metadata image (which happens before the broker serves).
+    pub fn new(topic: &str, index: i32, log: Log) -> Partition {
         let high_watermark = AtomicI64::new(log.log_end_offset());
         Partition {
             topic: topic.to_string(),
@@ -77,7 +91,10 @@ impl Partition {
             leader_epoch: AtomicI32::new(0),
             log: Mutex::new(Some(log)),
             high_watermark,
-            appended,
+            changed: watch::channel(0).0,
+            leading: AtomicBool::new(true),
+            sole_in_sync: AtomicBool::new(true),
+            role: Mutex::new(crate::replication::Role::Unassigned),
             lake: Mutex::new(None),
             write_failing: AtomicBool::new(false),
         }
@@ -90,13 +107,31 @@ impl Partition {
         &self,
         f: impl FnOnce(&mut Log) -> Result<T, StorageError>,
     ) -> Result<T, PartitionError> {
-        let mut guard: MutexGuard<'_, Option<Log>> =
-            self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let log = guard.as_mut().ok_or_else(|| PartitionError::Closed {
+        let mut guard = self.lock_log();
+        Ok(f(self.open_log(&mut guard)?)?)
+    }
+
+    /// [`Self::with_log`] for appends: refused unless this broker leads the partition, checked
+    /// under the log's lock (see `partition_replica.rs`).
+    fn with_leader_log<T>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<T, StorageError>,
+    ) -> Result<T, PartitionError> {
+        let mut guard = self.lock_log();
+        let log = self.open_log(&mut guard)?;
+        self.check_leading()?;
+        Ok(f(log)?)
+    }
+
+    fn lock_log(&self) -> MutexGuard<'_, Option<Log>> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open_log<'a>(&self, guard: &'a mut Option<Log>) -> Result<&'a mut Log, PartitionError> {
+        guard.as_mut().ok_or_else(|| PartitionError::Closed {
             topic: self.topic.clone(),
             index: self.index,
-        })?;
-        Ok(f(log)?)
+        })
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -112,10 +147,9 @@ impl Partition {
     /// waiting fetches.
     pub fn append(&self, records: &[u8]) -> Result<AppendOutcome, PartitionError> {
         let epoch = self.leader_epoch();
-        self.finish_append(self.with_log(|log| {
+        self.finish_append(self.with_leader_log(|log| {
             let outcome = log.append(records, epoch)?;
-            self.high_watermark
-                .store(log.log_end_offset(), Ordering::Release);
+            self.after_leader_append(log);
             Ok(outcome)
         }))
     }
@@ -144,10 +178,9 @@ impl Partition {
         request: ValidatedRequest<'_>,
     ) -> Result<AppendOutcome, PartitionError> {
         let epoch = self.leader_epoch();
-        self.finish_append(self.with_log(|log| {
+        self.finish_append(self.with_leader_log(|log| {
             let outcome = log.append_validated(request, epoch)?;
-            self.high_watermark
-                .store(log.log_end_offset(), Ordering::Release);
+            self.after_leader_append(log);
             Ok(outcome)
         }))
     }
@@ -172,7 +205,7 @@ impl Partition {
             tracing::info!(topic = %self.topic, partition = self.index, "writes resumed");
         }
         if !outcome.duplicate {
-            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+            self.notify();
         }
         Ok(outcome)
     }
@@ -390,3 +423,7 @@ fn cut_at(records: &Bytes, limit: i64) -> Bytes {
     }
     records.slice(..visible)
 }
+
+#[path = "partition_replica.rs"]
+mod replica;
+pub use replica::{FollowerPosition, IsrChange, RoleChange};

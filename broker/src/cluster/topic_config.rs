@@ -336,6 +336,11 @@ impl TopicConfig {
             .max(0) as usize
     }
 
+    /// Replicas that must be in sync for an acks=all produce (`min.insync.replicas`).
+    pub fn min_insync_replicas(&self) -> usize {
+        self.long("min.insync.replicas", 1).max(1) as usize
+    }
+
     /// The storage engine's view of this topic's settings.
     ///
     /// Kafka refuses `remote.storage.enable` on compacted topics; since it is on by default here,

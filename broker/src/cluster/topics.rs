@@ -27,7 +27,6 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use inlet_storage::Log;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::partition::{Partition, PartitionError};
@@ -282,17 +281,12 @@ pub struct TopicRegistry {
     defaults: LogDefaults,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     busy: BusyNames,
-    appended: Arc<watch::Sender<u64>>,
 }
 
 impl TopicRegistry {
     /// Opens every topic under `<data_dir>/topics`, recovering each partition's log, and
     /// finishes what a crash interrupted: half-built topics and deleted ones are removed.
-    pub fn open(
-        data_dir: &Path,
-        defaults: LogDefaults,
-        appended: Arc<watch::Sender<u64>>,
-    ) -> Result<TopicRegistry, TopicError> {
+    pub fn open(data_dir: &Path, defaults: LogDefaults) -> Result<TopicRegistry, TopicError> {
         let root = data_dir.join("topics");
         std::fs::create_dir_all(&root).map_err(io_error(format!("creating {}", root.display())))?;
         let registry = TopicRegistry {
@@ -300,7 +294,6 @@ impl TopicRegistry {
             defaults,
             topics: RwLock::new(BTreeMap::new()),
             busy: BusyNames::default(),
-            appended,
         };
         let entries =
             std::fs::read_dir(&root).map_err(io_error(format!("listing {}", root.display())))?;
@@ -381,12 +374,7 @@ impl TopicRegistry {
             config.log_config(&self.defaults),
         )
         .map_err(PartitionError::from)?;
-        Ok(Arc::new(Partition::new(
-            name,
-            index,
-            log,
-            self.appended.clone(),
-        )))
+        Ok(Arc::new(Partition::new(name, index, log)))
     }
 
     fn open_topic(
@@ -648,7 +636,7 @@ mod tests {
     use super::*;
 
     fn registry(dir: &Path) -> TopicRegistry {
-        TopicRegistry::open(dir, LogDefaults::default(), Arc::new(watch::channel(0).0)).unwrap()
+        TopicRegistry::open(dir, LogDefaults::default()).unwrap()
     }
 
     #[test]

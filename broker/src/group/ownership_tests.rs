@@ -18,7 +18,7 @@ use crate::config::LogDefaults;
 use crate::metadata::image::{MetadataImage, PartitionImage, TopicImage};
 
 pub(crate) fn registry(dir: &Path) -> TopicRegistry {
-    TopicRegistry::open(dir, LogDefaults::default(), Arc::new(watch::channel(0).0)).unwrap()
+    TopicRegistry::open(dir, LogDefaults::default()).unwrap()
 }
 
 /// An image whose offsets topic (id `id`) has one partition per entry of `leaders`.

@@ -26,6 +26,7 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         // A partition closes only while its topic is being deleted or the broker stops.
         PartitionError::Closed { .. } => ResponseError::NotLeaderOrFollower,
         PartitionError::Lake(_) => ResponseError::KafkaStorageError,
+        PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
     }
 }
 

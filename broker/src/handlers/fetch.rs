@@ -1,44 +1,114 @@
 //! Fetch: whole record batches straight from the mapped segments (no decoding, no copy), cut at the
 //! high watermark for consumers. Offsets that local retention removed but the lake holds are read
 //! from the lake, so a consumer from the beginning replays the whole history. When fewer than
-//! `min_bytes` are ready the request parks until an append anywhere wakes it or `max_wait_ms`
-//! passes, then answers with whatever is there.
+//! `min_bytes` are ready the request parks until one of its partitions changes (log end, high
+//! watermark or role) or `max_wait_ms` passes, then answers with whatever is there.
+//!
+//! A fetch with `replica_id` >= 0 comes from a follower replica (`replication::fetcher`): it
+//! must name a broker that is a replica of each partition, reads up to the log end (never from
+//! the lake), and its fetch offset tells the leader what that replica has, which moves the high
+//! watermark. Its `last_fetched_epoch` is checked against the leader's epochs: a log that went
+//! another way gets `diverging_epoch` instead of records (KIP-320).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::select_all;
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::errors::partition_error;
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::cluster::partition::{Partition, PartitionError, PartitionOffsets, ReadLimit};
 use inlet_storage::StorageError;
 
+/// Each requested partition, by topic then partition as in the request: the local partition to
+/// read, or the error to answer with.
+type Resolved = Vec<Vec<Result<Arc<Partition>, ResponseError>>>;
+
 pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
-    // Subscribe before the first read so an append between the read and the wait still wakes us.
-    let mut appends = broker.subscribe_appends();
+    let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    let resolved = resolve(broker, &request, replica);
+    // Subscribed before the first read, so a change between the read and the wait still wakes.
+    let mut changes: Vec<watch::Receiver<u64>> = resolved
+        .iter()
+        .flatten()
+        .filter_map(|p| p.as_ref().ok().map(|p| p.subscribe()))
+        .collect();
     loop {
-        appends.borrow_and_update();
-        let (response, ready) = read_once(broker, &request).await;
+        for change in &mut changes {
+            change.borrow_and_update();
+        }
+        let (response, ready) = read_once(broker, &request, &resolved, replica).await;
         if ready >= request.min_bytes.max(0) as usize
             || has_error(&response)
+            || changes.is_empty()
             || Instant::now() >= deadline
         {
             return response;
         }
+        let any_change = select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
         tokio::select! {
-            changed = appends.changed() => {
+            (changed, _, _) = any_change => {
                 if changed.is_err() {
                     return response;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => return read_once(broker, &request).await.0,
+            _ = tokio::time::sleep_until(deadline) => {
+                return read_once(broker, &request, &resolved, replica).await.0
+            }
         }
+    }
+}
+
+/// Finds each requested partition led here, checks the leader epoch the client or follower
+/// believes in, and records a follower's position (once per request: it does not move while
+/// the request waits).
+fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Resolved {
+    let image = broker.controller.image();
+    let now = now_ms();
+    request
+        .topics
+        .iter()
+        .map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(|wanted| {
+                    let (_, partition) = broker.replicas.leader_partition(
+                        broker,
+                        &image,
+                        &topic.topic,
+                        wanted.partition,
+                    )?;
+                    check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
+                    if let Some(replica) = replica {
+                        partition.follower_fetched(
+                            broker.node_id(),
+                            replica,
+                            wanted.fetch_offset,
+                            now,
+                        )?;
+                    }
+                    Ok(partition)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Kafka's check of a request's `current_leader_epoch` (-1: not given).
+fn check_leader_epoch(requested: i32, actual: i32) -> Result<(), ResponseError> {
+    match requested {
+        r if r < 0 || r == actual => Ok(()),
+        r if r < actual => Err(ResponseError::FencedLeaderEpoch),
+        _ => Err(ResponseError::UnknownLeaderEpoch),
     }
 }
 
@@ -51,8 +121,13 @@ fn has_error(response: &FetchResponse) -> bool {
 }
 
 /// One pass over the requested partitions; returns the response and the record bytes in it.
-async fn read_once(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize) {
-    let limit = if request.replica_id.0 >= 0 {
+async fn read_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    resolved: &Resolved,
+    replica: Option<i32>,
+) -> (FetchResponse, usize) {
+    let limit = if replica.is_some() {
         ReadLimit::LogEnd
     } else {
         ReadLimit::HighWatermark
@@ -60,29 +135,50 @@ async fn read_once(broker: &Broker, request: &FetchRequest) -> (FetchResponse, u
     let mut remaining = request.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut responses = Vec::with_capacity(request.topics.len());
-    let image = broker.controller.image();
-    for topic in &request.topics {
+    for (topic, resolved) in request.topics.iter().zip(resolved) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for wanted in &topic.partitions {
-            let partition = match broker.replicas.leader_partition(
-                broker,
-                &image,
-                &topic.topic,
-                wanted.partition,
-            ) {
-                Ok((_, partition)) => partition,
+        for (wanted, partition) in topic.partitions.iter().zip(resolved) {
+            let partition = match partition {
+                Ok(partition) if partition.is_leading() => partition,
+                Ok(_) => {
+                    partitions.push(failed(wanted, ResponseError::NotLeaderOrFollower));
+                    continue;
+                }
                 Err(code) => {
-                    partitions.push(failed(wanted, code));
+                    partitions.push(failed(wanted, *code));
                     continue;
                 }
             };
+            if replica.is_some() && wanted.last_fetched_epoch >= 0 {
+                match partition.diverging_epoch(wanted.last_fetched_epoch, wanted.fetch_offset) {
+                    Ok(Some((epoch, end_offset))) => {
+                        let data = empty(wanted, &partition.offsets()).with_diverging_epoch(
+                            EpochEndOffset::default()
+                                .with_epoch(epoch)
+                                .with_end_offset(end_offset),
+                        );
+                        partitions.push(data);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        partitions.push(failed(wanted, partition_error(&error)));
+                        continue;
+                    }
+                }
+            }
             let max = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
             if max == 0 && total > 0 {
                 partitions.push(empty(wanted, &partition.offsets()));
                 continue;
             }
-            let data = match read(broker, &partition, wanted.fetch_offset, max.max(1), limit).await
-            {
+            let read = if replica.is_some() {
+                // Followers copy the local log only: the lake is one copy, kept by the leader.
+                partition.read(wanted.fetch_offset, max.max(1), limit)
+            } else {
+                read(broker, partition, wanted.fetch_offset, max.max(1), limit).await
+            };
+            let data = match read {
                 // Only the first data in a response may exceed the limits (KIP-74).
                 Ok((records, offsets)) if total > 0 && records.len() > remaining => {
                     empty(wanted, &Ok(offsets))
@@ -99,7 +195,17 @@ async fn read_once(broker: &Broker, request: &FetchRequest) -> (FetchResponse, u
                         Some(o) => data
                             .with_high_watermark(o.high_watermark)
                             .with_last_stable_offset(o.high_watermark)
-                            .with_log_start_offset(o.log_start),
+                            .with_log_start_offset(match (&error, replica) {
+                                // A follower restarts its log at the leader's local start.
+                                (
+                                    PartitionError::Storage(StorageError::OffsetOutOfRange {
+                                        log_start,
+                                        ..
+                                    }),
+                                    Some(_),
+                                ) => *log_start,
+                                _ => o.log_start,
+                            }),
                         None => data,
                     }
                 }

@@ -11,7 +11,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_quorum;
-mod errors;
+pub(crate) mod errors;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;

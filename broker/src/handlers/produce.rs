@@ -1,10 +1,13 @@
 //! Produce: append each partition's record batches to its log, exactly as the producer encoded
-//! them (compression included), and report the assigned base offset. With one broker the leader
-//! is the whole ISR, so acks=1 and acks=all are both satisfied once the local append returns;
-//! acks=0 gets no response at all (the connection layer drops it).
+//! them (compression included), and report the assigned base offset. acks=1 is answered once the
+//! leader's append returns; acks=all once the high watermark passes the batch, i.e. every in-sync
+//! replica has it (the request's task parks meanwhile, no thread waits), refused up front with
+//! NOT_ENOUGH_REPLICAS when the ISR is smaller than `min.insync.replicas`. acks=0 gets no
+//! response at all (the connection layer drops it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use inlet_protocol::batch::BatchIter;
@@ -14,6 +17,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use futures::future::join_all;
+use tokio::time::Instant;
 
 use super::errors::partition_error;
 use crate::broker::Broker;
@@ -99,10 +104,21 @@ pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse
                             &reason,
                         ));
                     }
+                    let min_insync = topic.config().min_insync_replicas();
+                    if request.acks == -1
+                        && partition.isr_size().is_some_and(|isr| isr < min_insync)
+                    {
+                        return Slot::Done(failed(
+                            response,
+                            ResponseError::NotEnoughReplicas,
+                            &format!("fewer in-sync replicas than min.insync.replicas ({min_insync})"),
+                        ));
+                    }
                     Slot::Append {
                         response,
                         partition,
                         records,
+                        min_insync,
                     }
                 })
                 .collect();
@@ -121,14 +137,41 @@ pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse
             Slot::Done(_) => None,
         })
         .collect();
-    let outcomes: Vec<Result<AppendOutcome, PartitionError>> = validate_all(&jobs)
+    let outcomes: Vec<Result<(AppendOutcome, i32), PartitionError>> = validate_all(&jobs)
         .into_iter()
         .zip(&jobs)
-        .map(|(validated, (partition, _))| partition.append_validated(validated?))
+        .map(|(validated, (partition, _))| {
+            let epoch = partition.leader_epoch();
+            Ok((partition.append_validated(validated?)?, epoch))
+        })
         .collect();
     drop(jobs);
+    // 4. acks=all: wait until the in-sync replicas have every appended batch.
+    let replicated = if request.acks == -1 {
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+        let waits = topics
+            .iter()
+            .flat_map(|(_, slots)| slots)
+            .filter_map(|slot| match slot {
+                Slot::Append { partition, .. } => Some(partition),
+                Slot::Done(_) => None,
+            })
+            .zip(&outcomes)
+            .map(|(partition, outcome)| async move {
+                let (appended, epoch) = outcome.as_ref().ok()?;
+                Some(
+                    partition
+                        .wait_for_high_watermark(appended.last_offset + 1, *epoch, deadline)
+                        .await,
+                )
+            });
+        join_all(waits).await
+    } else {
+        Vec::new()
+    };
 
     let mut outcomes = outcomes.into_iter();
+    let mut replicated = replicated.into_iter();
     let responses = topics
         .drain(..)
         .map(|(name, slots)| {
@@ -136,16 +179,28 @@ pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse
                 .into_iter()
                 .map(|slot| match slot {
                     Slot::Done(response) => response,
-                    Slot::Append { response, partition, .. } => match outcomes.next() {
-                        Some(Ok(outcome)) => response
+                    Slot::Append { response, partition, min_insync, .. } => match (outcomes.next(), replicated.next().flatten()) {
+                        (Some(Ok(_)), Some(Err(code))) => {
+                            failed(response, code, "not replicated to the in-sync replicas")
+                        }
+                        (Some(Ok(_)), Some(Ok(())))
+                            if partition.isr_size().is_some_and(|isr| isr < min_insync) =>
+                        {
+                            failed(
+                                response,
+                                ResponseError::NotEnoughReplicasAfterAppend,
+                                "written, but the ISR shrank below min.insync.replicas",
+                            )
+                        }
+                        (Some(Ok((outcome, _))), _) => response
                             .with_base_offset(outcome.base_offset)
                             .with_log_append_time_ms(-1)
                             .with_log_start_offset(outcome.log_start_offset),
-                        Some(Err(error)) => {
+                        (Some(Err(error)), _) => {
                             tracing::debug!(topic = %name.0, partition = partition.index, %error, "produce rejected");
                             failed(response, partition_error(&error), &error.to_string())
                         }
-                        None => failed(response, ResponseError::UnknownServerError, "no outcome"),
+                        (None, _) => failed(response, ResponseError::UnknownServerError, "no outcome"),
                     },
                 })
                 .collect();
@@ -166,6 +221,7 @@ enum Slot {
         response: PartitionProduceResponse,
         partition: Arc<Partition>,
         records: Bytes,
+        min_insync: usize,
     },
 }
 

@@ -4,7 +4,9 @@
 //! the topic carries the controller's id, partition count and config overrides. Handlers never
 //! create or delete logs: they propose to the controller, then ask for the image to be applied.
 //!
-//! It also answers "does this broker lead this partition now?" in one place.
+//! It also answers "does this broker lead this partition now?" in one place, gives each local
+//! partition its role from the image (leader, follower, or neither: `Partition::apply_image`),
+//! and hands the followed partitions to the fetchers (`replication::fetcher`).
 //!
 //! `__consumer_offsets` is a cluster topic like any other here; after each image is applied, the
 //! group coordinator is told which of its partitions this broker now leads
@@ -14,7 +16,7 @@ mod migrate;
 
 pub use migrate::{migrate, MigrationError};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -22,21 +24,22 @@ use tokio::sync::watch;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::broker::{blocking, Broker};
-use crate::cluster::partition::Partition;
+use crate::broker::{blocking, now_ms, Broker};
+use crate::cluster::partition::{Partition, RoleChange};
 use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::topics::{Topic, TopicError};
 use crate::group::{Replay, OFFSETS_TOPIC};
 use crate::metadata::image::{MetadataImage, TopicImage};
+use crate::replication::fetcher::{FetcherManager, Followed, LeaderFeed};
 
 /// Written once this broker's pre-cluster topics are in the metadata log: from then on a local
 /// topic the image lacks was deleted while the broker was away, and is deleted here too.
 pub const MIGRATED_MARKER: &str = "metadata-migrated";
 
-#[derive(Default)]
 pub struct ReplicaManager {
     /// Serialises reconciliations: the image task and handlers that just changed the image.
     applying: Mutex<()>,
+    fetchers: FetcherManager,
 }
 
 /// Whether `node` holds a replica of any partition of `topic`.
@@ -55,6 +58,18 @@ fn local_config(topic: &TopicImage) -> Result<TopicConfig, TopicError> {
 }
 
 impl ReplicaManager {
+    pub fn new(node_id: i32) -> ReplicaManager {
+        ReplicaManager {
+            applying: Mutex::new(()),
+            fetchers: FetcherManager::new(node_id),
+        }
+    }
+
+    /// Stops fetching from leaders (shutdown).
+    pub fn stop_fetchers(&self) {
+        self.fetchers.stop();
+    }
+
     /// Brings the local topics in line with `image`. Failures are logged and retried at the next
     /// image: one bad topic must not keep the others from being applied. Offsets partitions
     /// newly led here are replayed in the background.
@@ -83,11 +98,13 @@ impl ReplicaManager {
                 }
             }
         }
+        let mut feeds: BTreeMap<i32, LeaderFeed> = BTreeMap::new();
         for topic in wanted {
-            if let Err(error) = self.apply_topic(broker, topic) {
+            if let Err(error) = self.apply_topic(broker, image, topic, &mut feeds) {
                 tracing::error!(topic = %topic.name, %error, "cannot apply topic metadata locally");
             }
         }
+        self.fetchers.follow(feeds);
         // After the local logs: a partition this broker now leads is replayed from its log.
         blocking(|| {
             let local = |id: Uuid, index: i32| {
@@ -98,7 +115,13 @@ impl ReplicaManager {
         });
     }
 
-    fn apply_topic(&self, broker: &Broker, topic: &TopicImage) -> Result<(), TopicError> {
+    fn apply_topic(
+        &self,
+        broker: &Broker,
+        image: &MetadataImage,
+        topic: &TopicImage,
+        feeds: &mut BTreeMap<i32, LeaderFeed>,
+    ) -> Result<(), TopicError> {
         let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
         let config = local_config(topic)?;
         let local = match broker.topics.get(&topic.name) {
@@ -118,12 +141,40 @@ impl ReplicaManager {
             })?
             .ok_or_else(|| TopicError::Unknown(topic.name.clone()))?,
         };
-        // Batches appended here are stamped with the leader epoch the image gives the partition.
+        // Each partition's role, and the leader epoch its appended batches are stamped with.
+        let me = broker.node_id();
+        let now = now_ms();
         for (index, placed) in topic.partitions.iter().enumerate() {
             let partition = i32::try_from(index).ok().and_then(|i| local.partition(i));
-            if let Some(partition) = partition {
-                partition.set_leader_epoch(placed.leader_epoch);
+            let Some(partition) = partition else { continue };
+            match partition.apply_image(me, placed, now) {
+                Ok(RoleChange::Unchanged) => {}
+                Ok(change) => {
+                    tracing::info!(topic = %topic.name, partition = index, ?change,
+                        leader = placed.leader, leader_epoch = placed.leader_epoch, "partition role")
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %topic.name, partition = index, %error, "cannot apply the partition's role")
+                }
             }
+            if placed.leader == me || placed.leader < 0 || !placed.replicas.contains(&me) {
+                continue;
+            }
+            let Some(addr) = image
+                .brokers
+                .get(&placed.leader)
+                .and_then(|b| b.listeners.first())
+                .map(|l| format!("{}:{}", l.host, l.port))
+            else {
+                continue;
+            };
+            let feed = feeds.entry(placed.leader).or_default();
+            feed.addr = addr;
+            feed.partitions.push(Followed {
+                topic: topic.name.clone(),
+                partition,
+                leader_epoch: placed.leader_epoch,
+            });
         }
         Ok(())
     }
