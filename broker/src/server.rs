@@ -154,7 +154,10 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     ));
     let tiering = tokio::spawn(crate::lake::run_tiering(broker.clone(), stop_rx.clone()));
     let replicas = tokio::spawn(crate::replica::run(broker.clone(), stop_rx.clone()));
-    let isr = tokio::spawn(crate::replication::isr::run(broker.clone(), stop_rx.clone()));
+    let isr = tokio::spawn(crate::replication::isr::run(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let metrics = broker
         .config
         .metrics_listen

@@ -346,7 +346,11 @@ impl Partition {
 
     /// After the leader answered that this log diverged at `(epoch, end_offset)` (KIP-320):
     /// truncates to the smaller of that and this log's own end for `epoch`. Returns the new end.
-    pub fn truncate_to_divergence(&self, epoch: i32, end_offset: i64) -> Result<i64, PartitionError> {
+    pub fn truncate_to_divergence(
+        &self,
+        epoch: i32,
+        end_offset: i64,
+    ) -> Result<i64, PartitionError> {
         let _role = self.role();
         self.with_log(|log| {
             // As Kafka's follower: with the same epoch, the smaller end; without it, the end of

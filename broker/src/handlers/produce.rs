@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::join_all;
 use inlet_protocol::batch::BatchIter;
 use inlet_protocol::record_walk::RecordWalker;
 use inlet_storage::{AppendOutcome, ValidatedRequest};
@@ -17,7 +18,6 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::errors::partition_error;
@@ -111,7 +111,9 @@ pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse
                         return Slot::Done(failed(
                             response,
                             ResponseError::NotEnoughReplicas,
-                            &format!("fewer in-sync replicas than min.insync.replicas ({min_insync})"),
+                            &format!(
+                                "fewer in-sync replicas than min.insync.replicas ({min_insync})"
+                            ),
                         ));
                     }
                     Slot::Append {

@@ -249,7 +249,11 @@ fn apply(
     response: FetchResponse,
 ) -> Vec<(String, i32)> {
     if response.error_code != 0 {
-        tracing::debug!(leader, code = response.error_code, "the leader refused the fetch");
+        tracing::debug!(
+            leader,
+            code = response.error_code,
+            "the leader refused the fetch"
+        );
         return sent.keys().cloned().collect();
     }
     let mut failed = Vec::new();

@@ -35,8 +35,7 @@ async fn check_all(broker: &Broker, lag_ms: i64) {
     let now = now_ms();
     for topic in broker.topics.list() {
         for partition in topic.partitions() {
-            let Some(change) = partition.isr_change(me, now, lag_ms, |id| image.is_live(id))
-            else {
+            let Some(change) = partition.isr_change(me, now, lag_ms, |id| image.is_live(id)) else {
                 continue;
             };
             tracing::info!(topic = %topic.name, partition = partition.index,

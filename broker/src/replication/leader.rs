@@ -205,7 +205,11 @@ mod tests {
     #[test]
     fn high_watermark_waits_for_every_isr_member() {
         let mut state = leader(&[1, 2, 3]);
-        assert_eq!(state.high_watermark(ME, 120), -1, "followers not heard from yet");
+        assert_eq!(
+            state.high_watermark(ME, 120),
+            -1,
+            "followers not heard from yet"
+        );
         state.follower_fetched(2, 120, 120, 1_010);
         assert_eq!(state.high_watermark(ME, 120), -1);
         state.follower_fetched(3, 110, 120, 1_010);
