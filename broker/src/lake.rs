@@ -319,6 +319,13 @@ async fn pass(broker: &Broker, lake: &Lake, tiers: &mut Tiers) {
     let mut lag = 0;
     for topic in broker.topics.list() {
         for partition in topic.partitions() {
+            // The lake is one copy, written by the partition's leader. A replica that is not
+            // leading forgets its tiering state, so that on becoming leader it reloads the
+            // manifest the previous leader left and continues from there.
+            if !partition.is_leading() {
+                tiers.remove(&(topic.name.clone(), partition.index));
+                continue;
+            }
             match tier_partition(lake, tiers, &topic, &partition).await {
                 Ok(pending) => lag += pending,
                 Err(error) => {
