@@ -390,3 +390,5 @@ fn cut_at(records: &Bytes, limit: i64) -> Bytes {
     }
     records.slice(..visible)
 }
+#[path = "partition_epochs.rs"]
+mod epochs;
