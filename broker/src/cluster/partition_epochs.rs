@@ -174,6 +174,47 @@ mod tests {
         assert_eq!(epoch_for_offset(&LeaderEpochCache::default(), 0), None);
     }
 
+    fn partition(dir: &std::path::Path) -> Partition {
+        let log = inlet_storage::Log::open(dir, inlet_storage::LogConfig::default()).unwrap();
+        let (appended, _) = tokio::sync::watch::channel(0);
+        Partition::new("t", 0, log, std::sync::Arc::new(appended))
+    }
+
+    fn records(n: usize) -> Vec<u8> {
+        let records: Vec<(&[u8], &[u8])> = (0..n).map(|_| (&b"k"[..], &b"v"[..])).collect();
+        inlet_protocol::batch::TestBatchBuilder::default().build(&records)
+    }
+
+    #[test]
+    fn a_partition_answers_from_its_log_and_its_leader_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        assert_eq!(p.latest_epoch().unwrap(), None);
+        p.append(&records(3)).unwrap();
+        // Led again two epochs later, nothing written yet.
+        p.set_leader_epoch(2);
+        assert_eq!(p.latest_epoch().unwrap(), Some(0));
+        assert_eq!(p.end_offset_for_epoch(2).unwrap(), None);
+        assert_eq!(p.leader_end_offset_for_epoch(2).unwrap(), Some((2, 3)));
+        assert_eq!(p.leader_end_offset_for_epoch(0).unwrap(), Some((0, 3)));
+        assert_eq!(p.leader_epoch_start_offset().unwrap(), 3);
+        p.append(&records(2)).unwrap();
+        assert_eq!(p.latest_epoch().unwrap(), Some(2));
+        assert_eq!(p.end_offset_for_epoch(0).unwrap(), Some((0, 3)));
+        assert_eq!(p.end_offset_for_epoch(1).unwrap(), Some((0, 3)));
+        assert_eq!(p.leader_end_offset_for_epoch(2).unwrap(), Some((2, 5)));
+        assert_eq!(p.leader_end_offset_for_epoch(3).unwrap(), None);
+        assert_eq!(p.leader_epoch_start_offset().unwrap(), 3);
+        assert_eq!(p.epoch_for_offset(2).unwrap(), Some(0));
+        assert_eq!(p.epoch_for_offset(4).unwrap(), Some(2));
+        assert_eq!(p.epoch_at_log_start(0).unwrap(), Some(0));
+        p.close().unwrap();
+        assert!(matches!(
+            p.latest_epoch(),
+            Err(PartitionError::Closed { .. })
+        ));
+    }
+
     proptest! {
         /// The leader's answer is the cache's answer once the leader's epoch is appended to it
         /// at the log end, which is what Kafka's cache holds (checked against a real cache).
