@@ -147,8 +147,10 @@ async fn find(broker: &Broker, partition: &Partition, view: View, timestamp: i64
     let lagging = view == View::Consumer
         && partition.leader_epoch_start_offset().map_err(failed)? > offsets.high_watermark;
     match timestamp {
-        LATEST if lagging => Err(ResponseError::OffsetNotAvailable),
-        LATEST => Ok(Some((last_fetchable, -1, Some(partition.leader_epoch())))),
+        LATEST => {
+            let offset = visible_latest(last_fetchable, lagging)?;
+            Ok(Some((offset, -1, Some(partition.leader_epoch()))))
+        }
         EARLIEST => {
             let epoch = partition
                 .epoch_at_log_start(offsets.log_start)
@@ -159,16 +161,83 @@ async fn find(broker: &Broker, partition: &Partition, view: View, timestamp: i64
             let found = offset_for_timestamp(broker, partition, t)
                 .await
                 .map_err(failed)?;
-            match found {
-                Some((offset, ts)) if offset < last_fetchable => {
+            match visible_found(found, last_fetchable, lagging)? {
+                Some((offset, ts)) => {
                     let epoch = partition.epoch_for_offset(offset).map_err(failed)?;
                     Ok(Some((offset, ts, epoch)))
                 }
-                // Found past what this requester may see, or not at all.
-                _ if lagging => Err(ResponseError::OffsetNotAvailable),
-                _ => Ok(None),
+                None => Ok(None),
             }
         }
         _ => Err(ResponseError::InvalidRequest),
+    }
+}
+
+/// LATEST: the first offset the requester may not read, unless a new leader's high watermark
+/// still lags the start of its epoch (Kafka answers OFFSET_NOT_AVAILABLE then: the offset could
+/// otherwise go backwards).
+fn visible_latest(last_fetchable: i64, lagging: bool) -> Result<i64, ResponseError> {
+    if lagging {
+        return Err(ResponseError::OffsetNotAvailable);
+    }
+    Ok(last_fetchable)
+}
+
+/// A timestamp lookup's `(offset, timestamp)` if the requester may read it; a result at or past
+/// what it may read counts as none, and none while lagging is OFFSET_NOT_AVAILABLE (Kafka's
+/// `ReplicaManager.fetchOffset`).
+fn visible_found(
+    found: Option<(i64, i64)>,
+    last_fetchable: i64,
+    lagging: bool,
+) -> Result<Option<(i64, i64)>, ResponseError> {
+    match found {
+        Some((offset, timestamp)) if offset < last_fetchable => Ok(Some((offset, timestamp))),
+        _ if lagging => Err(ResponseError::OffsetNotAvailable),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFSETS: PartitionOffsets = PartitionOffsets {
+        log_start: 0,
+        high_watermark: 7,
+        log_end: 10,
+    };
+
+    #[test]
+    fn consumers_see_the_high_watermark_and_replicas_the_log_end() {
+        assert_eq!(View::of(Requester::Client).last_fetchable(&OFFSETS), 7);
+        assert_eq!(View::of(Requester::Replica(2)).last_fetchable(&OFFSETS), 10);
+        assert_eq!(visible_latest(7, false), Ok(7));
+    }
+
+    #[test]
+    fn a_timestamp_found_past_the_high_watermark_is_none_for_consumers() {
+        assert_eq!(visible_found(Some((6, 100)), 7, false), Ok(Some((6, 100))));
+        assert_eq!(visible_found(Some((7, 100)), 7, false), Ok(None));
+        assert_eq!(visible_found(Some((9, 100)), 10, false), Ok(Some((9, 100))));
+        assert_eq!(visible_found(None, 7, false), Ok(None));
+    }
+
+    #[test]
+    fn a_lagging_new_leader_answers_offset_not_available_instead_of_a_smaller_offset() {
+        assert_eq!(
+            visible_latest(7, true),
+            Err(ResponseError::OffsetNotAvailable)
+        );
+        assert_eq!(
+            visible_found(Some((8, 100)), 7, true),
+            Err(ResponseError::OffsetNotAvailable)
+        );
+        assert_eq!(
+            visible_found(None, 7, true),
+            Err(ResponseError::OffsetNotAvailable)
+        );
+        // What is visible is still answered.
+        assert_eq!(visible_found(Some((3, 100)), 7, true), Ok(Some((3, 100))));
     }
 }
