@@ -427,3 +427,6 @@ fn cut_at(records: &Bytes, limit: i64) -> Bytes {
 #[path = "partition_replica.rs"]
 mod replica;
 pub use replica::{FollowerPosition, IsrChange, RoleChange};
+
+#[path = "partition_epochs.rs"]
+mod epochs;

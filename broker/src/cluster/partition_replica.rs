@@ -176,12 +176,10 @@ impl Partition {
         last_fetched_epoch: i32,
         fetch_offset: i64,
     ) -> Result<Option<(i32, i64)>, PartitionError> {
-        self.with_log(|log| {
-            let (epoch, end) = log
-                .end_offset_for_epoch(last_fetched_epoch)
-                .unwrap_or((-1, -1));
-            Ok((epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end)))
-        })
+        let (epoch, end) = self
+            .leader_end_offset_for_epoch(last_fetched_epoch)?
+            .unwrap_or((-1, -1));
+        Ok((epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end)))
     }
 
     /// Whether this broker leads the partition at `epoch` now.

@@ -51,10 +51,69 @@ pub fn group_error(error: &GroupError) -> ResponseError {
     }
 }
 
+/// Kafka's `NO_PARTITION_LEADER_EPOCH`: the client did not say which leader epoch it knows.
+pub const NO_LEADER_EPOCH: i32 = -1;
+
+/// Kafka's `Partition.checkCurrentLeaderEpoch` (KIP-320): a client or follower names the leader
+/// epoch it knows (`current_leader_epoch`) and is refused when that is not this replica's
+/// `actual` one. An older epoch is FENCED_LEADER_EPOCH (its metadata is stale: refresh it); a
+/// newer one is UNKNOWN_LEADER_EPOCH (this broker has not yet learned of it: retry). -1 (no
+/// epoch given, as old clients send) always passes.
+pub fn check_current_leader_epoch(requested: i32, actual: i32) -> Result<(), ResponseError> {
+    if requested == NO_LEADER_EPOCH {
+        return Ok(());
+    }
+    match requested.cmp(&actual) {
+        std::cmp::Ordering::Less => Err(ResponseError::FencedLeaderEpoch),
+        std::cmp::Ordering::Greater => Err(ResponseError::UnknownLeaderEpoch),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
 /// The Kafka code of a group result: 0 for success.
 pub fn group_code<T>(result: &Result<T, GroupError>) -> i16 {
     match result {
         Ok(_) => 0,
         Err(error) => group_error(error).code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn no_current_leader_epoch_always_passes() {
+        for actual in [-1, 0, 5, i32::MAX] {
+            assert_eq!(check_current_leader_epoch(NO_LEADER_EPOCH, actual), Ok(()));
+        }
+    }
+
+    #[test]
+    fn older_epoch_is_fenced_newer_is_unknown_equal_passes() {
+        assert_eq!(
+            check_current_leader_epoch(2, 3),
+            Err(ResponseError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            check_current_leader_epoch(4, 3),
+            Err(ResponseError::UnknownLeaderEpoch)
+        );
+        assert_eq!(check_current_leader_epoch(3, 3), Ok(()));
+        assert_eq!(check_current_leader_epoch(0, 0), Ok(()));
+        // Only -1 means "not given": other negative epochs are older than any real one.
+        assert_eq!(
+            check_current_leader_epoch(-2, 0),
+            Err(ResponseError::FencedLeaderEpoch)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn the_check_passes_exactly_when_absent_or_equal(requested in -3i32..50, actual in 0i32..50) {
+            let result = check_current_leader_epoch(requested, actual);
+            prop_assert_eq!(result.is_ok(), requested == -1 || requested == actual);
+        }
     }
 }

@@ -24,7 +24,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::errors::partition_error;
+use super::errors::{check_current_leader_epoch, partition_error};
 use crate::broker::{now_ms, Broker};
 use crate::cluster::partition::{Partition, PartitionError, PartitionOffsets, ReadLimit};
 use inlet_storage::StorageError;
@@ -89,7 +89,7 @@ fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Res
                         &topic.topic,
                         wanted.partition,
                     )?;
-                    check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
+                    check_current_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
                     if let Some(replica) = replica {
                         partition.follower_fetched(
                             broker.node_id(),
@@ -103,15 +103,6 @@ fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Res
                 .collect()
         })
         .collect()
-}
-
-/// Kafka's check of a request's `current_leader_epoch` (-1: not given).
-fn check_leader_epoch(requested: i32, actual: i32) -> Result<(), ResponseError> {
-    match requested {
-        r if r < 0 || r == actual => Ok(()),
-        r if r < actual => Err(ResponseError::FencedLeaderEpoch),
-        _ => Err(ResponseError::UnknownLeaderEpoch),
-    }
 }
 
 fn has_error(response: &FetchResponse) -> bool {
