@@ -1,8 +1,9 @@
 //! Replication under faults, checked like Kafka's replication system tests and Jepsen's history
 //! checker. Three brokers, a topic with replication factor 3 and `min.insync.replicas=2`, an
 //! idempotent acks=all librdkafka producer and a consumer run throughout, while the leader of a
-//! partition is killed with SIGKILL (then restarted), and another leader is stopped with SIGSTOP
-//! past the session timeout (then resumed: it must truncate what only it had and rejoin).
+//! partition is killed with SIGKILL (then restarted), another leader is stopped with SIGSTOP
+//! past the session timeout (then resumed: it must truncate what only it had and rejoin), and the
+//! three nodes are restarted one after another.
 //! Afterwards:
 //! - every acknowledged record is read back exactly once, at the offset it was acknowledged at,
 //!   in the order it was produced per partition;
@@ -20,9 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
-use inlet_integration_tests::kafka::{
-    client_config, consume_all, consumer_config, producer_config, ConsumedRecord,
-};
+use inlet_integration_tests::kafka::{client_config, consume_all, producer_config, ConsumedRecord};
 use inlet_integration_tests::Broker;
 use inlet_storage::{Log, LogConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -31,7 +30,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "history";
 const PARTITIONS: i32 = 3;
@@ -148,24 +146,24 @@ fn run_producer(bootstrap: String, acked: Acked, stop: Arc<AtomicBool>) -> threa
     })
 }
 
-/// Reads all partitions from the beginning until `stop`, recording everything served.
+/// A consumer group member reading the topic from the beginning until `stop` (committing as it
+/// goes, so the group coordinator's failover is exercised too), recording everything served.
 fn run_consumer(
     bootstrap: String,
     seen: Arc<Mutex<Vec<ConsumedRecord>>>,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let consumer: BaseConsumer = consumer_config(&bootstrap)
-            .set("enable.partition.eof", "false")
+        let consumer: BaseConsumer = client_config(&bootstrap)
+            .set("group.id", "replication-history")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "200")
+            .set("session.timeout.ms", "6000")
+            .set("fetch.wait.max.ms", "100")
             .create()
             .expect("consumer");
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..PARTITIONS {
-            assignment
-                .add_partition_offset(TOPIC, partition, Offset::Beginning)
-                .expect("assignment");
-        }
-        consumer.assign(&assignment).expect("assign");
+        consumer.subscribe(&[TOPIC]).expect("subscribe");
         while !stop.load(Ordering::Relaxed) {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => seen.lock().unwrap().push(ConsumedRecord {
@@ -227,7 +225,7 @@ fn high_watermark(dir: &std::path::Path) -> i64 {
 }
 
 #[test]
-fn acknowledged_records_survive_a_killed_and_a_stopped_leader() {
+fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_restart() {
     let mut nodes = start_cluster_with(&["--replica-lag-time-max-ms", LAG_MS]);
     let all = bootstrap(&nodes);
     create_topic(&all, TOPIC, PARTITIONS, 3, "2");
@@ -270,6 +268,19 @@ fn acknowledged_records_survive_a_killed_and_a_stopped_leader() {
     wait_acked(&acked, before + 3_000);
     node(&mut nodes, stopped).signal(libc::SIGCONT);
     wait_all_in_sync(&nodes[other], TOPIC);
+    let before = acked_count(&acked);
+    wait_acked(&acked, before + 1_000);
+
+    // 3. A rolling restart: each node in turn stopped cleanly (leadership moves away first) and
+    // started again, waiting for it to be back in sync before the next.
+    for id in 1..=3 {
+        let via = if id == 1 { 1 } else { 0 };
+        assert!(node(&mut nodes, id).terminate().success());
+        let before = acked_count(&acked);
+        wait_acked(&acked, before + 500);
+        node(&mut nodes, id).restart();
+        wait_all_in_sync(&nodes[via], TOPIC);
+    }
     let before = acked_count(&acked);
     wait_acked(&acked, before + 1_000);
 

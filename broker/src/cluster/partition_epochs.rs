@@ -176,8 +176,7 @@ mod tests {
 
     fn partition(dir: &std::path::Path) -> Partition {
         let log = inlet_storage::Log::open(dir, inlet_storage::LogConfig::default()).unwrap();
-        let (appended, _) = tokio::sync::watch::channel(0);
-        Partition::new("t", 0, log, std::sync::Arc::new(appended))
+        Partition::new("t", 0, log)
     }
 
     fn records(n: usize) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! Committed offsets: OffsetCommit (who may commit in which group state, as Kafka decides),
 //! OffsetFetch and OffsetDelete. Every change is written to `__consumer_offsets` before the
-//! in-memory map is updated, so an acknowledged commit survives a crash.
+//! in-memory map is updated, and a commit is acknowledged once the offsets partition's in-sync
+//! replicas have it, so an acknowledged commit survives a crash and a coordinator move.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use super::coordinator::{FetchedOffsets, GroupCoordinator, PartitionResult};
 use super::log_format::{encode_key, encode_offset, RecordKey};
 use super::membership;
 use super::state::{CommittedOffset, Group, GroupState};
+use super::store::Appended;
 use super::GroupError;
 use crate::broker::now_ms;
 
@@ -23,12 +25,13 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         offsets: Vec<(String, i32, CommittedOffset)>,
-    ) -> Vec<PartitionResult> {
-        let all = |error: GroupError| -> Vec<PartitionResult> {
-            offsets
+    ) -> (Vec<PartitionResult>, Option<Appended>) {
+        let all = |error: GroupError| -> (Vec<PartitionResult>, Option<Appended>) {
+            let results = offsets
                 .iter()
                 .map(|(t, p, _)| (t.clone(), *p, Err(error.clone())))
-                .collect()
+                .collect();
+            (results, None)
         };
         let mut inner = self.lock();
         let store = match inner.store_for(group_id) {
@@ -66,17 +69,21 @@ impl GroupCoordinator {
                 (encode_key(&key), Some(encode_offset(value)))
             })
             .collect();
-        if let Err(error) = store.append(&records) {
-            tracing::error!(group = %group_id, %error, "offset commit failed");
-            return all(error);
-        }
-        offsets
+        let appended = match store.append(&records) {
+            Ok(appended) => appended,
+            Err(error) => {
+                tracing::error!(group = %group_id, %error, "offset commit failed");
+                return all(error);
+            }
+        };
+        let results = offsets
             .into_iter()
             .map(|(topic, partition, value)| {
                 group.offsets.insert((topic.clone(), partition), value);
                 (topic, partition, Ok(()))
             })
-            .collect()
+            .collect();
+        (results, Some(appended))
     }
 
     /// Committed offsets of `group_id`: the requested partitions (missing ones as `None`), or

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::membership::JoinRequest;
@@ -98,6 +97,7 @@ fn try_commit(
     };
     groups
         .commit(group, -1, "", None, vec![("t".into(), partition, value)])
+        .0
         .into_iter()
         .map(|(_, _, r)| r)
         .collect()

@@ -62,6 +62,28 @@ pub fn offsets_topic_config() -> TopicConfig {
     config
 }
 
+/// A write to the offsets partition: durable once the high watermark reaches `end` while the
+/// partition is still led at `epoch` (the coordinator writes with acks=all, as Kafka's does).
+pub struct Appended {
+    pub partition: Arc<Partition>,
+    pub end: i64,
+    pub epoch: i32,
+}
+
+impl Appended {
+    /// Waits until the in-sync replicas have the write, at most `timeout`.
+    pub async fn replicated(&self, timeout: std::time::Duration) -> Result<(), GroupError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.partition
+            .wait_for_high_watermark(self.end, self.epoch, deadline)
+            .await
+            .map_err(|code| match code {
+                kafka_protocol::ResponseError::NotLeaderOrFollower => GroupError::NotCoordinator,
+                _ => GroupError::CoordinatorNotAvailable("the offsets partition is not replicated"),
+            })
+    }
+}
+
 impl OffsetsStore {
     pub fn new(partition: Arc<Partition>) -> OffsetsStore {
         OffsetsStore { partition }
@@ -72,10 +94,17 @@ impl OffsetsStore {
         self.partition.index
     }
 
-    /// Appends `(key, value)` records as one batch; `None` values are tombstones.
-    pub fn append(&self, records: &[(Bytes, Option<Bytes>)]) -> Result<(), GroupError> {
+    /// Appends `(key, value)` records as one batch; `None` values are tombstones. Returns
+    /// where the batch ends, for callers that wait until the in-sync replicas have it.
+    pub fn append(&self, records: &[(Bytes, Option<Bytes>)]) -> Result<Appended, GroupError> {
+        let epoch = self.partition.leader_epoch();
         if records.is_empty() {
-            return Ok(());
+            let end = self
+                .partition
+                .offsets()
+                .map_err(|e| GroupError::Storage(e.to_string()))?
+                .log_end;
+            return Ok(self.appended(end, epoch));
         }
         let keyed: Vec<(Option<Bytes>, Option<Bytes>)> = records
             .iter()
@@ -83,10 +112,19 @@ impl OffsetsStore {
             .collect();
         let mut batch = simple_batch(0, crate::broker::now_ms(), &keyed)
             .map_err(|e| GroupError::Storage(e.to_string()))?;
-        self.partition
+        let outcome = self
+            .partition
             .append(batch.as_mut_slice())
             .map_err(|e| GroupError::Storage(e.to_string()))?;
-        Ok(())
+        Ok(self.appended(outcome.last_offset + 1, epoch))
+    }
+
+    fn appended(&self, end: i64, epoch: i32) -> Appended {
+        Appended {
+            partition: self.partition.clone(),
+            end,
+            epoch,
+        }
     }
 
     /// Reads the whole log and keeps the latest value per key.

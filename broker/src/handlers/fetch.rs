@@ -89,7 +89,10 @@ fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Res
                         &topic.topic,
                         wanted.partition,
                     )?;
-                    check_current_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
+                    check_current_leader_epoch(
+                        wanted.current_leader_epoch,
+                        partition.leader_epoch(),
+                    )?;
                     if let Some(replica) = replica {
                         partition.follower_fetched(
                             broker.node_id(),

@@ -96,7 +96,7 @@ pub async fn dispatch(
             ResponseKind::LeaveGroup(leave_group::handle(broker, version, r))
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(offset_commit::handle(broker, r))
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, r).await)
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offset_fetch::handle(broker, version, r))

@@ -12,10 +12,14 @@ use super::errors::group_code;
 use crate::broker::{now_ms, Broker};
 use crate::group::state::CommittedOffset;
 
+/// How long a commit waits for the offsets partition's in-sync replicas
+/// (`offsets.commit.timeout.ms`).
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Kafka's `offset.metadata.max.bytes` default.
 const MAX_METADATA_BYTES: usize = 4096;
 
-pub fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let now = now_ms();
     let mut refused: Vec<(String, i32, i16)> = Vec::new();
     let mut offsets = Vec::new();
@@ -54,13 +58,22 @@ pub fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
             }
         }
     }
-    let results = broker.groups.commit(
+    let (mut results, appended) = broker.groups.commit(
         &request.group_id,
         request.generation_id_or_member_epoch,
         &request.member_id,
         request.group_instance_id.as_deref(),
         offsets,
     );
+    // Acknowledged once the offsets partition's in-sync replicas have it (Kafka's
+    // `offsets.commit.timeout.ms`).
+    if let Some(appended) = appended {
+        if let Err(error) = appended.replicated(OFFSETS_COMMIT_TIMEOUT).await {
+            for (_, _, result) in results.iter_mut().filter(|(_, _, r)| r.is_ok()) {
+                *result = Err(error.clone());
+            }
+        }
+    }
     let answers = results
         .iter()
         .map(|(t, p, r)| (t.clone(), *p, group_code(r)))

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use inlet_protocol::client::Client;
 use inlet_storage::StorageError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -299,7 +298,7 @@ fn apply_partition(leader: i32, followed: &Followed, data: PartitionData) -> boo
             .truncate_to_divergence(data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
         return log_failure(topic, index, truncated.map(|_| ()));
     }
-    let records = data.records.unwrap_or_else(Bytes::new);
+    let records = data.records.unwrap_or_default();
     let appended =
         partition.append_as_follower(followed.leader_epoch, &records, data.high_watermark);
     match appended {
