@@ -98,6 +98,14 @@ pub struct BrokerConfig {
     /// A follower that has not caught up with its leader for this long leaves the ISR
     /// (`replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// The active controller moves leadership back to preferred replicas
+    /// (`auto.leader.rebalance.enable`) ...
+    pub auto_leader_rebalance_enable: bool,
+    /// ... checking every this many seconds (`leader.imbalance.check.interval.seconds`) ...
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// ... for brokers not leading more than this share of their preferred partitions
+    /// (`leader.imbalance.per.broker.percentage`).
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Topic defaults, overridable per topic with Kafka's topic config names.
     pub log: LogDefaults,
     /// The lake: where closed segments of `remote.storage.enable` topics are tiered.
@@ -202,6 +210,9 @@ impl Default for BrokerConfig {
             controller_listen: None,
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: 30_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
             broker_heartbeat_interval_ms: 2000,
             broker_rack: None,
             log: LogDefaults::default(),
@@ -315,6 +326,10 @@ impl BrokerConfig {
             ("connections_max_idle_ms", self.connections_max_idle_ms),
             ("connections_max_stall_ms", self.connections_max_stall_ms),
             ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
+            (
+                "leader_imbalance_check_interval_seconds",
+                self.leader_imbalance_check_interval_seconds,
+            ),
             (
                 "offsets_topic_num_partitions",
                 self.offsets_topic_num_partitions.max(0) as u64,

@@ -118,6 +118,13 @@ struct ClusterArgs {
     /// (`replica.lag.time.max.ms`).
     #[arg(long, env = "INLET_REPLICA_LAG_TIME_MAX_MS", value_parser = clap::value_parser!(u64).range(1..))]
     replica_lag_time_max_ms: Option<u64>,
+    /// Move leadership back to preferred replicas after failovers (`auto.leader.rebalance.enable`).
+    #[arg(long, env = "INLET_AUTO_LEADER_REBALANCE_ENABLE", value_name = "BOOL")]
+    auto_leader_rebalance_enable: Option<bool>,
+    /// How often the active controller checks leadership balance, in seconds
+    /// (`leader.imbalance.check.interval.seconds`).
+    #[arg(long, env = "INLET_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    leader_imbalance_check_interval_seconds: Option<u64>,
 }
 
 impl ClusterArgs {
@@ -139,6 +146,12 @@ impl ClusterArgs {
         }
         if let Some(ms) = self.replica_lag_time_max_ms {
             config.replica_lag_time_max_ms = ms;
+        }
+        if let Some(enable) = self.auto_leader_rebalance_enable {
+            config.auto_leader_rebalance_enable = enable;
+        }
+        if let Some(seconds) = self.leader_imbalance_check_interval_seconds {
+            config.leader_imbalance_check_interval_seconds = seconds;
         }
     }
 }

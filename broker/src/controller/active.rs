@@ -1,7 +1,7 @@
 //! The active controller's duties beyond the log: it alone hears broker heartbeats (they are
 //! not logged, as in Kafka: only their consequences are), fences a broker whose heartbeats stop
-//! for `broker.session.timeout.ms`, unfences one that heartbeats again, and gives a new cluster
-//! its id. Heartbeats reach it through the quorum's leader calls, from every node (itself too).
+//! for `broker.session.timeout.ms`, unfences one that heartbeats again, gives a new cluster
+//! its id, and moves leadership back to preferred replicas (`rebalance`). Heartbeats reach it through the quorum's leader calls, from every node (itself too).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -112,6 +112,7 @@ pub async fn run(controller: Weak<Controller>, mut stop: watch::Receiver<bool>) 
     let mut tick = tokio::time::interval(FENCE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = false;
+    let mut next_rebalance = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -142,6 +143,31 @@ pub async fn run(controller: Weak<Controller>, mut stop: watch::Receiver<bool>) 
                 }
                 Err(error) => tracing::warn!(command = ?fence, %error, "cannot fence broker"),
             }
+        }
+        if let Some((interval, percent)) = controller.rebalance {
+            if tokio::time::Instant::now() >= next_rebalance {
+                next_rebalance = tokio::time::Instant::now() + interval;
+                rebalance(&controller, percent).await;
+            }
+        }
+    }
+}
+
+/// Elects preferred leaders back where leadership is out of balance.
+async fn rebalance(controller: &Controller, percent: u32) {
+    let image = controller.image();
+    for (topic, partition) in super::rebalance::preferred_elections(&image, percent) {
+        let elect = ControllerCommand::ElectLeader {
+            topic,
+            partition,
+            election: super::commands::Election::Preferred,
+        };
+        match controller.propose(&elect).await {
+            Ok(CommandOutcome::Error { code, message }) => {
+                tracing::debug!(command = ?elect, code, %message, "preferred election not made")
+            }
+            Ok(_) => tracing::info!(command = ?elect, "leadership back to the preferred replica"),
+            Err(error) => tracing::warn!(command = ?elect, %error, "cannot rebalance leadership"),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! and yields a Kafka error code; the log serialises commands, so validation and apply never race.
 //!
 //! Broker lifecycle lives in `apply/brokers.rs`, topics and partitions in `apply/topics.rs`,
-//! configs, producer ids and AlterPartition in `apply/misc.rs`; the partition change rule
+//! configs, producer ids and AlterPartition in `apply/misc.rs`, ElectLeaders in
+//! `apply/elect.rs`; the partition change rule
 //! shared by all of them (epochs bump, leader from the ISR) is here.
 
 use tracing::debug;
@@ -14,6 +15,7 @@ use crate::controller::placement::choose_leader;
 use crate::metadata::image::{MetadataImage, PartitionImage};
 
 mod brokers;
+mod elect;
 mod misc;
 mod topics;
 
@@ -90,6 +92,11 @@ pub fn apply(image: &mut MetadataImage, index: u64, command: &ControllerCommand)
                 new_isr,
             },
         ),
+        ControllerCommand::ElectLeader {
+            topic,
+            partition,
+            election,
+        } => elect::elect_leader(image, topic, *partition, *election),
     };
     if let CommandOutcome::Error { code, message } = &outcome {
         debug!(index, code, %message, "controller command rejected");

@@ -93,6 +93,22 @@ pub enum ControllerCommand {
         partition_epoch: i32,
         new_isr: Vec<i32>,
     },
+    /// ElectLeaders for one partition (also the automatic rebalance's preferred elections).
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        election: Election,
+    },
+}
+
+/// Kafka's ElectLeaders `election_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Election {
+    /// 0: the preferred replica (the first), if it is live and in the ISR.
+    Preferred,
+    /// 1: only for a partition without a leader: a live replica even outside the ISR (it may
+    /// lack acknowledged records; Kafka's unclean election).
+    Unclean,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

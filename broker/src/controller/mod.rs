@@ -15,6 +15,7 @@ pub mod liveness;
 pub mod machine;
 pub mod placement;
 pub mod quorum;
+pub mod rebalance;
 pub mod service;
 
 pub use service::{BrokerIdentity, Controller, ControllerError};

@@ -70,6 +70,8 @@ pub struct Controller {
     pub(super) liveness: Mutex<Liveness>,
     pub(super) identity: BrokerIdentity,
     pub(super) heartbeat_interval: Duration,
+    /// Preferred-leader rebalancing: how often, and above which imbalance (None: off).
+    pub(super) rebalance: Option<(Duration, u32)>,
     /// The cluster id this node proposes if it is the first active controller of a new cluster.
     pub(super) proposed_cluster_id: String,
     voters: BTreeMap<i32, String>,
@@ -115,6 +117,12 @@ impl Controller {
             liveness: Mutex::new(Liveness::new(config.broker_session_timeout_ms)),
             identity,
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+            rebalance: config.auto_leader_rebalance_enable.then(|| {
+                (
+                    Duration::from_secs(config.leader_imbalance_check_interval_seconds),
+                    config.leader_imbalance_per_broker_percentage,
+                )
+            }),
             proposed_cluster_id,
             voters,
             stop: watch::channel(false).0,
