@@ -1,5 +1,6 @@
 //! `inlet cluster describe` (brokers and their state from DescribeCluster, or Metadata where that
-//! is missing; the controller quorum from DescribeQuorum; the cluster id) and
+//! is missing; the controller quorum from DescribeQuorum; the cluster id), `inlet cluster
+//! elect-leaders` (in `elect.rs`) and
 //! `inlet config describe --topic T | --broker N` (DescribeConfigs).
 
 use anyhow::bail;
@@ -33,6 +34,8 @@ pub struct ClusterArgs {
 enum ClusterCommand {
     /// Show the brokers, the controller and the cluster id.
     Describe,
+    /// Elect preferred (or, with --unclean, any live) leaders (ElectLeaders).
+    ElectLeaders(crate::elect::ElectArgs),
 }
 
 #[derive(Args)]
@@ -65,8 +68,10 @@ pub struct ConfigEntry {
 }
 
 pub async fn run_cluster(context: &Context, args: ClusterArgs) -> anyhow::Result<()> {
-    let ClusterCommand::Describe = args.command;
     let mut cluster = context.connect().await?;
+    if let ClusterCommand::ElectLeaders(elect) = args.command {
+        return crate::elect::run(&mut cluster, context.output, elect).await;
+    }
     let described = describe_cluster(&mut cluster).await?;
     // DescribeQuorum is answered by KRaft clusters (Inlet, Kafka 3.3+); others have no quorum to
     // show, which is not an error of this command.

@@ -3,7 +3,8 @@
 //! idempotent acks=all librdkafka producer and a consumer run throughout, while the leader of a
 //! partition is killed with SIGKILL (then restarted), another leader is stopped with SIGSTOP
 //! past the session timeout (then resumed: it must truncate what only it had and rejoin), and the
-//! three nodes are restarted one after another.
+//! three nodes are restarted one after another; leadership is also moved back to the preferred
+//! replicas under load (`inlet cluster elect-leaders`).
 //! Afterwards:
 //! - every acknowledged record is read back exactly once, at the offset it was acknowledged at,
 //!   in the order it was produced per partition;
@@ -15,6 +16,7 @@
 //! NOT_ENOUGH_REPLICAS and acks=1 still works.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
 use inlet_integration_tests::kafka::{client_config, consume_all, producer_config, ConsumedRecord};
-use inlet_integration_tests::Broker;
+use inlet_integration_tests::{inlet_bin, Broker};
 use inlet_storage::{Log, LogConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -76,6 +78,22 @@ fn placement(via: &Broker, topic: &str) -> Option<BTreeMap<i32, (i32, BTreeSet<i
             .partitions()
             .iter()
             .map(|p| (p.id(), (p.leader(), p.isr().iter().copied().collect())))
+            .collect(),
+    )
+}
+
+/// Per partition of `topic`, its preferred leader (first replica) as `via` tells it.
+fn preferred_leaders(via: &Broker, topic: &str) -> Option<BTreeMap<i32, i32>> {
+    let consumer: BaseConsumer = client_config(&via.bootstrap()).create().ok()?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(3))
+        .ok()?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic)?;
+    Some(
+        found
+            .partitions()
+            .iter()
+            .filter_map(|p| Some((p.id(), *p.replicas().first()?)))
             .collect(),
     )
 }
@@ -255,6 +273,28 @@ fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_r
     wait_acked(&acked, before + 3_000);
     node(&mut nodes, leader).restart();
     wait_all_in_sync(&nodes[other], TOPIC);
+
+    // Leadership back to the preferred replicas while the producer runs (ElectLeaders through
+    // the CLI); the partitions that moved change leader once more.
+    let output = Command::new(inlet_bin())
+        .args(["--bootstrap-server", &all, "cluster", "elect-leaders"])
+        .output()
+        .expect("run inlet cluster elect-leaders");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("elected"), "{printed}");
+    wait_for("preferred leaders", || {
+        let placement = placement(&nodes[other], TOPIC)?;
+        let preferred = preferred_leaders(&nodes[other], TOPIC)?;
+        (placement
+            .iter()
+            .all(|(p, (l, _))| preferred.get(p) == Some(l)))
+        .then_some(())
+    });
 
     // 2. SIGSTOP the leader of partition 1 past the session timeout, keep producing, resume it.
     let stopped = placement(&nodes[0], TOPIC).expect("placement")[&1].0;
