@@ -82,6 +82,8 @@ mkdir -p "$LOGS"
 "$CARGO" test --workspace --no-fail-fast -- --show-output 2>&1 | tee "$LOGS/cargo-test.log" \
     || failed+=("cargo test")
 
+# test_container.py builds its own static binary for the image (scripts/container.sh build), with
+# the cheaper container-test profile (root Cargo.toml) rather than release: CI time.
 step "pytest integration-tests/python"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=8 integration-tests/python 2>&1 \
     | tee "$LOGS/pytest.log" || failed+=("pytest")

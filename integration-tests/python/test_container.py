@@ -5,6 +5,13 @@ a new container from the same image on the same volume serves the same records a
 
 Needs buildah, podman and runc (Debian packages that scripts/test.sh installs). Without them the
 test fails rather than skips: the image is part of what CI checks.
+
+The binary is built with INLET_PROFILE=container-test (a profile in the root Cargo.toml), not the
+release profile users' images get: CI compiles from cold on two cores, where the static release
+build alone took about 530 s of the 30-minute limit. The image, the Containerfile and the static
+linking check are the same; only the binary's optimisation differs, and what this test checks (a
+FROM-scratch image that serves, keeps its data on the volume and stops cleanly) does not depend
+on it. Set INLET_PROFILE=release in the environment to test the release image instead.
 """
 
 import os
@@ -20,7 +27,7 @@ from kafka.admin import NewTopic
 from conftest import WORKSPACE, answers_api_versions, free_port
 
 CONTAINER_SH = WORKSPACE / "scripts" / "container.sh"
-# The cold static release build is most of this; a warm one takes seconds.
+# The cold static build is most of this; a warm one takes seconds.
 BUILD_TIMEOUT_S = 3600
 STARTUP_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
@@ -28,6 +35,9 @@ TOPIC = "container-round-trip"
 PARTITIONS = 2
 RECORDS = 500
 UID = 10001  # the image's USER (docker/Containerfile)
+# The image's size bound per INLET_PROFILE: the stripped binary plus some room (no bound for other
+# profiles).
+MAX_IMAGE_MB = {"release": 48, "container-test": 96}
 
 
 def container_sh(*args, env, timeout=120, check=True):
@@ -57,7 +67,9 @@ def image_env(run_id):
             "(scripts/test.sh and scripts/container.sh do)"
         )
     # A tag of its own, so a concurrent run or a developer's localhost/inlet:latest is untouched.
+    # The cheaper container-test profile unless the caller chose one (see the module docstring).
     env = dict(os.environ, INLET_IMAGE=f"localhost/inlet:pytest-{run_id}")
+    env.setdefault("INLET_PROFILE", "container-test")
     started = time.monotonic()
     container_sh("build", env=env, timeout=BUILD_TIMEOUT_S)
     print(f"image built in {time.monotonic() - started:.1f} s")
@@ -172,12 +184,15 @@ def test_image_is_non_root_scratch_with_volume_and_port(image_env):
     assert entrypoint == "[/usr/local/bin/inlet]" and cmd == "[serve]"
     assert "9092/tcp" in ports
     assert "/var/lib/inlet" in volumes
-    # No base image: the static binary without its line tables (about 35 MB; about 180 MB with
-    # them) and a few files.
+    # No base image: the static binary without its line tables and a few files. A release binary
+    # is about 35 MB (about 180 MB with line tables); an unoptimised container-test one about 80 MB.
     size = int(container_sh("podman", "image", "inspect", "--format", "{{.Size}}",
                             env["INLET_IMAGE"], env=env).stdout)
-    print(f"image size {size / 1e6:.1f} MB")
-    assert size < 48 * 1024 * 1024, f"image is {size} bytes: more than the stripped binary got in?"
+    print(f"image size {size / 1e6:.1f} MB ({env['INLET_PROFILE']} binary)")
+    limit_mb = MAX_IMAGE_MB.get(env["INLET_PROFILE"])
+    if limit_mb is not None:
+        assert size < limit_mb * 1024 * 1024, (
+            f"image is {size} bytes: more than the stripped binary got in?")
 
 
 def test_produce_consume_sigterm_and_restart_on_the_volume(image_env, run_id):

@@ -20,6 +20,10 @@
 //!   [`LeaderEpochCache`] answers OffsetForLeaderEpoch ([`Log::end_offset_for_epoch`]), and
 //!   [`Log::high_watermark`] is kept and checkpointed ([`leader_epoch`], `log_replica.rs`).
 //!
+//! * Closed segments are copied to an object store and read back from it ([`tier`], the lake).
+//!   That needs object_store, parquet and arrow, so it sits behind the `lake` feature (on by
+//!   default); without it the crate is the log alone, which is what the fuzz targets build.
+//!
 //! `unsafe` lives only in [`mmap`] (enforced: `unsafe_code` is denied everywhere else).
 
 #![deny(unsafe_code)]

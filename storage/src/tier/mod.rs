@@ -11,23 +11,40 @@
 //!
 //! The log itself only learns which offsets the lake holds ([`crate::Log::set_lake_extent`],
 //! checkpointed in [`extent`]), so local retention never deletes what the lake does not hold yet.
+//!
+//! Those five modules (and [`TierError`]) need object_store, parquet and arrow and exist only
+//! with the crate's `lake` feature (on by default). What the log itself uses, [`extent`] and
+//! [`ClosedSegment`], is always compiled: the fuzz targets build the log without the lake.
 
 use bytes::Bytes;
 
-pub mod error;
 pub mod extent;
+pub use extent::LakeExtent;
+
+#[cfg(feature = "lake")]
+pub mod error;
+#[cfg(feature = "lake")]
 mod lru;
+#[cfg(feature = "lake")]
 pub mod manifest;
+#[cfg(feature = "lake")]
 pub mod parquet;
+#[cfg(feature = "lake")]
 pub mod reader;
+#[cfg(feature = "lake")]
 pub mod store;
+#[cfg(feature = "lake")]
 pub mod upload;
 
+#[cfg(feature = "lake")]
 pub use error::TierError;
-pub use extent::LakeExtent;
+#[cfg(feature = "lake")]
 pub use manifest::{Manifest, PartitionPaths, RemoteSegment};
+#[cfg(feature = "lake")]
 pub use reader::LakeReader;
+#[cfg(feature = "lake")]
 pub use store::{disk_space, DiskSpace, LakeLocation, S3Location};
+#[cfg(feature = "lake")]
 pub use upload::{PartitionTier, Uploaded};
 
 /// A closed segment's immutable contents (see [`crate::Log::closed_segment_from`]).
@@ -42,6 +59,6 @@ pub struct ClosedSegment {
     pub time_index: Bytes,
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "lake"))]
 #[path = "tier_tests.rs"]
 mod tests;
