@@ -5,7 +5,7 @@
 //!
 //! Broker lifecycle lives in `apply/brokers.rs`, topics and partitions in `apply/topics.rs`,
 //! configs, producer ids and AlterPartition in `apply/misc.rs`, ElectLeaders in
-//! `apply/elect.rs`; the partition change rule
+//! `apply/elect.rs`, reassignments in `apply/reassign.rs`; the partition change rule
 //! shared by all of them (epochs bump, leader from the ISR) is here.
 
 use tracing::debug;
@@ -17,6 +17,7 @@ use crate::metadata::image::{MetadataImage, PartitionImage};
 mod brokers;
 mod elect;
 mod misc;
+mod reassign;
 mod topics;
 
 /// Applies the command at Raft log index `index` to `image`.
@@ -92,6 +93,11 @@ pub fn apply(image: &mut MetadataImage, index: u64, command: &ControllerCommand)
                 new_isr,
             },
         ),
+        ControllerCommand::ReassignPartition {
+            topic,
+            partition,
+            target,
+        } => reassign::reassign(image, topic, *partition, target.as_deref()),
         ControllerCommand::ElectLeader {
             topic,
             partition,
@@ -132,6 +138,8 @@ fn new_partition(replicas: Vec<i32>, image: &MetadataImage) -> Option<PartitionI
         leader: -1,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     };
     partition.leader = choose_leader(&partition, |b| image.is_live(b))?;
     Some(partition)
@@ -148,3 +156,7 @@ mod topic_tests;
 #[cfg(test)]
 #[path = "apply_proptests.rs"]
 mod proptests;
+
+#[cfg(test)]
+#[path = "apply_reassign_tests.rs"]
+mod reassign_tests;

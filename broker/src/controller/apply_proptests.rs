@@ -59,6 +59,16 @@ enum Step {
     AdvanceProducerIds {
         at_least: i64,
     },
+    Reassign {
+        topic: usize,
+        partition: usize,
+        target: Option<Vec<i32>>,
+    },
+    Elect {
+        topic: usize,
+        partition: usize,
+        unclean: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -99,6 +109,23 @@ fn step() -> impl Strategy<Value = Step> {
         ),
         2 => broker.clone().prop_map(|broker| Step::AllocateProducerIds { broker }),
         1 => (0i64..20_000).prop_map(|at_least| Step::AdvanceProducerIds { at_least }),
+        3 => (
+            topic.clone(),
+            0usize..8,
+            prop::option::weighted(0.8, prop::collection::vec(1..=BROKERS + 1, 0..4)),
+        )
+            .prop_map(|(topic, partition, target)| Step::Reassign {
+                topic,
+                partition,
+                target,
+            }),
+        2 => (topic.clone(), 0usize..8, prop::bool::weighted(0.3)).prop_map(
+            |(topic, partition, unclean)| Step::Elect {
+                topic,
+                partition,
+                unclean,
+            }
+        ),
     ]
 }
 
@@ -248,7 +275,37 @@ fn command(image: &MetadataImage, step: &Step, serial: u64) -> ControllerCommand
             broker_epoch: epoch_of(broker, false),
         },
         Step::AdvanceProducerIds { at_least } => ControllerCommand::AdvanceProducerIds { at_least },
+        Step::Reassign {
+            topic,
+            partition,
+            target,
+        } => ControllerCommand::ReassignPartition {
+            partition: partition_index(image, topic, partition),
+            topic: topic_name(topic),
+            target,
+        },
+        Step::Elect {
+            topic,
+            partition,
+            unclean,
+        } => ControllerCommand::ElectLeader {
+            partition: partition_index(image, topic, partition),
+            topic: topic_name(topic),
+            election: if unclean {
+                crate::controller::commands::Election::Unclean
+            } else {
+                crate::controller::commands::Election::Preferred
+            },
+        },
     }
+}
+
+/// Mostly an existing partition of `topic`, sometimes one past its end.
+fn partition_index(image: &MetadataImage, topic: usize, partition: usize) -> i32 {
+    let count = image
+        .topic(&topic_name(topic))
+        .map_or(1, |t| t.partitions.len() + 1);
+    (partition % count) as i32
 }
 
 /// Checks everything that must hold of any image reachable by `apply`.
@@ -292,6 +349,17 @@ fn check_image(
                     at
                 );
             }
+            // A reassignment's moving replicas are replicas, and none both comes and goes.
+            let adding: BTreeSet<i32> = p.adding_replicas.iter().copied().collect();
+            let removing: BTreeSet<i32> = p.removing_replicas.iter().copied().collect();
+            prop_assert!(adding.is_subset(&replicas), "adding not in replicas {}", at);
+            prop_assert!(
+                removing.is_subset(&replicas),
+                "removing not in replicas {}",
+                at
+            );
+            prop_assert!(adding.is_disjoint(&removing), "adding and removing {}", at);
+            prop_assert!(removing.len() < replicas.len(), "no target replica {}", at);
             // A member that is not live stays only as the last one, leaderless.
             if p.isr.iter().any(|b| !image.is_live(*b)) {
                 prop_assert!(p.isr.len() == 1 && p.leader == -1, "dead ISR member {}", at);
@@ -337,7 +405,16 @@ fn check_transition(before: &MetadataImage, after: &MetadataImage) -> Result<(),
                     q
                 );
             }
-            prop_assert_eq!(&q.replicas, &p.replicas);
+            // Replicas change only through a reassignment, which keeps the target first.
+            if q.replicas != p.replicas {
+                let target: Vec<i32> = q
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !q.removing_replicas.contains(r))
+                    .collect();
+                prop_assert_eq!(&q.replicas[..target.len()], &target[..]);
+            }
         }
     }
     prop_assert!(after.next_producer_id >= before.next_producer_id);

@@ -329,6 +329,8 @@ fn alter_partition_checks_epochs_leader_and_eligibility() {
         leader: 1,
         leader_epoch: 0,
         partition_epoch: 1,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     };
     assert_eq!(shrunk, CommandOutcome::PartitionAltered(expected));
     let stale = cluster.run(alter(1, 0, 0, vec![1, 2, 3]));

@@ -93,6 +93,13 @@ pub enum ControllerCommand {
         partition_epoch: i32,
         new_isr: Vec<i32>,
     },
+    /// AlterPartitionReassignments for one partition: move it to `target` replicas (the first
+    /// becomes the preferred leader), or with None cancel the reassignment in progress.
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
     /// ElectLeaders for one partition (also the automatic rebalance's preferred elections).
     ElectLeader {
         topic: String,

@@ -85,6 +85,8 @@ fn choose_leader_takes_first_live_isr_member_in_replica_order() {
         leader: -1,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     };
     assert_eq!(choose_leader(&partition, |_| true), Some(1));
     assert_eq!(choose_leader(&partition, |b| b != 1), Some(2));

@@ -36,6 +36,8 @@ fn image_at(id: Uuid, leaders: &[i32], epoch: i32) -> MetadataImage {
             leader,
             leader_epoch: epoch,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         })
         .collect();
     image.topics.insert(

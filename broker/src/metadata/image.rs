@@ -72,6 +72,13 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// +1 on every change of replicas, ISR or leader.
     pub partition_epoch: i32,
+    /// While a reassignment runs (`replicas` is then the old and the target replicas together):
+    /// the target replicas being added, which must join the ISR before it completes ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// ... and the replicas that leave when it does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
 }
 
 /// Java's `String.hashCode`: `31 * h + c` over the UTF-16 code units, wrapping in 32 bits.
@@ -181,6 +188,8 @@ mod tests {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -103,6 +103,8 @@ mod tests {
                     leader,
                     leader_epoch: 4,
                     partition_epoch: 9,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 }],
             },
         );

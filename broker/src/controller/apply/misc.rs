@@ -223,6 +223,7 @@ pub(super) fn alter_partition(
         );
     }
     let leader = partition.leader;
+    let live_ids: Vec<i32> = image.live_brokers().map(|b| b.id).collect();
     let Some(partition) = usize::try_from(index).ok().and_then(|i| {
         image
             .topics
@@ -232,5 +233,7 @@ pub(super) fn alter_partition(
         return CommandOutcome::error(ResponseError::UnknownTopicOrPartition, "vanished");
     };
     change_partition(partition, request.new_isr.to_vec(), leader);
+    // A reassignment completes once its new replicas are in sync.
+    super::reassign::maybe_complete(partition, &live_ids);
     CommandOutcome::PartitionAltered(partition.clone())
 }
