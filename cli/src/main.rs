@@ -11,6 +11,7 @@ mod group;
 mod output;
 mod perf;
 mod produce;
+mod reassign;
 mod serve;
 mod topic;
 

@@ -74,6 +74,10 @@ enum TopicCommand {
         #[arg(long, value_name = "KEY")]
         delete: Vec<String>,
     },
+    /// Move a partition to other brokers (or --cancel a move in progress).
+    Reassign(crate::reassign::ReassignArgs),
+    /// List the partition moves in progress.
+    Reassignments(crate::reassign::ListArgs),
 }
 
 /// `key=value` as a pair; used by every verb that takes configs or headers.
@@ -111,6 +115,12 @@ pub async fn run(context: &Context, args: TopicArgs) -> anyhow::Result<()> {
         }
         TopicCommand::AlterConfig { name, set, delete } => {
             alter_config(context, &mut cluster, &name, set, delete).await
+        }
+        TopicCommand::Reassign(args) => {
+            crate::reassign::reassign(&mut cluster, context.output, args).await
+        }
+        TopicCommand::Reassignments(args) => {
+            crate::reassign::list(&mut cluster, context.output, args).await
         }
     }
 }

@@ -1,18 +1,62 @@
-//! Automatic preferred-leader rebalancing (`auto.leader.rebalance.enable`): after a broker is
-//! killed its partitions are led by the others; once it is back and in sync, the active controller
-//! gives it its preferred partitions back by itself.
+//! Where partitions live and who leads them, changed by the cluster itself and by an operator:
+//! automatic preferred-leader rebalancing (`auto.leader.rebalance.enable`) gives a broker back
+//! its partitions after it was killed and restarted; `inlet topic reassign` moves a partition to
+//! other brokers while a producer writes to it, and nothing acknowledged is lost.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
-use inlet_integration_tests::kafka::client_config;
-use inlet_integration_tests::Broker;
+use inlet_integration_tests::kafka::{client_config, consume_all, producer_config};
+use inlet_integration_tests::{inlet_bin, Broker};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "balanced";
+
+/// Per partition of `topic`: (leader, replicas, ISR), as `via` tells it.
+fn placement(via: &Broker, topic: &str) -> Option<BTreeMap<i32, (i32, Vec<i32>, Vec<i32>)>> {
+    let consumer: BaseConsumer = client_config(&via.bootstrap()).create().ok()?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(3))
+        .ok()?;
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())?;
+    Some(
+        found
+            .partitions()
+            .iter()
+            .map(|p| {
+                (
+                    p.id(),
+                    (p.leader(), p.replicas().to_vec(), p.isr().to_vec()),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn inlet(bootstrap: &str, args: &[&str]) -> String {
+    let output = Command::new(inlet_bin())
+        .args(["--bootstrap-server", bootstrap])
+        .args(args)
+        .output()
+        .expect("run inlet");
+    assert!(
+        output.status.success(),
+        "inlet {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
 
 /// Per partition: (leader, preferred leader, ISR size), as `via` tells it.
 fn leaders(via: &Broker) -> Option<BTreeMap<i32, (i32, i32, usize)>> {
@@ -64,4 +108,104 @@ fn leadership_returns_to_preferred_replicas_by_itself() {
         leaders(&nodes[1]).filter(|l| balanced(l) && l.values().all(|(_, _, isr)| *isr == 3))
     });
     eprintln!("leadership balanced {took:?} after node 1 restarted");
+}
+
+#[test]
+fn a_partition_moves_to_other_brokers_while_a_producer_writes() {
+    let nodes = start_cluster_with(&["--replica-lag-time-max-ms", "2000"]);
+    let bootstrap = nodes
+        .iter()
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    inlet(
+        &bootstrap,
+        &[
+            "topic",
+            "create",
+            "moving",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    );
+    let (from, _) = wait_for("the partition placed", || {
+        let (leader, _, _) = placement(&nodes[0], "moving")?.get(&0)?.clone();
+        (leader > 0).then_some(leader)
+    });
+    let target: Vec<i32> = (1..=3).filter(|&b| b != from).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let producer: FutureProducer = producer_config(&bootstrap, "none")
+                .create()
+                .expect("producer");
+            let rt = runtime();
+            let mut acked = 0usize;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) || acked < 2_000 {
+                let futures: Vec<_> = (0..100)
+                    .map(|_| {
+                        n += 1;
+                        producer
+                            .send_result(
+                                FutureRecord::<(), _>::to("moving").payload(&n.to_string()),
+                            )
+                            .expect("enqueue")
+                    })
+                    .collect();
+                rt.block_on(async {
+                    for future in futures {
+                        if let Ok(Ok(_)) = future.await {
+                            acked += 1;
+                        }
+                    }
+                });
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let targets = format!("{},{}", target[0], target[1]);
+    inlet(
+        &bootstrap,
+        &[
+            "topic",
+            "reassign",
+            "moving",
+            "--partition",
+            "0",
+            "--replicas",
+            &targets,
+        ],
+    );
+    let (_, took) = wait_for("the move to complete", || {
+        let (leader, replicas, isr) = placement(&nodes[0], "moving")?.get(&0)?.clone();
+        let mut isr = isr;
+        isr.sort_unstable();
+        (replicas == target && isr == target && leader == target[0]).then_some(())
+    });
+    eprintln!("moved from {from} to {targets} in {took:?}");
+    assert!(inlet(&bootstrap, &["topic", "reassignments"]).contains("no reassignment"));
+    stop.store(true, Ordering::Relaxed);
+    let acked = producer.join().expect("producer thread");
+
+    // Every acknowledged record is on the new replicas, once.
+    let records = consume_all(&bootstrap, "moving", 1, acked, Duration::from_secs(30));
+    let mut values: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let total = values.len();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), total, "duplicates after the move");
+    assert!(total >= acked, "{total} records read, {acked} acknowledged");
 }
