@@ -20,8 +20,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "balanced";
 
-/// Per partition of `topic`: (leader, replicas, ISR), as `via` tells it.
-fn placement(via: &Broker, topic: &str) -> Option<BTreeMap<i32, (i32, Vec<i32>, Vec<i32>)>> {
+/// One partition's (leader, replicas, ISR).
+type Placed = (i32, Vec<i32>, Vec<i32>);
+
+/// Per partition of `topic`, as `via` tells it.
+fn placement(via: &Broker, topic: &str) -> Option<BTreeMap<i32, Placed>> {
     let consumer: BaseConsumer = client_config(&via.bootstrap()).create().ok()?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(3))
