@@ -1,7 +1,10 @@
 """A three-node cluster started by `scripts/cluster.sh` (the one command a developer uses),
 driven with kafka-python: a replicated topic created through one broker, records produced
 through the cluster's bootstrap list, read back by a consumer group bootstrapped to another
-broker (its coordinator need not be that broker), then the cluster stopped with SIGTERM.
+broker (its coordinator need not be that broker), then the cluster stopped with SIGTERM. And
+replication with kafka-python's idempotent acks=all producer: the partition's leader is killed
+(`scripts/cluster.sh kill`) while it produces, and every acknowledged record is read back once,
+at the offset it was acknowledged at.
 """
 
 import os
@@ -12,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from conftest import WORKSPACE, inlet_bin
@@ -39,6 +42,9 @@ def cluster(tmp_path):
         "INLET_BIN": str(inlet_bin()),
         "CLUSTER_DIR": str(tmp_path / "cluster"),
         "BASE_PORT": str(base),
+        # Quick fencing, so that a killed leader is replaced within the test's waits.
+        "INLET_BROKER_SESSION_TIMEOUT_MS": "3000",
+        "INLET_BROKER_HEARTBEAT_INTERVAL_MS": "500",
     }
     started = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=60)
     logs = lambda: "\n".join(
@@ -47,7 +53,12 @@ def cluster(tmp_path):
     )
     assert started.returncode == 0, f"{started.stdout}\n{started.stderr}\n{logs()}"
     brokers = [f"127.0.0.1:{base + 2 * i}" for i in range(3)]
-    yield brokers, logs
+
+    def control(*args):
+        done = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"cluster.sh {args}: {done.stdout}\n{done.stderr}\n{logs()}"
+
+    yield brokers, logs, control
     subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=30)
     deadline = time.monotonic() + 20
     pids = [int((tmp_path / "cluster" / f"node-{n}" / "pid").read_text()) for n in (1, 2, 3)]
@@ -60,7 +71,7 @@ def cluster(tmp_path):
 
 
 def test_replicated_topic_produce_and_group_consume_across_brokers(cluster):
-    brokers, logs = cluster
+    brokers, logs, _ = cluster
     admin = KafkaAdminClient(bootstrap_servers=brokers[1], client_id="inlet-pytest-admin")
     try:
         admin.create_topics([NewTopic("py-orders", num_partitions=4, replication_factor=3)])
@@ -91,3 +102,59 @@ def test_replicated_topic_produce_and_group_consume_across_brokers(cluster):
     consumer.close()
     assert partitions == {0, 1, 2, 3}
     assert len(seen) == RECORDS, f"{len(seen)} of {RECORDS} records\n{logs()}"
+
+
+def leader_of(brokers, topic, partition):
+    admin = KafkaAdminClient(bootstrap_servers=",".join(brokers), client_id="inlet-pytest-admin")
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    for p in described[0]["partitions"]:
+        if p["partition_index"] == partition:
+            return p["leader_id"]
+    return -1
+
+
+def test_acknowledged_records_survive_a_killed_leader(cluster):
+    brokers, logs, control = cluster
+    admin = KafkaAdminClient(bootstrap_servers=brokers[0], client_id="inlet-pytest-admin")
+    try:
+        admin.create_topics([NewTopic("py-durable", num_partitions=1, replication_factor=3,
+                                      topic_configs={"min.insync.replicas": "2"})])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=",".join(brokers), acks="all",
+                             enable_idempotence=True, retries=100, request_timeout_ms=10000)
+    acked = {}
+
+    def produce(first, count):
+        futures = [(i, producer.send("py-durable", value=str(i).encode(), partition=0))
+                   for i in range(first, first + count)]
+        for i, future in futures:
+            acked[i] = future.get(timeout=60).offset
+
+    produce(0, 500)
+    leader = leader_of(brokers, "py-durable", 0)
+    assert leader in (1, 2, 3), leader
+    control("kill", str(leader))
+    produce(500, 500)
+    producer.close()
+    survivors = [b for n, b in enumerate(brokers, 1) if n != leader]
+    new_leader = leader_of(survivors, "py-durable", 0)
+    assert new_leader not in (-1, leader), new_leader
+
+    consumer = KafkaConsumer(bootstrap_servers=",".join(survivors), enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    tp = TopicPartition("py-durable", 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    read = {}
+    deadline = time.monotonic() + 30
+    while len(read) < len(acked) and time.monotonic() < deadline:
+        for message in consumer:
+            value = int(message.value)
+            assert value not in read, f"{value} read twice"
+            read[value] = message.offset
+    consumer.close()
+    assert read == acked, f"{len(read)} read, {len(acked)} acknowledged\n{logs()}"
