@@ -84,7 +84,9 @@ impl Partition {
     /// A partition that acts as the sole replica until the replica manager gives it a role from
     /// the metadata image (which happens before the broker serves).
     pub fn new(topic: &str, index: i32, log: Log) -> Partition {
-        let high_watermark = AtomicI64::new(log.log_end_offset());
+        // The checkpoint, not the log end: after a restart, offsets past it may never have
+        // reached the ISR. A sole in-sync leader moves it to the log end when its role is set.
+        let high_watermark = AtomicI64::new(log.high_watermark());
         Partition {
             topic: topic.to_string(),
             index,

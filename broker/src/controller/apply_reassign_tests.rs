@@ -123,3 +123,16 @@ fn a_bad_target_is_refused_and_changes_nothing() {
     );
     assert_eq!(cluster.image.topics, before);
 }
+
+#[test]
+fn a_new_reassignment_drops_the_replicas_the_previous_one_was_adding_from_the_isr() {
+    let mut cluster = four_brokers();
+    cluster.run(reassign(Some(vec![3, 4])));
+    cluster.fence(4);
+    cluster.run(alter(&cluster, vec![1, 2, 3]));
+    // Back to the original replicas before 4 caught up: 3 leaves the ISR with it.
+    cluster.run(reassign(Some(vec![1, 2])));
+    let p = cluster.partition("t", 0);
+    assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader), (vec![1, 2], vec![1, 2], 1));
+    assert!(p.adding_replicas.is_empty() && p.removing_replicas.is_empty());
+}

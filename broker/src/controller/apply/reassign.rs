@@ -79,8 +79,14 @@ pub(super) fn reassign(
         .collect();
     let mut replicas = target.to_vec();
     replicas.extend(removing.iter().copied());
-    let isr = partition.isr.clone();
-    let leader = partition.leader;
+    // A reassignment replacing one in progress drops the replicas the first one was adding:
+    // they leave the ISR too, and so may the leader.
+    let Some((isr, leader)) = isr_and_leader_within(partition, &replicas, &live) else {
+        return CommandOutcome::error(
+            ResponseError::InvalidReplicaAssignment,
+            format!("{topic}-{index} would have no in-sync replica"),
+        );
+    };
     partition.replicas = replicas;
     partition.adding_replicas = adding;
     partition.removing_replicas = removing;
@@ -89,6 +95,35 @@ pub(super) fn reassign(
     change_partition(partition, isr, leader);
     maybe_complete(partition, &live);
     CommandOutcome::PartitionAltered(partition.clone())
+}
+
+/// The ISR members among `replicas`, and the leader: the current one if it stays, else the first
+/// of `replicas` in sync and live (-1 if none). None if no ISR member stays (the ISR is never
+/// empty).
+fn isr_and_leader_within(
+    partition: &PartitionImage,
+    replicas: &[i32],
+    live: &[i32],
+) -> Option<(Vec<i32>, i32)> {
+    let isr: Vec<i32> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| replicas.contains(r))
+        .collect();
+    if isr.is_empty() {
+        return None;
+    }
+    let leader = if replicas.contains(&partition.leader) {
+        partition.leader
+    } else {
+        replicas
+            .iter()
+            .copied()
+            .find(|r| isr.contains(r) && live.contains(r))
+            .unwrap_or(-1)
+    };
+    Some((isr, leader))
 }
 
 /// Completes a reassignment whose target replicas are all in the ISR.
@@ -112,23 +147,8 @@ pub(super) fn maybe_complete(partition: &mut PartitionImage, live: &[i32]) {
 /// live leads (none live: no leader, as after fencing the whole ISR). False, and nothing
 /// changed, if no member of the ISR is among `replicas` (the ISR is never empty).
 fn set_replicas(partition: &mut PartitionImage, replicas: Vec<i32>, live: &[i32]) -> bool {
-    let isr: Vec<i32> = partition
-        .isr
-        .iter()
-        .copied()
-        .filter(|r| replicas.contains(r))
-        .collect();
-    if isr.is_empty() {
+    let Some((isr, leader)) = isr_and_leader_within(partition, &replicas, live) else {
         return false;
-    }
-    let leader = if replicas.contains(&partition.leader) {
-        partition.leader
-    } else {
-        replicas
-            .iter()
-            .copied()
-            .find(|r| isr.contains(r) && live.contains(r))
-            .unwrap_or(-1)
     };
     partition.replicas = replicas;
     partition.adding_replicas.clear();
