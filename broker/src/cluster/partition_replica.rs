@@ -195,6 +195,15 @@ impl Partition {
         }
     }
 
+    /// Refuses a replica fetch unless this broker leads and `replica` is one of the partition's
+    /// replicas (a client claiming a replica id gets NOT_LEADER_OR_FOLLOWER).
+    pub fn check_follower(&self, replica: i32) -> Result<(), ResponseError> {
+        match &*self.role() {
+            Role::Leader(state) if state.is_replica(replica) => Ok(()),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+
     /// A follower's fetch from `fetch_offset` (it has everything below): updates what the leader
     /// knows of it and moves the high watermark. Refused unless this broker leads and `replica`
     /// is one of the partition's replicas.
@@ -214,7 +223,12 @@ impl Partition {
         }
         let result = self.with_log(|log| {
             let end = log.log_end_offset();
-            state.follower_fetched(replica, fetch_offset.min(end), end, now_ms);
+            if fetch_offset > end {
+                // Past this log's end: the follower is answered OFFSET_OUT_OF_RANGE and must
+                // truncate; its offset proves nothing.
+                return Ok(());
+            }
+            state.follower_fetched(replica, fetch_offset, end, now_ms);
             if !self.sole_in_sync.load(Ordering::Acquire) {
                 let hw = state.high_watermark(me, end);
                 if hw > self.high_watermark.load(Ordering::Acquire) {

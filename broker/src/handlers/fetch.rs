@@ -94,12 +94,24 @@ fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Res
                         partition.leader_epoch(),
                     )?;
                     if let Some(replica) = replica {
-                        partition.follower_fetched(
-                            broker.node_id(),
-                            replica,
-                            wanted.fetch_offset,
-                            now,
-                        )?;
+                        partition.check_follower(replica)?;
+                        // A follower whose log went another way has nothing to report yet: its
+                        // fetch offset says nothing about what it shares with this log.
+                        let diverging = if wanted.last_fetched_epoch >= 0 {
+                            partition
+                                .diverging_epoch(wanted.last_fetched_epoch, wanted.fetch_offset)
+                                .map_err(|e| partition_error(&e))?
+                        } else {
+                            None
+                        };
+                        if diverging.is_none() {
+                            partition.follower_fetched(
+                                broker.node_id(),
+                                replica,
+                                wanted.fetch_offset,
+                                now,
+                            )?;
+                        }
                     }
                     Ok(partition)
                 })
