@@ -8,6 +8,7 @@
 //! `apply/elect.rs`, reassignments in `apply/reassign.rs`; the partition change rule
 //! shared by all of them (epochs bump, leader from the ISR) is here.
 
+use kafka_protocol::ResponseError;
 use tracing::debug;
 
 use crate::controller::commands::{CommandOutcome, ControllerCommand};
@@ -122,6 +123,28 @@ fn change_partition(partition: &mut PartitionImage, isr: Vec<i32>, leader: i32) 
     }
     partition.isr = isr;
     partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+}
+
+/// `topic`'s partition `index` to change, or the UNKNOWN_TOPIC_OR_PARTITION outcome.
+fn partition_mut<'a>(
+    image: &'a mut MetadataImage,
+    topic: &str,
+    index: i32,
+) -> Result<&'a mut PartitionImage, CommandOutcome> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| {
+            image
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partitions.get_mut(i))
+        })
+        .ok_or_else(|| {
+            CommandOutcome::error(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{topic}-{index} does not exist"),
+            )
+        })
 }
 
 /// A new partition: ISR = its live replicas, leader = the first of them, epochs 0. None when no

@@ -133,6 +133,9 @@ fn a_new_reassignment_drops_the_replicas_the_previous_one_was_adding_from_the_is
     // Back to the original replicas before 4 caught up: 3 leaves the ISR with it.
     cluster.run(reassign(Some(vec![1, 2])));
     let p = cluster.partition("t", 0);
-    assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader), (vec![1, 2], vec![1, 2], 1));
+    assert_eq!(
+        (p.replicas.clone(), p.isr.clone(), p.leader),
+        (vec![1, 2], vec![1, 2], 1)
+    );
     assert!(p.adding_replicas.is_empty() && p.removing_replicas.is_empty());
 }

@@ -16,16 +16,9 @@ pub(super) fn elect_leader(
     election: Election,
 ) -> CommandOutcome {
     let live: Vec<i32> = image.live_brokers().map(|b| b.id).collect();
-    let Some(partition) = usize::try_from(index).ok().and_then(|i| {
-        image
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(i))
-    }) else {
-        return CommandOutcome::error(
-            ResponseError::UnknownTopicOrPartition,
-            format!("{topic}-{index} does not exist"),
-        );
+    let partition = match super::partition_mut(image, topic, index) {
+        Ok(partition) => partition,
+        Err(unknown) => return unknown,
     };
     match election {
         Election::Preferred => {
@@ -72,102 +65,90 @@ pub(super) fn elect_leader(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::apply::apply;
+    use crate::controller::apply::tests::{create_assigned, Cluster};
     use crate::controller::commands::ControllerCommand;
-    use crate::metadata::image::{BrokerRegistration, PartitionImage, TopicImage};
 
-    fn image(leader: i32, isr: &[i32], fenced: &[i32]) -> MetadataImage {
-        let mut image = MetadataImage::default();
-        for id in 1..=3 {
-            image.brokers.insert(
-                id,
-                BrokerRegistration {
-                    id,
-                    incarnation_id: uuid::Uuid::nil(),
-                    epoch: 1,
-                    listeners: Vec::new(),
-                    rack: None,
-                    fenced: fenced.contains(&id),
-                },
-            );
-        }
-        image.topics.insert(
-            "t".into(),
-            TopicImage {
-                id: uuid::Uuid::nil(),
-                name: "t".into(),
-                configs: Default::default(),
-                partitions: vec![PartitionImage {
-                    replicas: vec![1, 2, 3],
-                    isr: isr.to_vec(),
-                    leader,
-                    leader_epoch: 4,
-                    partition_epoch: 9,
-                    adding_replicas: Vec::new(),
-                    removing_replicas: Vec::new(),
-                }],
-            },
-        );
-        image
+    /// Brokers 1-3, topic `t` with one partition on [1, 2, 3], led by 1.
+    fn cluster() -> Cluster {
+        let mut cluster = Cluster::with_brokers(&[None, None, None]);
+        cluster.run(create_assigned("t", vec![vec![1, 2, 3]]));
+        cluster
     }
 
-    fn elect(image: &mut MetadataImage, election: Election) -> CommandOutcome {
-        let command = ControllerCommand::ElectLeader {
+    fn elect(cluster: &mut Cluster, election: Election) -> CommandOutcome {
+        cluster.run(ControllerCommand::ElectLeader {
             topic: "t".into(),
             partition: 0,
             election,
-        };
-        apply(image, 10, &command)
+        })
     }
 
     #[test]
     fn a_preferred_election_moves_leadership_back_to_the_first_replica() {
-        let mut image = image(2, &[1, 2, 3], &[]);
-        let outcome = elect(&mut image, Election::Preferred);
-        let partition = &image.topics["t"].partitions[0];
-        assert_eq!(outcome, CommandOutcome::PartitionAltered(partition.clone()));
-        assert_eq!(
-            (
-                partition.leader,
-                partition.leader_epoch,
-                partition.partition_epoch
-            ),
-            (1, 5, 10)
-        );
-        assert_eq!(partition.isr, vec![1, 2, 3]);
+        let mut cluster = cluster();
+        cluster.fence(1);
+        cluster.unfence(1);
+        let failed_over = cluster.partition("t", 0);
+        assert_eq!(failed_over.leader, 2, "a failover moved leadership away");
+        // Broker 1 caught up again: its new leader adds it back to the ISR.
+        cluster.run(ControllerCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader_id: 2,
+            leader_epoch: failed_over.leader_epoch,
+            partition_epoch: failed_over.partition_epoch,
+            new_isr: vec![2, 3, 1],
+        });
+        let moved = cluster.partition("t", 0);
+        let outcome = elect(&mut cluster, Election::Preferred);
+        let back = cluster.partition("t", 0);
+        assert_eq!(outcome, CommandOutcome::PartitionAltered(back.clone()));
+        assert_eq!(back.leader, 1);
+        assert_eq!(back.leader_epoch, moved.leader_epoch + 1);
+        assert!(back.partition_epoch > moved.partition_epoch);
     }
 
     #[test]
     fn a_preferred_election_needs_the_replica_live_and_in_sync() {
-        for (isr, fenced) in [(vec![2, 3], vec![]), (vec![1, 2, 3], vec![1])] {
-            let mut image = image(2, &isr, &fenced);
-            let before = image.clone();
-            let code = elect(&mut image, Election::Preferred).error_code();
-            assert_eq!(code, ResponseError::PreferredLeaderNotAvailable.code());
-            assert_eq!(image.topics, before.topics);
-        }
-        let mut image = image(1, &[1, 2, 3], &[]);
+        let mut cluster = cluster();
         assert_eq!(
-            elect(&mut image, Election::Preferred).error_code(),
+            elect(&mut cluster, Election::Preferred).error_code(),
             ResponseError::ElectionNotNeeded.code()
         );
+        // Fenced, broker 1 leaves the ISR; unfenced, it is not in sync until its leader says so.
+        cluster.fence(1);
+        let before = cluster.image.topics.clone();
+        assert_eq!(
+            elect(&mut cluster, Election::Preferred).error_code(),
+            ResponseError::PreferredLeaderNotAvailable.code()
+        );
+        cluster.unfence(1);
+        assert_eq!(
+            elect(&mut cluster, Election::Preferred).error_code(),
+            ResponseError::PreferredLeaderNotAvailable.code()
+        );
+        assert_eq!(cluster.image.topics, before);
     }
 
     #[test]
     fn an_unclean_election_only_gives_a_leaderless_partition_a_live_replica() {
-        let mut led = image(2, &[2], &[]);
+        let mut cluster = cluster();
         assert_eq!(
-            elect(&mut led, Election::Unclean).error_code(),
+            elect(&mut cluster, Election::Unclean).error_code(),
             ResponseError::ElectionNotNeeded.code()
         );
-        let mut leaderless = image(-1, &[1], &[1]);
-        elect(&mut leaderless, Election::Unclean);
-        let partition = &leaderless.topics["t"].partitions[0];
-        assert_eq!((partition.leader, partition.isr.clone()), (2, vec![2]));
-        let mut dead = image(-1, &[1], &[1, 2, 3]);
+        cluster.fence(2);
+        cluster.fence(3);
+        cluster.fence(1);
+        assert_eq!(cluster.partition("t", 0).leader, -1);
         assert_eq!(
-            elect(&mut dead, Election::Unclean).error_code(),
+            elect(&mut cluster, Election::Unclean).error_code(),
             ResponseError::EligibleLeadersNotAvailable.code()
         );
+        // Broker 3 comes back; the ISR's last member (1) is still away.
+        cluster.unfence(3);
+        elect(&mut cluster, Election::Unclean);
+        let p = cluster.partition("t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (3, vec![3]));
     }
 }

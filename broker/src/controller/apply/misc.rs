@@ -224,13 +224,9 @@ pub(super) fn alter_partition(
     }
     let leader = partition.leader;
     let live_ids: Vec<i32> = image.live_brokers().map(|b| b.id).collect();
-    let Some(partition) = usize::try_from(index).ok().and_then(|i| {
-        image
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(i))
-    }) else {
-        return CommandOutcome::error(ResponseError::UnknownTopicOrPartition, "vanished");
+    let partition = match super::partition_mut(image, topic, index) {
+        Ok(partition) => partition,
+        Err(unknown) => return unknown,
     };
     change_partition(partition, request.new_isr.to_vec(), leader);
     // A reassignment completes once its new replicas are in sync.

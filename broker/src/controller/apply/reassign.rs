@@ -20,16 +20,9 @@ pub(super) fn reassign(
 ) -> CommandOutcome {
     let live: Vec<i32> = image.live_brokers().map(|b| b.id).collect();
     let registered: Vec<i32> = image.brokers.keys().copied().collect();
-    let Some(partition) = usize::try_from(index).ok().and_then(|i| {
-        image
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(i))
-    }) else {
-        return CommandOutcome::error(
-            ResponseError::UnknownTopicOrPartition,
-            format!("{topic}-{index} does not exist"),
-        );
+    let partition = match super::partition_mut(image, topic, index) {
+        Ok(partition) => partition,
+        Err(unknown) => return unknown,
     };
     let original: Vec<i32> = partition
         .replicas
