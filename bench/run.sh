@@ -13,13 +13,22 @@
 #   2. consume that whole topic from the beginning with one consumer (librdkafka, then
 #      `inlet perf consume`)
 #   3. produce as in 1 with acks=all, and with lz4 compression
-#   4. end-to-end latency at a fixed 20 MB/s (linger.ms=0: latency, not batching, is measured)
+#   4. end-to-end latency at a fixed 20 MB/s (linger.ms=0: latency, not batching, is measured;
+#      max.in.flight.requests.per.connection=5, see below)
 # Then (unless BENCH_CLUSTER=0) three brokers on loopback (bench/cluster.sh: combined
 # broker+controller nodes, lake off) and the same load generator:
 #   5. produce as in 1 with acks=all to a topic of replication factor 1, then of replication
 #      factor 3 with min.insync.replicas=2, then RF 3 with acks=1 (the cost of copying vs of
 #      waiting for the high watermark)
-#   6. end-to-end latency at 20 MB/s, RF 3, min.insync.replicas=2, acks=all
+#   6. end-to-end latency at 20 MB/s, RF 3, min.insync.replicas=2, acks=all, as in 4; and once
+#      more with librdkafka's unbounded in-flight default, to show why 4 and 6 cap it:
+# A broker answers a connection's requests in order, one at a time (as Kafka does). With
+# linger.ms=0 and librdkafka's default of 1000000 requests in flight, every record that arrives
+# while earlier requests wait is sent as one more tiny request queued behind them; with acks=all
+# each request waits for a replication round trip, the queue grows without bound, and the latency
+# measured is that queue (seconds), not the broker's. With 5 in flight (the Java producer's default
+# and librdkafka's cap for idempotent producers, as the issue's producers are), records that
+# arrive meanwhile join the next batch.
 # For each run it samples every broker's CPU time and resident memory, and the load generator's
 # CPU (client and brokers share the machine's cores). Results go to bench/results/latest.json and
 # a Markdown table (bench/results/latest.md, also printed); every broker figure is also given as
@@ -30,12 +39,14 @@
 # empty data directories (the previous run's are deleted first), after `sync` and a drop of the
 # page cache (`echo 3 > /proc/sys/vm/drop_caches`, when the kernel permits; BENCH_DROP_CACHES=0
 # skips the drop, and the results record which was done). Why: on one long-lived broker the
-# first 6 s run reached ~490 MB/s whatever its acks and the runs after it ~240-270 MB/s, because a
-# run's figure depended on what earlier runs left behind (a page cache full of their pages and
-# their data still being written back), i.e. on its place in the order, not on what it measured.
-# Fresh directories alone leave the other processes' cached pages; the drop makes every row start
-# from the same empty cache, so rows (and RF 1 vs RF 3) compare like with like. The two consume
-# rows read the acks=1 topic right after it was written, on the same broker, as before.
+# first 6 s run reached ~490 MB/s whatever its acks and the runs after it ~240-270 MB/s: a run's
+# figure depended on what the runs before it left behind (their segments, their pages in the
+# cache, their writeback), i.e. on its place in the order, not on what it measured. Fresh
+# directories alone would leave the cache full of other files' pages; the drop makes every row
+# start from the same empty cache, so rows (and RF 1 vs RF 3) compare like with like. (Only one
+# row's data is on disk at a time, too.) The drop also empties the cache of anything else running
+# on the machine. The two consume rows read the acks=1 topic right after it was written, on the
+# same broker, as before.
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$BENCH/common.sh" bench
@@ -183,7 +194,8 @@ run "produce acks=all" --topic bench-acksall produce --seconds "$RUN_SECONDS" --
 fresh_single
 run "produce acks=1 lz4" --topic bench-lz4 produce --seconds "$RUN_SECONDS" --acks 1 --compression lz4
 fresh_single
-run "end-to-end at 20 MB/s" --topic bench-e2e end-to-end --seconds "$RUN_SECONDS" --acks 1 --rate-mb 20 --linger-ms 0
+E2E=(end-to-end --seconds "$RUN_SECONDS" --rate-mb 20 --linger-ms 0)
+run "end-to-end at 20 MB/s" --topic bench-e2e "${E2E[@]}" --acks 1 --max-in-flight 5
 
 if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
     RF3=(--replication-factor 3 --topic-config min.insync.replicas=2)
@@ -197,8 +209,11 @@ if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
     run "3 brokers: produce RF 3 acks=1" --topic bench-rf3-acks1 produce --seconds "$RUN_SECONDS" \
         --acks 1 "${RF3[@]}"
     fresh_cluster
-    run "3 brokers: end-to-end at 20 MB/s, RF 3 acks=all" --topic bench-rf3-e2e end-to-end \
-        --seconds "$RUN_SECONDS" --acks all --rate-mb 20 --linger-ms 0 "${RF3[@]}"
+    run "3 brokers: end-to-end at 20 MB/s, RF 3 acks=all" --topic bench-rf3-e2e "${E2E[@]}" \
+        --acks all --max-in-flight 5 "${RF3[@]}"
+    fresh_cluster
+    run "3 brokers: end-to-end at 20 MB/s, RF 3 acks=all, unbounded in-flight" \
+        --topic bench-rf3-e2e-unbounded "${E2E[@]}" --acks all "${RF3[@]}"
 fi
 stop_brokers
 

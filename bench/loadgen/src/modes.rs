@@ -46,6 +46,12 @@ pub struct ProduceArgs {
     /// librdkafka's linger.ms: batching delay traded for throughput.
     #[arg(long, default_value_t = 5)]
     linger_ms: u32,
+    /// librdkafka's max.in.flight.requests.per.connection (its default, 1000000, unless set).
+    /// A broker answers a connection's requests in order, one at a time, as Kafka does; with
+    /// no cap and linger.ms=0, every record that arrives while requests wait goes out as
+    /// another small request behind them instead of joining a batch.
+    #[arg(long)]
+    max_in_flight: Option<u32>,
 }
 
 #[derive(Args)]
@@ -150,7 +156,11 @@ fn producer(bootstrap: &str, args: &ProduceArgs) -> anyhow::Result<ThreadedProdu
         acked: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     };
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Some(max) = args.max_in_flight {
+        config.set("max.in.flight.requests.per.connection", max.to_string());
+    }
+    config
         .set("bootstrap.servers", bootstrap)
         .set("acks", &args.acks)
         .set("compression.codec", &args.compression)
@@ -359,6 +369,7 @@ pub fn end_to_end(
     let (p50, p99, p999) = latencies.percentiles_ms();
     Ok(json!({
         "mode": "end-to-end", "rate_mb": args.rate_mb, "acks": args.acks,
+        "linger_ms": args.linger_ms, "max_in_flight": args.max_in_flight,
         "replication_factor": args.replication_factor, "sent": sent, "received": received,
         "seconds": elapsed.as_secs_f64(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
     }))
