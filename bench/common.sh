@@ -36,19 +36,19 @@ wait_port() {
 }
 
 # stop_pids SIGNAL PID...: sends SIGNAL, then SIGKILL to whatever still runs 10 s later; waits
-# for all.
+# for all. (Its stderr is dropped as a whole: bash reports a job killed by a signal on its own
+# stderr whenever it notices, not on the stderr of `kill` or `wait`.)
 stop_pids() {
     local signal=$1 pid _; shift
-    for pid in "$@"; do kill "-$signal" "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do kill "-$signal" "$pid" || true; done
     for _ in $(seq 100); do
         local alive=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        for pid in "$@"; do kill -0 "$pid" && alive=1; done
         [ "$alive" -eq 0 ] && break
         sleep 0.1
     done
-    # (stderr of the whole loop, not of `wait` only: bash reports a killed job on its own stderr)
-    { for pid in "$@"; do kill -9 "$pid" || true; wait "$pid" || true; done; } 2>/dev/null
-}
+    for pid in "$@"; do kill -9 "$pid" || true; wait "$pid" || true; done
+} 2>/dev/null
 
 # fresh_disk_state: write back every dirty page, then (if the kernel lets this user, and
 # BENCH_DROP_CACHES is not 0) drop the clean page cache, dentries and inodes, so a run starts
