@@ -22,6 +22,10 @@ TICKS=$(getconf CLK_TCK)
 cpu_seconds() { awk -v t="$TICKS" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
 # children_cpu_seconds: CPU time of this shell's finished children (the load generator's runs).
 children_cpu_seconds() { awk -v t="$TICKS" '{ print ($16 + $17) / t }' "/proc/$$/stat"; }
+# pressure_us RESOURCE: microseconds some task waited for cpu or io since boot (Linux PSI), or
+# nothing where the kernel has no /proc/pressure. Over a run it tells how much other work on the
+# machine (or the run itself) kept tasks waiting: the bench shares its cores and disk.
+pressure_us() { awk '/^some/ { sub("total=", "", $5); print $5 }' "/proc/pressure/$1" 2>/dev/null || true; }
 rss_mb() { awk '/VmRSS/ { print $2 / 1024 }' "/proc/$1/status"; }
 
 # wait_port PORT: until something accepts TCP connections on 127.0.0.1:PORT (at most 10 s).

@@ -81,8 +81,8 @@ def main():
     lines = [
         f"Machine: {os.cpu_count()} cores, loopback TCP {loopback:.0f} MB/s (1 stream), disk write {disk:.0f} MB/s",
         "",
-        "| run | records/s | MB/s | % of loopback | p50 ms | p99 ms | p999 ms | broker CPU (cores) | broker RSS MB | loadgen CPU (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | records/s | MB/s | % of loopback | p50 ms | p99 ms | p999 ms | broker CPU (cores) | broker RSS MB | loadgen CPU (cores) | CPU / IO stall % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         mbs = r.get("mb_per_sec")
@@ -100,11 +100,14 @@ def main():
             fmt(r.get("broker_cpu_cores"), ".2f"),
             fmt(r.get("broker_rss_mb"), ".0f"),
             fmt(r.get("loadgen_cpu_cores"), ".2f"),
+            f'{r["cpu_pressure_pct"]:.0f} / {r["io_pressure_pct"]:.0f}' if "cpu_pressure_pct" in r else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     cluster = [r for r in runs if "brokers" in r]
     if cluster:
         lines += per_broker_table(cluster)
+    lines += ["", "CPU / IO stall %: share of the run's time some task waited for a CPU / for I/O "
+              "(Linux PSI), the machine's contention including other work on it."]
     fresh = sorted({r["fresh_state"] for r in runs if r.get("fresh_state")})
     if fresh:
         lines += ["", "Every produce row ran on fresh broker(s) with empty data directories, "

@@ -29,8 +29,9 @@
 # measured is that queue (seconds), not the broker's. With 5 in flight (the Java producer's default
 # and librdkafka's cap for idempotent producers, as the issue's producers are), records that
 # arrive meanwhile join the next batch.
-# For each run it samples every broker's CPU time and resident memory, and the load generator's
-# CPU (client and brokers share the machine's cores). Results go to bench/results/latest.json and
+# For each run it samples every broker's CPU time and resident memory, the load generator's CPU
+# (client and brokers share the machine's cores), and how long tasks waited for a CPU and for
+# I/O (Linux pressure stall information: other work on a shared machine shows there). Results go to bench/results/latest.json and
 # a Markdown table (bench/results/latest.md, also printed); every broker figure is also given as
 # a ratio of the machine limits measured in the same run, since absolute numbers on shared
 # machines mean little, and the issue's two replication targets are checked as ratios.
@@ -143,19 +144,22 @@ measure() {
     # writeback does not land in the next run's latencies.
     sync
     for pid in "${BROKER_PIDS[@]}"; do cpu0+=("$(cpu_seconds "$pid")"); done
+    local pressure0="$(pressure_us cpu) $(pressure_us io)" pressure1
     client0=$(children_cpu_seconds); wall0=$(date +%s.%N)
     if ! out=$("$@"); then
         # One failed row should not lose the others: it is recorded as failed and the run goes on.
         out='{"error": "the load command failed; see its message above"}'
     fi
     wall1=$(date +%s.%N); client1=$(children_cpu_seconds)
+    pressure1="$(pressure_us cpu) $(pressure_us io)"
     for pid in "${BROKER_PIDS[@]}"; do
         cpu1+=("$(cpu_seconds "$pid")"); rss+=("$(rss_mb "$pid")")
     done
     python3 - "$name" "$out" "${cpu0[*]}" "${cpu1[*]}" "${rss[*]}" "$client0" "$client1" \
-        "$wall0" "$wall1" "$(du -sm "$DATA" | cut -f1)" "$FRESH" >>"$WORK/runs.jsonl" <<'PY'
+        "$wall0" "$wall1" "$(du -sm "$DATA" | cut -f1)" "$FRESH" "$pressure0" "$pressure1" \
+        >>"$WORK/runs.jsonl" <<'PY'
 import json, sys
-name, out, cpu0, cpu1, rss, client0, client1, wall0, wall1, data, fresh = sys.argv[1:]
+name, out, cpu0, cpu1, rss, client0, client1, wall0, wall1, data, fresh, p0, p1 = sys.argv[1:]
 r = json.loads(out)
 wall = float(wall1) - float(wall0)
 cpu = [float(b) - float(a) for a, b in zip(cpu0.split(), cpu1.split())]
@@ -173,6 +177,10 @@ if len(cpu) > 1:
     ]
 r["loadgen_cpu_cores"] = (float(client1) - float(client0)) / wall
 r["data_mb"] = int(data)
+# Share of the run's time some task waited for a CPU / for I/O (Linux PSI "some").
+if len(p0.split()) == 2 and len(p1.split()) == 2:
+    for kind, a, b in zip(("cpu", "io"), p0.split(), p1.split()):
+        r[f"{kind}_pressure_pct"] = 100 * (int(b) - int(a)) / 1e6 / wall
 mb = r.get("mb_per_sec")
 if mb:
     r["broker_cpu_seconds_per_gb"] = sum(cpu) / (mb * wall / 1024)
