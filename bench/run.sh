@@ -48,6 +48,14 @@
 # row's data is on disk at a time, too.) The drop also empties the cache of anything else running
 # on the machine. The two consume rows read the acks=1 topic right after it was written, on the
 # same broker, as before.
+# What a row then meets on this machine (a VM whose free memory goes back to the host: Linux
+# free page reporting): writing into the page cache is cheap only for the first few GB after a
+# fresh start; past that every new page costs guest CPU in the copy (dd without sync: 3 GB at
+# 3.3 GB/s, the next 3 GB at 296 MB/s with 8.7 s of system time, the next at 82 MB/s with 30 s;
+# in a 20 s RF 3 acks=all run 74% of the brokers' CPU was copy_folio_from_iter_atomic). The disk
+# itself is not the limit (dd with fdatasync: 1.4-1.9 GB/s). So 6 s rows (a few GB) and 20 s rows
+# measure different regimes, and RF 3, writing every byte three times, reaches the costly one
+# three times sooner than RF 1 does.
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$BENCH/common.sh" bench
