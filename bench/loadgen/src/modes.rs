@@ -33,12 +33,25 @@ pub struct ProduceArgs {
     compression: String,
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    /// Replication factor of the topic if this tool creates it.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: i32,
+    /// A topic config (`name=value`, repeatable) for the topic if this tool creates it, e.g.
+    /// `min.insync.replicas=2`.
+    #[arg(long = "topic-config", value_parser = parse_config)]
+    topic_configs: Vec<(String, String)>,
     /// Cap the send rate (MB/s); 0 sends as fast as the client can.
     #[arg(long, default_value_t = 0.0)]
     rate_mb: f64,
     /// librdkafka's linger.ms: batching delay traded for throughput.
     #[arg(long, default_value_t = 5)]
     linger_ms: u32,
+    /// librdkafka's max.in.flight.requests.per.connection (its default, 1000000, unless set).
+    /// A broker answers a connection's requests in order, one at a time, as Kafka does; with
+    /// no cap and linger.ms=0, every record that arrives while requests wait goes out as
+    /// another small request behind them instead of joining a batch.
+    #[arg(long)]
+    max_in_flight: Option<u32>,
 }
 
 #[derive(Args)]
@@ -52,6 +65,13 @@ pub struct ConsumeArgs {
 pub struct EndToEndArgs {
     #[command(flatten)]
     produce: ProduceArgs,
+}
+
+fn parse_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected name=value, got {text:?}")),
+    }
 }
 
 fn now_micros() -> u64 {
@@ -89,12 +109,19 @@ impl ProducerContext for Acks {
     }
 }
 
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+fn create_topic(bootstrap: &str, topic: &str, args: &ProduceArgs) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .context("creating the admin client")?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(
+        topic,
+        args.partitions,
+        TopicReplication::Fixed(args.replication_factor),
+    );
+    for (name, value) in &args.topic_configs {
+        new = new.set(name, value);
+    }
     let results = block_on(admin.create_topics([&new], &AdminOptions::new()))?
         .context("creating the topic")?;
     for result in results {
@@ -129,7 +156,11 @@ fn producer(bootstrap: &str, args: &ProduceArgs) -> anyhow::Result<ThreadedProdu
         acked: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     };
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Some(max) = args.max_in_flight {
+        config.set("max.in.flight.requests.per.connection", max.to_string());
+    }
+    config
         .set("bootstrap.servers", bootstrap)
         .set("acks", &args.acks)
         .set("compression.codec", &args.compression)
@@ -199,7 +230,7 @@ pub fn produce(
     topic: &str,
     args: &ProduceArgs,
 ) -> anyhow::Result<serde_json::Value> {
-    create_topic(bootstrap, topic, args.partitions)?;
+    create_topic(bootstrap, topic, args)?;
     let producer = producer(bootstrap, args)?;
     let start = Instant::now();
     let (sent, _) = send_for(&producer, topic, args);
@@ -215,7 +246,8 @@ pub fn produce(
     let bytes = acked * args.record_size as u64;
     Ok(json!({
         "mode": "produce", "acks": args.acks, "compression": args.compression,
-        "record_size": args.record_size, "sent": sent, "acked": acked, "failed": failed,
+        "record_size": args.record_size, "replication_factor": args.replication_factor,
+        "sent": sent, "acked": acked, "failed": failed,
         "seconds": elapsed, "records_per_sec": acked as f64 / elapsed,
         "mb_per_sec": mb(bytes) / elapsed, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
     }))
@@ -300,7 +332,7 @@ pub fn end_to_end(
     args: &EndToEndArgs,
 ) -> anyhow::Result<serde_json::Value> {
     let args = &args.produce;
-    create_topic(bootstrap, topic, args.partitions)?;
+    create_topic(bootstrap, topic, args)?;
     let consumer = consumer(bootstrap)?;
     assign_all(&consumer, topic, Offset::End)?;
     let latencies = Arc::new(Latencies::default());
@@ -336,7 +368,9 @@ pub fn end_to_end(
         .map_err(|_| anyhow::anyhow!("consumer thread panicked"))?;
     let (p50, p99, p999) = latencies.percentiles_ms();
     Ok(json!({
-        "mode": "end-to-end", "rate_mb": args.rate_mb, "sent": sent, "received": received,
+        "mode": "end-to-end", "rate_mb": args.rate_mb, "acks": args.acks,
+        "linger_ms": args.linger_ms, "max_in_flight": args.max_in_flight,
+        "replication_factor": args.replication_factor, "sent": sent, "received": received,
         "seconds": elapsed.as_secs_f64(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
     }))
 }
