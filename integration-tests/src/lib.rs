@@ -21,6 +21,7 @@
 //! printed.
 
 pub mod cluster;
+pub mod history;
 pub mod kafka;
 pub mod raw;
 
