@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use inlet_storage::{Log, LogConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -102,6 +102,18 @@ pub fn wait_all_in_sync(via: &Broker, topic: &str, partitions: i32) {
     });
 }
 
+/// A librdkafka client context that prints librdkafka's log lines (warnings and errors; with
+/// `INLET_IT_RDKAFKA_DEBUG` set, e.g. to `msg,broker,topic,eos`, its debug contexts too) to
+/// stderr, where the test harness shows them for a failed test.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StderrLog;
+
+impl ClientContext for StderrLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        eprintln!("librdkafka {level:?} {facility}: {message}");
+    }
+}
+
 /// Produces sequence numbers 0, 1, 2, ... to `topic` (partition = n % `partitions`) with a
 /// producer made from `config` until `stop`, 200 in flight at a time, recording what was
 /// acknowledged where. Returns how many were not acknowledged.
@@ -113,9 +125,21 @@ pub fn run_producer(
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
     let topic = topic.to_string();
-    let config = config.clone();
+    let mut config = config.clone();
+    // The rdkafka crate lets through only what the `log` crate's level allows, and no logger
+    // is installed here: ask for the levels wanted explicitly.
+    config.set_log_level(RDKafkaLogLevel::Warning);
+    if let Some(debug) = std::env::var("INLET_IT_RDKAFKA_DEBUG")
+        .ok()
+        .filter(|d| !d.is_empty())
+    {
+        config
+            .set("debug", debug)
+            .set_log_level(RDKafkaLogLevel::Debug);
+    }
     thread::spawn(move || {
-        let producer: FutureProducer = config.create().expect("producer");
+        let producer: FutureProducer<StderrLog> =
+            config.create_with_context(StderrLog).expect("producer");
         let rt = runtime();
         let mut next = 0u64;
         let mut failures = 0u64;

@@ -23,6 +23,8 @@
 pub mod cluster;
 pub mod history;
 pub mod kafka;
+pub mod netsplit;
+pub mod proxy;
 pub mod raw;
 
 use std::collections::BTreeSet;
@@ -62,6 +64,9 @@ pub struct BrokerOptions {
     pub node_id: Option<i32>,
     /// The Kafka listener's loopback port; `None` means a free one.
     pub port: Option<u16>,
+    /// `--advertised-listener` (`host:port` other nodes and clients are told to connect to,
+    /// e.g. a proxy in front of the listener); `None` means the listener itself.
+    pub advertised_listener: Option<String>,
 }
 
 /// A running (or stopped, between [`Broker::kill9`] and [`Broker::restart`]) `inlet` process.
@@ -175,6 +180,11 @@ impl Broker {
     /// The broker process id while it runs (e.g. to read its `/proc/<pid>/status`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// `--node-id` of the broker.
+    pub fn node_id(&self) -> i32 {
+        self.options.node_id.unwrap_or(1)
     }
 
     pub fn port(&self) -> u16 {
@@ -334,7 +344,12 @@ impl Broker {
             .arg("--listen")
             .arg(&listen)
             .arg("--advertised-listener")
-            .arg(&listen)
+            .arg(
+                self.options
+                    .advertised_listener
+                    .as_deref()
+                    .unwrap_or(&listen),
+            )
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--node-id")
