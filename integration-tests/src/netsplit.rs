@@ -4,8 +4,10 @@
 //!
 //! Every path from one node to another goes through a proxy:
 //! - Kafka traffic (followers fetching from leaders): each node advertises a proxy in front of
-//!   its Kafka listener, and that proxy finds out which node opened each connection; the
-//!   test's clients learn the same advertised addresses and are never cut;
+//!   its Kafka listener, and that proxy finds out which node opened each connection. The test's
+//!   clients bootstrap through the same proxies ([`Network::bootstrap`]) and learn them as the
+//!   advertised addresses, so during a split they are on the side not split off; a client can
+//!   still reach a node split off on its own listener ([`Broker::addr`]), which has no proxy;
 //! - controller (Raft) traffic: each node's `--controller-quorum-voters` names, for every other
 //!   voter, a proxy of its own (node 1 reaches node 2 through one proxy, node 3 through another,
 //!   node 2 reaches node 1 through a third), so each direction of each pair is cut separately.
@@ -41,13 +43,13 @@ impl Network {
     }
 
     /// Cuts node `node` off from every other node, both directions, Kafka and controller
-    /// traffic; the test's clients still reach it.
+    /// traffic, and from the test's clients that connect through the proxies.
     pub fn isolate(&self, node: i32) {
         self.split([node]);
     }
 
-    /// Cuts `side` off from the other nodes: open connections between the two sides are closed
-    /// and new ones refused.
+    /// Cuts `side` off from the other nodes and the test's clients: open connections between
+    /// the two sides are closed and new ones refused.
     pub fn split(&self, side: impl IntoIterator<Item = i32>) {
         self.lock()
             .split(side.into_iter().collect::<BTreeSet<i32>>());
@@ -59,6 +61,16 @@ impl Network {
     /// Ends the split: new connections pass again.
     pub fn heal(&self) {
         self.lock().heal();
+    }
+
+    /// `bootstrap.servers` for clients that connect through the proxies (and so are cut off
+    /// from a node split off).
+    pub fn bootstrap(&self) -> String {
+        self.kafka
+            .iter()
+            .map(|proxy| proxy.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Every connection open through the Kafka listeners' proxies: who opened it (as far as

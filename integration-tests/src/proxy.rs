@@ -6,7 +6,8 @@
 //! proxy only one node is told about, as a controller voter address) or looked up from the
 //! kernel's socket table (a proxy every node and the test's clients use, as an advertised Kafka
 //! listener): the connecting socket's inode in `/proc/net/tcp`, then which tracked process holds
-//! it in `/proc/<pid>/fd`. The test process itself is a client, never cut.
+//! it in `/proc/<pid>/fd`. The test process itself is a client: during a split its connections
+//! stay with the side that is not split off (the majority, when one node is isolated).
 //!
 //! What may connect is [`Links`], shared by all proxies of a network: while a split is in
 //! force, a connection between the two sides is refused on accept (accepted, then closed at
@@ -50,11 +51,13 @@ pub struct Links {
 }
 
 impl Links {
-    /// Whether a connection from `from` to node `to` may be open now. The test's clients
-    /// reach every node; a connection of unknown origin is cut while a split is in force.
+    /// Whether a connection from `from` to node `to` may be open now. The test's clients are
+    /// on the side not split off; a connection of unknown origin is cut while a split is in
+    /// force.
     pub fn allows(&self, from: Peer, to: i32) -> bool {
         match (&self.side, from) {
-            (None, _) | (Some(_), Peer::Test) => true,
+            (None, _) => true,
+            (Some(side), Peer::Test) => !side.contains(&to),
             (Some(side), Peer::Node(node)) => side.contains(&node) == side.contains(&to),
             (Some(_), Peer::Unknown) => false,
         }
@@ -356,15 +359,18 @@ mod tests {
     }
 
     #[test]
-    fn the_test_process_is_identified_and_never_cut() {
+    fn the_test_process_is_identified_and_stays_with_the_side_not_split_off() {
         let links = Arc::new(Mutex::new(Links::default()));
         let proxy = Proxy::start(2, echo_server(), Source::Lookup, links.clone());
         let mut stream = TcpStream::connect(proxy.addr()).unwrap();
         assert_eq!(round_trip(&mut stream).unwrap(), b"ping");
         assert_eq!(lock(&proxy.shared.conns)[0].from, Peer::Test);
-        lock(&links).split([2].into());
+        lock(&links).split([1].into());
         proxy.sweep();
         assert_eq!(round_trip(&mut stream).unwrap(), b"ping");
+        lock(&links).split([2].into());
+        proxy.sweep();
+        assert!(round_trip(&mut stream).is_err(), "node 2 is split off");
     }
 
     #[test]
@@ -397,7 +403,8 @@ mod tests {
         assert!(!links.allows(Peer::Node(2), 1));
         assert!(links.allows(Peer::Node(2), 3));
         assert!(links.allows(Peer::Node(1), 1));
-        assert!(links.allows(Peer::Test, 1));
+        assert!(!links.allows(Peer::Test, 1));
+        assert!(links.allows(Peer::Test, 2));
         assert!(!links.allows(Peer::Unknown, 3));
         links.heal();
         assert!(links.allows(Peer::Unknown, 3));
