@@ -103,6 +103,9 @@ fn acked_in(acked: &Acked, partition: i32) -> usize {
 
 #[test]
 fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals() {
+    // Each step's time since the start, for reading a slow or failed run.
+    let clock = Instant::now();
+    let say = |what: String| eprintln!("[{:>5.1}s] {what}", clock.elapsed().as_secs_f64());
     let (mut nodes, net) = netsplit::start_cluster_with(&["--replica-lag-time-max-ms", LAG_MS]);
     let all = bootstrap(&nodes);
     // The clients that run throughout connect through the proxies: a split puts them with the
@@ -129,6 +132,7 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         stop.clone(),
     );
     wait_acked(&acked, 3_000);
+    say("3000 records acknowledged".into());
 
     // The proxies know who is who: every follower's fetch connection is attributed to its node,
     // so the split below cuts it.
@@ -157,7 +161,7 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         let unknown = connections.iter().any(|(from, _)| *from == Peer::Unknown);
         (!unknown && fetchers.is_superset(&expected)).then_some(fetchers)
     });
-    eprintln!("follower connections (from, to): {fetchers:?}");
+    say(format!("follower connections (from, to): {fetchers:?}"));
 
     // Cut the leader of partition 0 off from the other two nodes.
     let leader = placement(&nodes[0], TOPIC).expect("placement")[&0].0;
@@ -170,10 +174,10 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         let now = placement(&nodes[via], TOPIC)?[&0].0;
         (now > 0 && now != leader).then_some(now)
     });
-    eprintln!(
-        "partition 0: node {leader} isolated, {new_leader} leads after {:?}",
+    say(format!(
+        "partition 0: node {leader} isolated, node {new_leader} leads after {:?}",
         started.elapsed()
-    );
+    ));
 
     // Two nodes may now believe they lead partition 0; the isolated one must not acknowledge
     // an acks=all write, which only its unreachable followers could confirm.
@@ -189,7 +193,9 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         "the isolated old leader {leader} acknowledged an acks=all write at offset {offset}"
     );
     let probe_error = ResponseError::try_from_code(code);
-    eprintln!("the isolated leader answered the probe with {probe_error:?}");
+    say(format!(
+        "the isolated leader answered an acks=all write with {probe_error:?}"
+    ));
     // Appended to its log, then not confirmed: a tail only the old leader has.
     let diverged = matches!(
         probe_error,
@@ -209,20 +215,20 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         thread::sleep(rest);
     }
     assert!(net.cut_count() > 0, "the split cut no connection");
-    eprintln!(
+    say(format!(
         "healing after {:?}; {} connections cut or refused",
         started.elapsed(),
         net.cut_count()
-    );
+    ));
 
     // Healed: the old leader follows again, truncates what only it had, and rejoins the ISR.
     net.heal();
     let healed = Instant::now();
     wait_all_in_sync(&nodes[via], TOPIC, PARTITIONS);
-    eprintln!(
+    say(format!(
         "node {leader} back in every ISR after {:?}",
         healed.elapsed()
-    );
+    ));
     let before = acked_count(&acked);
     wait_acked(&acked, before + 1_000);
 
@@ -230,7 +236,10 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
     let failures = producer.join().expect("producer thread");
     consumer.join().expect("consumer thread");
     let acked = acked.lock().unwrap().clone();
-    eprintln!("{} records acknowledged, {failures} not", acked.len());
+    say(format!(
+        "{} records acknowledged, {failures} not",
+        acked.len()
+    ));
 
     if diverged {
         let log = without_colours(&node(&mut nodes, leader).log());
@@ -251,5 +260,7 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         !at.values().any(|v| *v == PROBE_VALUE),
         "the probe only the isolated leader had is in the log"
     );
+    say("every acknowledged record read back".into());
     check_replicas_identical(&mut nodes, TOPIC, PARTITIONS, &at);
+    say("replicas identical up to the high watermark".into());
 }
