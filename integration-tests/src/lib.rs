@@ -474,6 +474,17 @@ fn answers_api_versions(addr: SocketAddr) -> bool {
 /// A loopback port that was free a moment ago, and that this process has not handed out before
 /// (tests run in parallel threads, each starting brokers).
 pub fn free_port() -> u16 {
+    let listener = free_listener();
+    listener
+        .local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}
+
+/// A listener on a loopback port this process has not handed out before (from [`free_port`]
+/// or here), for a test's own servers (proxies): it cannot take the port a broker that is
+/// about to start was given.
+pub fn free_listener() -> TcpListener {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
@@ -485,7 +496,7 @@ pub fn free_port() -> u16 {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if handed_out.insert(port) {
-            return port;
+            return listener;
         }
     }
 }

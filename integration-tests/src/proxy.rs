@@ -123,9 +123,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Proxy {
-    /// Starts a proxy on a free loopback port forwarding to `target`, the listener of node `to`.
+    /// Starts a proxy on a free loopback port (see [`free_listener`](crate::free_listener))
+    /// forwarding to `target`, the listener of node `to`.
     pub fn start(to: i32, target: SocketAddr, source: Source, links: Arc<Mutex<Links>>) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a proxy port");
+        let listener = crate::free_listener();
         let addr = listener.local_addr().expect("a proxy's address");
         let shared = Arc::new(Shared {
             to,
