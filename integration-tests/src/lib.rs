@@ -26,6 +26,7 @@ pub mod kafka;
 pub mod netsplit;
 pub mod proxy;
 pub mod raw;
+pub mod socket_owner;
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};

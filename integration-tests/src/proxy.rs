@@ -5,8 +5,7 @@
 //! listener (`to`). Each connection is attributed to the node that opened it: either fixed (a
 //! proxy only one node is told about, as a controller voter address) or looked up from the
 //! kernel's socket table (a proxy every node and the test's clients use, as an advertised Kafka
-//! listener): the connecting socket's inode in `/proc/net/tcp`, then which tracked process holds
-//! it in `/proc/<pid>/fd`. The test process itself is a client: during a split its connections
+//! listener; see [`socket_owner`]). The test process itself is a client: during a split its connections
 //! stay with the side that is not split off (the majority, when one node is isolated).
 //!
 //! What may connect is [`Links`], shared by all proxies of a network: while a split is in
@@ -15,11 +14,13 @@
 //! see the connection end), as a partition that resets connections would.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+use crate::socket_owner;
 
 /// Who opened a connection through a proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,58 +270,16 @@ fn pump(mut reader: TcpStream, mut writer: TcpStream, finished: &AtomicUsize) {
 /// Which tracked process (or the test itself) opened `accepted`, the proxy's side of a
 /// loopback connection.
 fn identify(accepted: &TcpStream, links: &Links) -> Peer {
-    let (Ok(SocketAddr::V4(peer)), Ok(SocketAddr::V4(local))) =
-        (accepted.peer_addr(), accepted.local_addr())
-    else {
-        return Peer::Unknown;
-    };
-    let Some(inode) = socket_inode(peer, local) else {
-        return Peer::Unknown;
-    };
-    let mut candidates: Vec<(u32, Peer)> = links
-        .pids
-        .iter()
-        .map(|(pid, node)| (*pid, Peer::Node(*node)))
-        .collect();
-    candidates.push((std::process::id(), Peer::Test));
-    let wanted = format!("socket:[{inode}]");
-    for (pid, who) in candidates {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == &*wanted)
-        });
-        if holds {
-            return who;
-        }
+    let test = std::process::id();
+    let candidates = links.pids.keys().copied().chain([test]);
+    match socket_owner::connecting_process(accepted, candidates) {
+        Some(pid) if pid == test => Peer::Test,
+        Some(pid) => links
+            .pids
+            .get(&pid)
+            .map_or(Peer::Unknown, |node| Peer::Node(*node)),
+        None => Peer::Unknown,
     }
-    Peer::Unknown
-}
-
-/// The inode of the TCP socket whose local address is `local` and remote address `remote`,
-/// from `/proc/net/tcp`.
-fn socket_inode(local: SocketAddrV4, remote: SocketAddrV4) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let matches = fields.len() > 9
-            && parse_proc_addr(fields[1]) == Some(local)
-            && parse_proc_addr(fields[2]) == Some(remote);
-        matches
-            .then(|| fields[9].parse().ok())
-            .flatten()
-            .filter(|inode| *inode != 0)
-    })
-}
-
-/// `0100007F:1F90` (the address as the kernel's `u32` in host order, the port in hex) to
-/// `127.0.0.1:8080`.
-fn parse_proc_addr(text: &str) -> Option<SocketAddrV4> {
-    let (ip, port) = text.split_once(':')?;
-    let ip = u32::from_str_radix(ip, 16).ok()?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
 }
 
 #[cfg(test)]
@@ -348,15 +307,6 @@ mod tests {
         let mut buf = [0u8; 4];
         stream.read_exact(&mut buf)?;
         Ok(buf.to_vec())
-    }
-
-    #[test]
-    #[cfg(target_endian = "little")]
-    fn a_proc_address_reads_as_the_kernel_writes_it() {
-        assert_eq!(
-            parse_proc_addr("0100007F:1F90"),
-            Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080))
-        );
     }
 
     #[test]
