@@ -10,7 +10,9 @@
 //! - the other two elect a new leader and go on acknowledging writes;
 //! - the old leader, which cannot hear of that, must not acknowledge an acks=all write (its
 //!   in-sync followers cannot confirm it): a write sent straight to its listener (a client
-//!   the split does not cut off from it) is refused or times out, and is lost on healing;
+//!   the split does not cut off from it) is refused or times out, and is lost on healing; a
+//!   producer bootstrapped from that listener starts from the old leader's stale metadata and
+//!   must find the new leader, losing nothing it was told is acknowledged;
 //! - when the partition heals, the old leader truncates the tail only it has and rejoins the ISR.
 //!
 //! Afterwards, as after the other faults: every acknowledged record once, at its acknowledged
@@ -24,10 +26,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use inlet_integration_tests::cluster::{wait_for, SESSION_TIMEOUT_MS};
+use inlet_integration_tests::cluster::{runtime, wait_for, SESSION_TIMEOUT_MS};
 use inlet_integration_tests::history::{
     acked_count, bootstrap, check_acknowledged, check_replicas_identical, create_topic, node,
-    placement, run_consumer, run_producer, wait_acked, wait_all_in_sync, Acked,
+    placement, record_ack, run_consumer, run_producer, wait_acked, wait_all_in_sync, Acked,
+    StderrLog, STREAM,
 };
 use inlet_integration_tests::kafka::producer_config;
 use inlet_integration_tests::netsplit;
@@ -38,6 +41,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "netsplit";
 const PARTITIONS: i32 = 3;
@@ -76,6 +81,52 @@ fn probe_batch(value: u64) -> Vec<u8> {
     )
     .expect("encode a record batch");
     batch.to_vec()
+}
+
+/// How many records the producer bootstrapped from the old leader sends.
+const STRANDED: u64 = 300;
+
+/// What a one-shot producer acknowledged: ((partition, offset), sequence number) and when,
+/// and how many records it could not get acknowledged.
+type Outcome = (Vec<((i32, i64), u64, Instant)>, u64);
+
+/// Sends `count` records numbered from [`STREAM`] to partition 0 with an idempotent acks=all
+/// producer bootstrapped from `bootstrap` alone, and waits (at most its 30 s message timeout)
+/// for every answer.
+fn produce_once(bootstrap: String, count: u64) -> thread::JoinHandle<Outcome> {
+    thread::spawn(move || {
+        let producer: FutureProducer<StderrLog> = producer_config(&bootstrap, "none")
+            .set("message.timeout.ms", "30000")
+            .set("request.timeout.ms", "5000")
+            .set_log_level(RDKafkaLogLevel::Warning)
+            .create_with_context(StderrLog)
+            .expect("producer");
+        let pending: Vec<_> = (STREAM..STREAM + count)
+            .map(|seq| {
+                let value = seq.to_string();
+                let record = FutureRecord::<(), _>::to(TOPIC)
+                    .payload(&value)
+                    .partition(0);
+                let future = producer
+                    .send_result(record)
+                    .unwrap_or_else(|(error, _)| panic!("enqueue {seq}: {error}"));
+                (seq, future)
+            })
+            .collect();
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        runtime().block_on(async {
+            for (seq, future) in pending {
+                match future.await {
+                    Ok(Ok(delivery)) => {
+                        acked.push(((delivery.partition, delivery.offset), seq, Instant::now()))
+                    }
+                    _ => failed += 1,
+                }
+            }
+        });
+        (acked, failed)
+    })
 }
 
 /// `text` without the terminal colour codes (`ESC [ ... m`) the broker's log is written with.
@@ -179,6 +230,11 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         started.elapsed()
     ));
 
+    // A producer bootstrapped from the old leader's own listener (which the split does not cut
+    // it off from), so its first metadata is the old leader's stale view: whatever it gets
+    // acknowledged, during the split or after, must be in the log.
+    let stranded = produce_once(node(&mut nodes, leader).bootstrap(), STRANDED);
+
     // Two nodes may now believe they lead partition 0; the isolated one must not acknowledge
     // an acks=all write, which only its unreachable followers could confirm.
     let (code, offset) = raw::produce_to(
@@ -231,6 +287,20 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
     ));
     let before = acked_count(&acked);
     wait_acked(&acked, before + 1_000);
+
+    let (stranded_acked, stranded_failed) = stranded.join().expect("stranded producer");
+    let during_split = stranded_acked
+        .iter()
+        .filter(|(_, _, at)| *at < healed)
+        .count();
+    say(format!(
+        "the producer bootstrapped from node {leader}: {} acknowledged ({during_split} during \
+         the split), {stranded_failed} not",
+        stranded_acked.len()
+    ));
+    for (place, seq, _) in stranded_acked {
+        record_ack(&acked, place, seq);
+    }
 
     stop.store(true, Ordering::Relaxed);
     let failures = producer.join().expect("producer thread");
