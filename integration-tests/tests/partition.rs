@@ -306,9 +306,11 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
     let failures = producer.join().expect("producer thread");
     consumer.join().expect("consumer thread");
     let acked = acked.lock().unwrap().clone();
+    let seen = seen.lock().unwrap().clone();
     say(format!(
-        "{} records acknowledged, {failures} not",
-        acked.len()
+        "{} records acknowledged, {failures} not; {} served to the consumer",
+        acked.len(),
+        seen.len()
     ));
 
     if diverged {
@@ -324,7 +326,6 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         );
     }
 
-    let seen = seen.lock().unwrap().clone();
     let at = check_acknowledged(&all, TOPIC, PARTITIONS, &acked, &seen);
     assert!(
         !at.values().any(|v| *v == PROBE_VALUE),
