@@ -27,28 +27,48 @@ pub fn start_cluster_with(extra_args: &[&str]) -> Vec<Broker> {
         .join(",");
     let options = (0..3)
         .map(|i| {
-            let mut args: Vec<String> = vec![
-                "--controller-quorum-voters".into(),
-                voters.clone(),
-                "--controller-listen".into(),
-                format!("127.0.0.1:{}", controller_ports[i]),
-                "--broker-session-timeout-ms".into(),
-                SESSION_TIMEOUT_MS.to_string(),
-                "--broker-heartbeat-interval-ms".into(),
-                HEARTBEAT_INTERVAL_MS.to_string(),
-                "--lake-enable".into(),
-                "false".into(),
-            ];
-            args.extend(extra_args.iter().map(|a| a.to_string()));
-            BrokerOptions {
-                node_id: Some(i as i32 + 1),
-                port: Some(kafka_ports[i]),
-                extra_args: args,
-                ..BrokerOptions::default()
-            }
+            node_options(
+                i as i32 + 1,
+                kafka_ports[i],
+                controller_ports[i],
+                &voters,
+                extra_args,
+            )
         })
         .collect();
     Broker::start_group(options)
+}
+
+/// The options of cluster node `node_id`: its Kafka listener on `kafka_port`, its controller
+/// listener on `controller_port`, `voters` as its `--controller-quorum-voters` (each node may be
+/// given its own addresses for the others, e.g. proxies), the test clusters' timeouts, the lake
+/// off, then `extra_args`.
+pub fn node_options(
+    node_id: i32,
+    kafka_port: u16,
+    controller_port: u16,
+    voters: &str,
+    extra_args: &[&str],
+) -> BrokerOptions {
+    let mut args: Vec<String> = vec![
+        "--controller-quorum-voters".into(),
+        voters.to_string(),
+        "--controller-listen".into(),
+        format!("127.0.0.1:{controller_port}"),
+        "--broker-session-timeout-ms".into(),
+        SESSION_TIMEOUT_MS.to_string(),
+        "--broker-heartbeat-interval-ms".into(),
+        HEARTBEAT_INTERVAL_MS.to_string(),
+        "--lake-enable".into(),
+        "false".into(),
+    ];
+    args.extend(extra_args.iter().map(|a| a.to_string()));
+    BrokerOptions {
+        node_id: Some(node_id),
+        port: Some(kafka_port),
+        extra_args: args,
+        ..BrokerOptions::default()
+    }
 }
 
 /// [`start_cluster_with`] no extra flags.

@@ -21,8 +21,12 @@
 //! printed.
 
 pub mod cluster;
+pub mod history;
 pub mod kafka;
+pub mod netsplit;
+pub mod proxy;
 pub mod raw;
+pub mod socket_owner;
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -61,6 +65,9 @@ pub struct BrokerOptions {
     pub node_id: Option<i32>,
     /// The Kafka listener's loopback port; `None` means a free one.
     pub port: Option<u16>,
+    /// `--advertised-listener` (`host:port` other nodes and clients are told to connect to,
+    /// e.g. a proxy in front of the listener); `None` means the listener itself.
+    pub advertised_listener: Option<String>,
 }
 
 /// A running (or stopped, between [`Broker::kill9`] and [`Broker::restart`]) `inlet` process.
@@ -174,6 +181,11 @@ impl Broker {
     /// The broker process id while it runs (e.g. to read its `/proc/<pid>/status`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// `--node-id` of the broker.
+    pub fn node_id(&self) -> i32 {
+        self.options.node_id.unwrap_or(1)
     }
 
     pub fn port(&self) -> u16 {
@@ -333,7 +345,12 @@ impl Broker {
             .arg("--listen")
             .arg(&listen)
             .arg("--advertised-listener")
-            .arg(&listen)
+            .arg(
+                self.options
+                    .advertised_listener
+                    .as_deref()
+                    .unwrap_or(&listen),
+            )
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--node-id")
@@ -458,6 +475,17 @@ fn answers_api_versions(addr: SocketAddr) -> bool {
 /// A loopback port that was free a moment ago, and that this process has not handed out before
 /// (tests run in parallel threads, each starting brokers).
 pub fn free_port() -> u16 {
+    let listener = free_listener();
+    listener
+        .local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}
+
+/// A listener on a loopback port this process has not handed out before (from [`free_port`]
+/// or here), for a test's own servers (proxies): it cannot take the port a broker that is
+/// about to start was given.
+pub fn free_listener() -> TcpListener {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
@@ -469,7 +497,7 @@ pub fn free_port() -> u16 {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if handed_out.insert(port) {
-            return port;
+            return listener;
         }
     }
 }

@@ -18,10 +18,23 @@ pub const PRODUCE_VERSION: i16 = 8;
 /// Sends one Produce request (acks=all) whose partition 0 of `topic` carries `records` as they
 /// are; returns that partition's error code and base offset.
 pub fn produce(addr: SocketAddr, topic: &str, records: &[u8]) -> (i16, i64) {
+    produce_to(addr, topic, 0, records, 10_000)
+}
+
+/// [`produce`] to partition `partition`, with the request's `timeout_ms` (how long an acks=all
+/// append may wait for the in-sync replicas).
+pub fn produce_to(
+    addr: SocketAddr,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+    timeout_ms: i32,
+) -> (i16, i64) {
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the broker");
+    let wait = Duration::from_millis(timeout_ms.max(0) as u64) + Duration::from_secs(10);
     stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(wait))
         .expect("set a read timeout");
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Produce as i16)
@@ -29,11 +42,11 @@ pub fn produce(addr: SocketAddr, topic: &str, records: &[u8]) -> (i16, i64) {
         .with_correlation_id(7)
         .with_client_id(Some(StrBytes::from_static_str("inlet-raw")));
     let partition = PartitionProduceData::default()
-        .with_index(0)
+        .with_index(partition)
         .with_records(Some(Bytes::copy_from_slice(records)));
     let request = ProduceRequest::default()
         .with_acks(-1)
-        .with_timeout_ms(10_000)
+        .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![partition])]);
