@@ -202,9 +202,13 @@ impl PeerClient {
                 target: self.target,
                 timeout: t,
             })),
-            Err(e @ (CallError::Connect { .. } | CallError::UnknownPeer(_))) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
+            // A connection the peer (or something between) closes at once counts as
+            // unreachable too: openraft backs off from an unreachable peer but retries a
+            // network error at once, which made a partitioned voter cost hundreds of
+            // reconnects a second.
+            Err(
+                e @ (CallError::Connect { .. } | CallError::UnknownPeer(_) | CallError::Closed),
+            ) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
