@@ -82,9 +82,18 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, replication: i
     });
 }
 
-/// Per partition of `topic`, (leader, ISR) as broker `via` tells it (a client bootstrapped
-/// from `via` alone asks it first).
-pub fn placement(via: &Broker, topic: &str) -> Option<Placement> {
+/// One partition as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub leader: i32,
+    /// In order: the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    pub isr: BTreeSet<i32>,
+}
+
+/// Every partition of `topic` as broker `via` tells it (a client bootstrapped from `via` alone
+/// asks it first).
+pub fn partitions(via: &Broker, topic: &str) -> Option<BTreeMap<i32, PartitionInfo>> {
     let consumer: BaseConsumer = client_config(&via.bootstrap()).create().ok()?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(3))
@@ -97,7 +106,24 @@ pub fn placement(via: &Broker, topic: &str) -> Option<Placement> {
         found
             .partitions()
             .iter()
-            .map(|p| (p.id(), (p.leader(), p.isr().iter().copied().collect())))
+            .map(|p| {
+                let info = PartitionInfo {
+                    leader: p.leader(),
+                    replicas: p.replicas().to_vec(),
+                    isr: p.isr().iter().copied().collect(),
+                };
+                (p.id(), info)
+            })
+            .collect(),
+    )
+}
+
+/// Per partition of `topic`, (leader, ISR) as broker `via` tells it.
+pub fn placement(via: &Broker, topic: &str) -> Option<Placement> {
+    Some(
+        partitions(via, topic)?
+            .into_iter()
+            .map(|(id, p)| (id, (p.leader, p.isr)))
             .collect(),
     )
 }

@@ -11,41 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
+use inlet_integration_tests::history::{bootstrap, partitions};
 use inlet_integration_tests::kafka::{client_config, consume_all, producer_config};
 use inlet_integration_tests::{inlet_bin, Broker};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "balanced";
-
-/// One partition's (leader, replicas, ISR).
-type Placed = (i32, Vec<i32>, Vec<i32>);
-
-/// Per partition of `topic`, as `via` tells it.
-fn placement(via: &Broker, topic: &str) -> Option<BTreeMap<i32, Placed>> {
-    let consumer: BaseConsumer = client_config(&via.bootstrap()).create().ok()?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(3))
-        .ok()?;
-    let found = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())?;
-    Some(
-        found
-            .partitions()
-            .iter()
-            .map(|p| {
-                (
-                    p.id(),
-                    (p.leader(), p.replicas().to_vec(), p.isr().to_vec()),
-                )
-            })
-            .collect(),
-    )
-}
 
 fn inlet(bootstrap: &str, args: &[&str]) -> String {
     let output = Command::new(inlet_bin())
@@ -61,20 +34,11 @@ fn inlet(bootstrap: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Per partition: (leader, preferred leader, ISR size), as `via` tells it.
+/// Per partition: (leader, preferred leader, ISR size), as `via` tells it; all six or None.
 fn leaders(via: &Broker) -> Option<BTreeMap<i32, (i32, i32, usize)>> {
-    let consumer: BaseConsumer = client_config(&via.bootstrap()).create().ok()?;
-    let metadata = consumer
-        .fetch_metadata(Some(TOPIC), Duration::from_secs(3))
-        .ok()?;
-    let topic = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == TOPIC && t.error().is_none())?;
-    let found: BTreeMap<_, _> = topic
-        .partitions()
-        .iter()
-        .filter_map(|p| Some((p.id(), (p.leader(), *p.replicas().first()?, p.isr().len()))))
+    let found: BTreeMap<_, _> = partitions(via, TOPIC)?
+        .into_iter()
+        .filter_map(|(id, p)| Some((id, (p.leader, *p.replicas.first()?, p.isr.len()))))
         .collect();
     (found.len() == 6).then_some(found)
 }
@@ -116,11 +80,7 @@ fn leadership_returns_to_preferred_replicas_by_itself() {
 #[test]
 fn a_partition_moves_to_other_brokers_while_a_producer_writes() {
     let nodes = start_cluster_with(&["--replica-lag-time-max-ms", "2000"]);
-    let bootstrap = nodes
-        .iter()
-        .map(Broker::bootstrap)
-        .collect::<Vec<_>>()
-        .join(",");
+    let bootstrap = bootstrap(&nodes);
     inlet(
         &bootstrap,
         &[
@@ -134,7 +94,7 @@ fn a_partition_moves_to_other_brokers_while_a_producer_writes() {
         ],
     );
     let (from, _) = wait_for("the partition placed", || {
-        let (leader, _, _) = placement(&nodes[0], "moving")?.get(&0)?.clone();
+        let leader = partitions(&nodes[0], "moving")?.get(&0)?.leader;
         (leader > 0).then_some(leader)
     });
     let target: Vec<i32> = (1..=3).filter(|&b| b != from).collect();
@@ -186,10 +146,9 @@ fn a_partition_moves_to_other_brokers_while_a_producer_writes() {
         ],
     );
     let (_, took) = wait_for("the move to complete", || {
-        let (leader, replicas, isr) = placement(&nodes[0], "moving")?.get(&0)?.clone();
-        let mut isr = isr;
-        isr.sort_unstable();
-        (replicas == target && isr == target && leader == target[0]).then_some(())
+        let p = partitions(&nodes[0], "moving")?.get(&0)?.clone();
+        let isr: Vec<i32> = p.isr.into_iter().collect();
+        (p.replicas == target && isr == target && p.leader == target[0]).then_some(())
     });
     eprintln!("moved from {from} to {targets} in {took:?}");
     assert!(inlet(&bootstrap, &["topic", "reassignments"]).contains("no reassignment"));

@@ -15,7 +15,6 @@
 //! A second test shows `min.insync.replicas`: with one in-sync replica left, acks=all gets
 //! NOT_ENOUGH_REPLICAS and acks=1 still works.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,11 +23,10 @@ use std::time::{Duration, Instant};
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
 use inlet_integration_tests::history::{
     acked_count, bootstrap, check_acknowledged, check_replicas_identical, create_topic, node,
-    placement, run_consumer, run_producer, wait_acked, wait_all_in_sync, Acked,
+    partitions, placement, run_consumer, run_producer, wait_acked, wait_all_in_sync, Acked,
 };
+use inlet_integration_tests::inlet_bin;
 use inlet_integration_tests::kafka::{client_config, producer_config};
-use inlet_integration_tests::{inlet_bin, Broker};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -36,22 +34,6 @@ const TOPIC: &str = "history";
 const PARTITIONS: i32 = 3;
 /// Short, so that a stopped follower leaves the ISR within the test's waits.
 const LAG_MS: &str = "2000";
-
-/// Per partition of `topic`, its preferred leader (first replica) as `via` tells it.
-fn preferred_leaders(via: &Broker, topic: &str) -> Option<BTreeMap<i32, i32>> {
-    let consumer: BaseConsumer = client_config(&via.bootstrap()).create().ok()?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(3))
-        .ok()?;
-    let found = metadata.topics().iter().find(|t| t.name() == topic)?;
-    Some(
-        found
-            .partitions()
-            .iter()
-            .filter_map(|p| Some((p.id(), *p.replicas().first()?)))
-            .collect(),
-    )
-}
 
 #[test]
 fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_restart() {
@@ -111,11 +93,10 @@ fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_r
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains("elected"), "{printed}");
     wait_for("preferred leaders", || {
-        let placement = placement(&nodes[other], TOPIC)?;
-        let preferred = preferred_leaders(&nodes[other], TOPIC)?;
-        (placement
-            .iter()
-            .all(|(p, (l, _))| preferred.get(p) == Some(l)))
+        let partitions = partitions(&nodes[other], TOPIC)?;
+        (partitions
+            .values()
+            .all(|p| p.replicas.first() == Some(&p.leader)))
         .then_some(())
     });
 
