@@ -40,7 +40,13 @@ pub enum Reply {
     Send(Box<ResponseKind>),
     /// acks=0 produce: the client expects nothing back.
     Nothing,
+    /// An acks=all produce whose batches are appended: the response once the in-sync replicas
+    /// have them. It holds no request bytes and borrows nothing.
+    Later(Pending),
 }
+
+/// A response still to come.
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Box<ResponseKind>> + Send>>;
 
 pub async fn dispatch(
     broker: &Broker,
@@ -55,11 +61,17 @@ pub async fn dispatch(
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let response = produce::handle(broker, r).await;
+            let appended = produce::append(broker, r).await;
             if acks == 0 {
                 return Ok(Reply::Nothing);
             }
-            ResponseKind::Produce(response)
+            if appended.waits() {
+                // The connection reads and appends the next requests while the ISR catches up.
+                return Ok(Reply::Later(Box::pin(async move {
+                    Box::new(ResponseKind::Produce(appended.respond().await))
+                })));
+            }
+            ResponseKind::Produce(appended.respond().await)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
         RequestKind::ListOffsets(r) => {

@@ -24,20 +24,23 @@ use super::errors::partition_error;
 use crate::broker::Broker;
 use crate::cluster::partition::{Partition, PartitionError};
 
-pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse {
+/// Checks and appends a Produce request's batches, in request order; what remains (the acks=all
+/// wait, then the response) is [`Appended::respond`], which holds no request bytes and borrows
+/// nothing, so the connection can answer it later while it reads on.
+pub async fn append(broker: &Broker, request: ProduceRequest) -> Appended {
     if !matches!(request.acks, -1..=1) {
-        return reject_all(
+        return Appended::Rejected(reject_all(
             request,
             ResponseError::InvalidRequiredAcks,
             "acks must be 0, 1 or -1",
-        );
+        ));
     }
     if request.transactional_id.is_some() {
-        return reject_all(
+        return Appended::Rejected(reject_all(
             request,
             ResponseError::InvalidRequest,
             "transactions are not supported yet",
-        );
+        ));
     }
     // 0. Topics the cluster lacks are created first (auto-creation), through the controller.
     let mut refused = Vec::new();
@@ -51,7 +54,7 @@ pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse
     }
     // 1. Resolve each partition (led here?) and refuse what needs no look at its records.
     let image = broker.controller.image();
-    let mut topics: Vec<(TopicName, Vec<Slot>)> = request
+    let topics: Vec<(TopicName, Vec<Slot>)> = request
         .topic_data
         .into_iter()
         .map(|topic_data| {
@@ -148,30 +151,109 @@ pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse
         })
         .collect();
     drop(jobs);
-    // 4. acks=all: wait until the in-sync replicas have every appended batch.
-    let replicated = if request.acks == -1 {
-        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
-        let waits = topics
-            .iter()
-            .flat_map(|(_, slots)| slots)
-            .filter_map(|slot| match slot {
-                Slot::Append { partition, .. } => Some(partition),
-                Slot::Done(_) => None,
-            })
-            .zip(&outcomes)
-            .map(|(partition, outcome)| async move {
-                let (appended, epoch) = outcome.as_ref().ok()?;
-                Some(
-                    partition
-                        .wait_for_high_watermark(appended.last_offset + 1, *epoch, deadline)
-                        .await,
-                )
-            });
-        join_all(waits).await
-    } else {
-        Vec::new()
-    };
+    // The records are in the log now: keep only what the response needs.
+    let topics = topics
+        .into_iter()
+        .map(|(name, slots)| {
+            let slots = slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Done(response) => Answer::Done(response),
+                    Slot::Append {
+                        response,
+                        partition,
+                        min_insync,
+                        ..
+                    } => Answer::Appended {
+                        response,
+                        partition,
+                        min_insync,
+                    },
+                })
+                .collect();
+            (name, slots)
+        })
+        .collect();
+    Appended::Written {
+        topics,
+        outcomes,
+        acks: request.acks,
+        timeout: Duration::from_millis(request.timeout_ms.max(0) as u64),
+    }
+}
 
+/// A Produce request after its appends: the response, once acks allows it.
+pub enum Appended {
+    /// Refused as a whole.
+    Rejected(ProduceResponse),
+    Written {
+        topics: Vec<(TopicName, Vec<Answer>)>,
+        /// One per [`Answer::Appended`], in order: the append's outcome and leader epoch.
+        outcomes: Vec<Result<(AppendOutcome, i32), PartitionError>>,
+        acks: i16,
+        timeout: Duration,
+    },
+}
+
+/// One partition's answer to be.
+pub enum Answer {
+    Done(PartitionProduceResponse),
+    Appended {
+        response: PartitionProduceResponse,
+        partition: Arc<Partition>,
+        min_insync: usize,
+    },
+}
+
+impl Appended {
+    /// Whether [`Self::respond`] waits for the in-sync replicas.
+    pub fn waits(&self) -> bool {
+        matches!(self, Appended::Written { acks: -1, .. })
+    }
+
+    /// The response: at once for acks 0 and 1; for acks=all once the high watermark passes every
+    /// appended batch (or the request's timeout, or a leader change, says otherwise).
+    pub async fn respond(self) -> ProduceResponse {
+        let (topics, outcomes, acks, timeout) = match self {
+            Appended::Rejected(response) => return response,
+            Appended::Written {
+                topics,
+                outcomes,
+                acks,
+                timeout,
+            } => (topics, outcomes, acks, timeout),
+        };
+        let replicated = if acks == -1 {
+            let deadline = Instant::now() + timeout;
+            let waits = topics
+                .iter()
+                .flat_map(|(_, answers)| answers)
+                .filter_map(|answer| match answer {
+                    Answer::Appended { partition, .. } => Some(partition),
+                    Answer::Done(_) => None,
+                })
+                .zip(&outcomes)
+                .map(|(partition, outcome)| async move {
+                    let (appended, epoch) = outcome.as_ref().ok()?;
+                    Some(
+                        partition
+                            .wait_for_high_watermark(appended.last_offset + 1, *epoch, deadline)
+                            .await,
+                    )
+                });
+            join_all(waits).await
+        } else {
+            Vec::new()
+        };
+        build_response(topics, outcomes, replicated)
+    }
+}
+
+fn build_response(
+    mut topics: Vec<(TopicName, Vec<Answer>)>,
+    outcomes: Vec<Result<(AppendOutcome, i32), PartitionError>>,
+    replicated: Vec<Option<Result<(), ResponseError>>>,
+) -> ProduceResponse {
     let mut outcomes = outcomes.into_iter();
     let mut replicated = replicated.into_iter();
     let responses = topics
@@ -180,8 +262,8 @@ pub async fn handle(broker: &Broker, request: ProduceRequest) -> ProduceResponse
             let partition_responses = slots
                 .into_iter()
                 .map(|slot| match slot {
-                    Slot::Done(response) => response,
-                    Slot::Append { response, partition, min_insync, .. } => match (outcomes.next(), replicated.next().flatten()) {
+                    Answer::Done(response) => response,
+                    Answer::Appended { response, partition, min_insync } => match (outcomes.next(), replicated.next().flatten()) {
                         (Some(Ok(_)), Some(Err(code))) => {
                             failed(response, code, "not replicated to the in-sync replicas")
                         }
