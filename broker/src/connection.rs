@@ -1,5 +1,7 @@
 //! One client connection: read a frame, decode it, run its handler, write the response, in
-//! request order (Kafka clients pipeline and rely on that order). Frames the peer keeps sending
+//! request order (Kafka clients pipeline and rely on that order). Requests are handled one at a
+//! time, except that an acks=all produce, once appended, waits for its in-sync replicas beside
+//! the reader, so the next requests are appended meanwhile (see `serve`). Frames the peer keeps sending
 //! while one is processed wait in the kernel socket buffer. Before a frame's body is read, its
 //! declared size is taken from the broker-wide [`RequestBudget`] (`queued.max.request.bytes`) and
 //! given back once the request is handled; while the budget is spent the connection waits without
@@ -19,11 +21,12 @@ use inlet_protocol::codec::{self, CodecError};
 use inlet_protocol::frame::{FrameError, FrameReader, ReadTimeouts};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
-use crate::handlers::{self, api_versions, Reply};
+use crate::handlers::{self, api_versions, Pending, Reply};
 use crate::metrics::CONNECTIONS;
 
 /// Why a connection ended, for the log.
@@ -123,9 +126,13 @@ pub async fn serve(
     };
     let mut frames =
         FrameReader::new(read, config.socket_request_max_bytes).with_timeouts(timeouts);
-    let mut writer = BufWriter::with_capacity(64 * 1024, write);
+    let writer = BufWriter::with_capacity(64 * 1024, write);
     tracing::debug!(%peer, "connection opened");
-    let result: Result<(), ConnectionError> = async {
+    // Responses go out in request order from a writer beside the reader: an acks=all produce is
+    // answered there once replicated while the reader goes on with the next requests (their
+    // appends stay in request order). At most `MAX_QUEUED_RESPONSES` wait; then the reader waits.
+    let (responses, queued) = mpsc::channel(MAX_QUEUED_RESPONSES);
+    let read = async move {
         loop {
             let length = tokio::select! {
                 length = frames.next_length() => length?,
@@ -145,20 +152,22 @@ pub async fn serve(
             let Some(frame) = frame else {
                 return Ok(());
             };
-            let chunks = process(&broker, frame).await?;
+            let outgoing = process(&broker, frame).await?;
             // Handled: the request's bytes go back to the budget before the response is sent.
             drop(permit);
-            for chunk in chunks {
-                // Large chunks (fetched records) bypass the buffer and go straight to the socket.
-                writer.write_all(&chunk).await?;
-            }
-            if !frames.has_buffered() {
-                writer.flush().await?;
+            if let Some(outgoing) = outgoing {
+                // A client that pipelines has its next request buffered already: its response
+                // joins this one in a single write.
+                let last = !frames.has_buffered();
+                if responses.send((outgoing, last)).await.is_err() {
+                    // The writer failed; its error is the one reported.
+                    return Ok(());
+                }
             }
         }
-    }
-    .await;
-    let _ = writer.flush().await;
+    };
+    let (read, written) = tokio::join!(read, write_responses(writer, queued));
+    let result: Result<(), ConnectionError> = read.and(written);
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(error @ ConnectionError::Frame(FrameError::Idle { .. })) => {
@@ -186,20 +195,68 @@ impl ConnectionError {
     }
 }
 
-/// Decodes and handles one request; returns the response frame's chunks (none when no response
+/// Responses a connection may have waiting to be written (acks=all produces waiting for their
+/// in-sync replicas, and the responses after them) before it stops reading requests.
+const MAX_QUEUED_RESPONSES: usize = 32;
+
+/// A response for the writer, in request order.
+enum Outgoing {
+    Ready(Vec<Bytes>),
+    Later {
+        pending: Pending,
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
+}
+
+/// Writes responses in the order they come, waiting for those still to come. Each comes with
+/// whether the reader had nothing more buffered after its request: the buffer is flushed then
+/// (if nothing else is queued), and before waiting for a response still to come.
+async fn write_responses(
+    mut writer: BufWriter<OwnedWriteHalf>,
+    mut queued: mpsc::Receiver<(Outgoing, bool)>,
+) -> Result<(), ConnectionError> {
+    while let Some((outgoing, last)) = queued.recv().await {
+        let chunks = match outgoing {
+            Outgoing::Ready(chunks) => chunks,
+            Outgoing::Later {
+                pending,
+                api_key,
+                version,
+                correlation_id,
+            } => {
+                writer.flush().await?;
+                let response = pending.await;
+                codec::encode_response_chunks(api_key, version, correlation_id, &response)?
+            }
+        };
+        for chunk in chunks {
+            // Large chunks (fetched records) bypass the buffer and go straight to the socket.
+            writer.write_all(&chunk).await?;
+        }
+        if last && queued.is_empty() {
+            writer.flush().await?;
+        }
+    }
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Decodes and handles one request; returns its response for the writer (none when no response
 /// is due).
-async fn process(broker: &Broker, mut frame: Bytes) -> Result<Vec<Bytes>, ConnectionError> {
+async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<Outgoing>, ConnectionError> {
     let (api_key, header) = codec::decode_header(&mut frame)?;
     let version = header.request_api_version;
     if !api_versions::supports(api_key, version) {
         if api_key == ApiKey::ApiVersions {
             let response = ResponseKind::ApiVersions(api_versions::unsupported_version());
-            return Ok(vec![codec::encode_response(
+            return Ok(Some(Outgoing::Ready(vec![codec::encode_response(
                 api_key,
                 0,
                 header.correlation_id,
                 &response,
-            )?]);
+            )?])));
         }
         return Err(ConnectionError::UnsupportedVersion { api_key, version });
     }
@@ -208,13 +265,19 @@ async fn process(broker: &Broker, mut frame: Bytes) -> Result<Vec<Bytes>, Connec
         .await
         .map_err(ConnectionError::Handler)?
     {
-        Reply::Send(response) => Ok(codec::encode_response_chunks(
+        Reply::Send(response) => Ok(Some(Outgoing::Ready(codec::encode_response_chunks(
             api_key,
             version,
             header.correlation_id,
             &response,
-        )?),
-        Reply::Nothing => Ok(Vec::new()),
+        )?))),
+        Reply::Nothing => Ok(None),
+        Reply::Later(pending) => Ok(Some(Outgoing::Later {
+            pending,
+            api_key,
+            version,
+            correlation_id: header.correlation_id,
+        })),
     }
 }
 
