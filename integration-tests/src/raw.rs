@@ -74,3 +74,33 @@ pub fn produce_to(
     let partition = &response.responses[0].partition_responses[0];
     (partition.error_code, partition.base_offset)
 }
+
+/// One plain record batch (not idempotent, not compressed) holding one record.
+pub fn plain_batch(key: Option<Bytes>, value: Bytes, timestamp: i64) -> Bytes {
+    let record = kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    };
+    let mut batch = bytes::BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut batch,
+        [&record],
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
+    )
+    .expect("encode a record batch");
+    batch.freeze()
+}

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use inlet_integration_tests::Broker;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::{
     create_partitions_request, create_topics_request, delete_topics_request,
     describe_configs_request, fetch_request, list_offsets_request, metadata_request,
@@ -26,9 +25,6 @@ use kafka_protocol::messages::{
     RequestHeader, ResponseHeader, SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 /// The topic that Produce, Fetch, ListOffsets, Metadata and DescribeConfigs are aimed at.
 const TOPIC: &str = "version-matrix";
@@ -147,32 +143,11 @@ fn record_batch(value: &str) -> Bytes {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as i64;
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms,
-        key: Some(Bytes::from_static(b"matrix")),
-        value: Some(Bytes::from(value.to_string())),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    inlet_integration_tests::raw::plain_batch(
+        Some(Bytes::from_static(b"matrix")),
+        Bytes::from(value.to_string()),
+        now_ms,
     )
-    .expect("encode a record batch");
-    buf.freeze()
 }
 
 fn check_produce(wire: &mut Wire, version: i16) {

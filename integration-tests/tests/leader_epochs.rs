@@ -7,12 +7,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use inlet_integration_tests::cluster::{runtime, wait_for};
 use inlet_integration_tests::kafka::create_topic_with;
 use inlet_integration_tests::{raw, Broker};
 use inlet_protocol::client::Client;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -22,9 +21,6 @@ use kafka_protocol::messages::{
     BrokerId, ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 
 const TOPIC: &str = "epochs";
@@ -43,31 +39,7 @@ fn now_ms() -> i64 {
 
 /// One record with timestamp `timestamp`, produced with acks=all; returns its offset.
 fn produce(broker: &Broker, timestamp: i64) -> i64 {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp,
-        key: None,
-        value: Some(Bytes::from_static(b"epoch test")),
-        headers: IndexMap::new(),
-    };
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode a record batch");
+    let batch = raw::plain_batch(None, Bytes::from_static(b"epoch test"), timestamp);
     let (code, offset) = raw::produce(broker.addr(), TOPIC, &batch);
     assert_eq!(code, 0, "produce at {timestamp}");
     offset

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use inlet_integration_tests::cluster::{runtime, wait_for, SESSION_TIMEOUT_MS};
 use inlet_integration_tests::history::{
     acked_count, bootstrap, check_acknowledged, check_replicas_identical, create_topic, node,
@@ -36,10 +36,6 @@ use inlet_integration_tests::kafka::producer_config;
 use inlet_integration_tests::netsplit;
 use inlet_integration_tests::proxy::Peer;
 use inlet_integration_tests::raw;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -55,32 +51,7 @@ const PROBE_VALUE: u64 = u64::MAX;
 
 /// One plain (non-idempotent) record batch holding `value`.
 fn probe_batch(value: u64) -> Vec<u8> {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(Bytes::from(value.to_string())),
-        headers: IndexMap::new(),
-    };
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode a record batch");
-    batch.to_vec()
+    raw::plain_batch(None, Bytes::from(value.to_string()), 0).to_vec()
 }
 
 /// How many records the producer bootstrapped from the old leader sends.
