@@ -52,6 +52,15 @@ pub struct Followed {
     pub leader_epoch: i32,
 }
 
+impl Followed {
+    /// The same partition replica followed at the same epoch.
+    fn same(&self, other: &Followed) -> bool {
+        self.topic == other.topic
+            && Arc::ptr_eq(&self.partition, &other.partition)
+            && self.leader_epoch == other.leader_epoch
+    }
+}
+
 /// The partitions to fetch from one leader, at its address.
 #[derive(Clone, Default)]
 pub struct LeaderFeed {
@@ -93,11 +102,20 @@ impl FetcherManager {
             keep
         });
         for (leader, feed) in wanted {
-            let partitions = Arc::new(feed.partitions);
             if let Some(fetcher) = fetchers.get(&leader) {
-                fetcher.feed.send_replace(partitions);
+                // Every image application calls this; only a real change may wake the fetcher,
+                // which drops the fetch in flight and must then skip its answer.
+                fetcher.feed.send_if_modified(|current| {
+                    let same = current.len() == feed.partitions.len()
+                        && current.iter().zip(&feed.partitions).all(|(a, b)| a.same(b));
+                    if !same {
+                        *current = Arc::new(feed.partitions);
+                    }
+                    !same
+                });
                 continue;
             }
+            let partitions = Arc::new(feed.partitions);
             let (tx, rx) = watch::channel(partitions);
             let task = tokio::spawn(run(self.me, leader, feed.addr.clone(), rx));
             fetchers.insert(
