@@ -31,7 +31,16 @@ use inlet_storage::StorageError;
 
 /// Each requested partition, by topic then partition as in the request: the local partition to
 /// read, or the error to answer with.
-type Resolved = Vec<Vec<Result<Arc<Partition>, ResponseError>>>;
+type Resolved = Vec<Vec<Result<Target, ResponseError>>>;
+
+/// A requested partition led here.
+struct Target {
+    partition: Arc<Partition>,
+    /// For a follower whose log parted from this one: `(epoch, end offset)` to answer with
+    /// instead of records (it does not change while the request waits: only a leader change
+    /// would, and that ends the wait).
+    diverging: Option<(i32, i64)>,
+}
 
 pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
@@ -41,8 +50,13 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let mut changes: Vec<watch::Receiver<u64>> = resolved
         .iter()
         .flatten()
-        .filter_map(|p| p.as_ref().ok().map(|p| p.subscribe()))
+        .filter_map(|t| t.as_ref().ok().map(|t| t.partition.subscribe()))
         .collect();
+    // A diverging epoch is an answer in itself: the follower truncates before it fetches again.
+    let diverged = resolved
+        .iter()
+        .flatten()
+        .any(|t| t.as_ref().is_ok_and(|t| t.diverging.is_some()));
     loop {
         for change in &mut changes {
             change.borrow_and_update();
@@ -50,6 +64,7 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
         let (response, ready) = read_once(broker, &request, &resolved, replica).await;
         if ready >= request.min_bytes.max(0) as usize
             || has_error(&response)
+            || diverged
             || changes.is_empty()
             || Instant::now() >= deadline
         {
@@ -93,17 +108,16 @@ fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Res
                         wanted.current_leader_epoch,
                         partition.leader_epoch(),
                     )?;
+                    let mut diverging = None;
                     if let Some(replica) = replica {
                         partition.check_follower(replica)?;
+                        if wanted.last_fetched_epoch >= 0 {
+                            diverging = partition
+                                .diverging_epoch(wanted.last_fetched_epoch, wanted.fetch_offset)
+                                .map_err(|e| partition_error(&e))?;
+                        }
                         // A follower whose log went another way has nothing to report yet: its
                         // fetch offset says nothing about what it shares with this log.
-                        let diverging = if wanted.last_fetched_epoch >= 0 {
-                            partition
-                                .diverging_epoch(wanted.last_fetched_epoch, wanted.fetch_offset)
-                                .map_err(|e| partition_error(&e))?
-                        } else {
-                            None
-                        };
                         if diverging.is_none() {
                             partition.follower_fetched(
                                 broker.node_id(),
@@ -113,7 +127,10 @@ fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Res
                             )?;
                         }
                     }
-                    Ok(partition)
+                    Ok(Target {
+                        partition,
+                        diverging,
+                    })
                 })
                 .collect()
         })
@@ -145,9 +162,9 @@ async fn read_once(
     let mut responses = Vec::with_capacity(request.topics.len());
     for (topic, resolved) in request.topics.iter().zip(resolved) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for (wanted, partition) in topic.partitions.iter().zip(resolved) {
-            let partition = match partition {
-                Ok(partition) if partition.is_leading() => partition,
+        for (wanted, target) in topic.partitions.iter().zip(resolved) {
+            let partition = match target {
+                Ok(target) if target.partition.is_leading() => &target.partition,
                 Ok(_) => {
                     partitions.push(failed(wanted, ResponseError::NotLeaderOrFollower));
                     continue;
@@ -157,23 +174,14 @@ async fn read_once(
                     continue;
                 }
             };
-            if replica.is_some() && wanted.last_fetched_epoch >= 0 {
-                match partition.diverging_epoch(wanted.last_fetched_epoch, wanted.fetch_offset) {
-                    Ok(Some((epoch, end_offset))) => {
-                        let data = empty(wanted, &partition.offsets()).with_diverging_epoch(
-                            EpochEndOffset::default()
-                                .with_epoch(epoch)
-                                .with_end_offset(end_offset),
-                        );
-                        partitions.push(data);
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        partitions.push(failed(wanted, partition_error(&error)));
-                        continue;
-                    }
-                }
+            if let Some((epoch, end_offset)) = target.as_ref().ok().and_then(|t| t.diverging) {
+                let data = empty(wanted, &partition.offsets()).with_diverging_epoch(
+                    EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset),
+                );
+                partitions.push(data);
+                continue;
             }
             let max = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
             if max == 0 && total > 0 {
