@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use inlet_protocol::client::records::{encode_batch, ProducerRecord};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
@@ -77,30 +78,12 @@ pub fn produce_to(
 
 /// One plain record batch (not idempotent, not compressed) holding one record.
 pub fn plain_batch(key: Option<Bytes>, value: Bytes, timestamp: i64) -> Bytes {
-    let record = kafka_protocol::records::Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: kafka_protocol::records::TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp,
+    let record = ProducerRecord {
         key,
         value: Some(value),
-        headers: Default::default(),
+        headers: Vec::new(),
+        timestamp,
     };
-    let mut batch = bytes::BytesMut::new();
-    kafka_protocol::records::RecordBatchEncoder::encode(
-        &mut batch,
-        [&record],
-        &kafka_protocol::records::RecordEncodeOptions {
-            version: 2,
-            compression: kafka_protocol::records::Compression::None,
-        },
-    )
-    .expect("encode a record batch");
-    batch.freeze()
+    encode_batch(&[record], kafka_protocol::records::Compression::None)
+        .expect("encode a record batch")
 }
