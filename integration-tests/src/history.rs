@@ -21,15 +21,14 @@ use std::thread;
 use std::time::Duration;
 
 use inlet_storage::{Log, LogConfig};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::cluster::{runtime, wait_for};
-use crate::kafka::{client_config, consume_all, ConsumedRecord};
+use crate::kafka::{client_config, consume_all, create_replicated_topic, ConsumedRecord};
 use crate::Broker;
 
 /// Acknowledged records: (partition, offset) -> sequence number.
@@ -66,20 +65,15 @@ pub fn node(nodes: &mut [Broker], id: i32) -> &mut Broker {
 
 /// Creates `name` with `replication` replicas and `min.insync.replicas` = `min_isr`.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, replication: i32, min_isr: &str) {
-    runtime().block_on(async {
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(bootstrap).create().expect("admin client");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
-            .set("min.insync.replicas", min_isr);
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-        let results = admin
-            .create_topics([&topic], &options)
-            .await
-            .expect("CreateTopics");
-        for result in results {
-            result.unwrap_or_else(|(name, code)| panic!("CreateTopics {name}: {code:?}"));
-        }
-    });
+    let configs = [("min.insync.replicas", min_isr)];
+    runtime().block_on(create_replicated_topic(
+        bootstrap,
+        name,
+        partitions,
+        replication,
+        &configs,
+        Duration::from_secs(20),
+    ));
 }
 
 /// One partition as Metadata describes it.

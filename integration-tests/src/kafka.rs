@@ -59,14 +59,37 @@ pub async fn create_topic_with(
     partitions: i32,
     configs: &[(&str, &str)],
 ) {
+    create_replicated_topic(
+        bootstrap,
+        topic,
+        partitions,
+        1,
+        configs,
+        Duration::from_secs(10),
+    )
+    .await;
+    let count = wait_for_partitions(bootstrap, topic, partitions, Duration::from_secs(10));
+    assert_eq!(count, partitions, "partition count of {topic} in metadata");
+}
+
+/// Creates `topic` through the admin API with `replication` replicas and config overrides,
+/// giving the broker `timeout` to do it; panics unless it is created.
+pub async fn create_replicated_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+    timeout: Duration,
+) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
         .create()
         .expect("create an rdkafka admin client");
     let new_topic = configs.iter().fold(
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)),
         |t, (key, value)| t.set(key, value),
     );
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
     let results = admin
         .create_topics([&new_topic], &options)
         .await
@@ -78,8 +101,6 @@ pub async fn create_topic_with(
             Err((name, code)) => panic!("CreateTopics {name} failed: {code:?}"),
         }
     }
-    let count = wait_for_partitions(bootstrap, topic, partitions, Duration::from_secs(10));
-    assert_eq!(count, partitions, "partition count of {topic} in metadata");
 }
 
 /// Polls metadata until `topic` has at least `expected` partitions, or `timeout` passes; returns

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use inlet_integration_tests::cluster::{
     runtime, start_cluster, wait_for, SESSION_TIMEOUT_MS, WAIT,
 };
-use inlet_integration_tests::kafka::{client_config, producer_config};
+use inlet_integration_tests::kafka::{client_config, create_replicated_topic, producer_config};
 use inlet_integration_tests::{inlet_bin, Broker};
 use inlet_protocol::client::Client;
 use kafka_protocol::messages::{
@@ -20,8 +20,6 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -305,20 +303,15 @@ fn new_producer_id(broker: &Broker) -> Option<i64> {
 }
 
 fn create_topic(bootstrap: &str, name: &str, partitions: i32, replication: i32) {
-    runtime().block_on(async {
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(bootstrap).create().expect("admin client");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
-            .set("retention.ms", "3600000");
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-        let results = admin
-            .create_topics([&topic], &options)
-            .await
-            .expect("CreateTopics");
-        for result in results {
-            result.unwrap_or_else(|(name, code)| panic!("CreateTopics {name}: {code:?}"));
-        }
-    });
+    let configs = [("retention.ms", "3600000")];
+    runtime().block_on(create_replicated_topic(
+        bootstrap,
+        name,
+        partitions,
+        replication,
+        &configs,
+        Duration::from_secs(20),
+    ));
 }
 
 #[test]

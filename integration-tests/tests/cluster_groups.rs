@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for, WAIT};
-use inlet_integration_tests::kafka::{client_config, producer_config};
+use inlet_integration_tests::kafka::{client_config, create_replicated_topic, producer_config};
 use inlet_integration_tests::Broker;
 use inlet_protocol::client::Client;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -24,8 +24,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -174,19 +172,14 @@ fn offset_commit(broker: &Broker, group: &str, offset: i64) -> Option<Vec<i16>> 
 }
 
 fn create_topic(bootstrap: &str) {
-    runtime().block_on(async {
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(bootstrap).create().expect("admin client");
-        let topic = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(3));
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-        let results = admin
-            .create_topics([&topic], &options)
-            .await
-            .expect("CreateTopics");
-        for result in results {
-            result.unwrap_or_else(|(name, code)| panic!("CreateTopics {name}: {code:?}"));
-        }
-    });
+    runtime().block_on(create_replicated_topic(
+        bootstrap,
+        TOPIC,
+        3,
+        3,
+        &[],
+        Duration::from_secs(20),
+    ));
 }
 
 fn produce(bootstrap: &str) {

@@ -12,10 +12,8 @@ use std::sync::Arc;
 
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
 use inlet_integration_tests::history::{bootstrap, partitions};
-use inlet_integration_tests::kafka::{client_config, consume_all, producer_config};
+use inlet_integration_tests::kafka::{consume_all, create_replicated_topic, producer_config};
 use inlet_integration_tests::{inlet_bin, Broker};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "balanced";
@@ -47,19 +45,14 @@ fn leaders(via: &Broker) -> Option<BTreeMap<i32, (i32, i32, usize)>> {
 fn leadership_returns_to_preferred_replicas_by_itself() {
     let mut nodes = start_cluster_with(&["--leader-imbalance-check-interval-seconds", "1"]);
     let bootstrap = nodes[1].bootstrap();
-    runtime().block_on(async {
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&bootstrap).create().expect("admin client");
-        let topic = NewTopic::new(TOPIC, 6, TopicReplication::Fixed(3));
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-        for result in admin
-            .create_topics([&topic], &options)
-            .await
-            .expect("CreateTopics")
-        {
-            result.expect("topic created");
-        }
-    });
+    runtime().block_on(create_replicated_topic(
+        &bootstrap,
+        TOPIC,
+        6,
+        3,
+        &[],
+        Duration::from_secs(20),
+    ));
     let balanced =
         |l: &BTreeMap<i32, (i32, i32, usize)>| l.values().all(|(led, pref, _)| led == pref);
     wait_for("preferred leaders at creation", || {
