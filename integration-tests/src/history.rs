@@ -248,6 +248,62 @@ pub fn run_consumer(
     })
 }
 
+/// A producer and a consumer-group member running against a topic until [`History::stop`].
+pub struct History {
+    pub acked: Acked,
+    seen: Arc<Mutex<Vec<ConsumedRecord>>>,
+    stop: Arc<AtomicBool>,
+    producer: thread::JoinHandle<u64>,
+    consumer: thread::JoinHandle<()>,
+}
+
+/// What a [`History`] recorded.
+pub struct Recorded {
+    pub acked: BTreeMap<(i32, i64), u64>,
+    /// Records the producer sent that were never acknowledged.
+    pub failures: u64,
+    pub seen: Vec<ConsumedRecord>,
+}
+
+impl History {
+    /// Starts [`run_producer`] with `producer` and [`run_consumer`] bootstrapped from
+    /// `consumer_bootstrap` in group `group`.
+    pub fn start(
+        producer: &ClientConfig,
+        consumer_bootstrap: String,
+        topic: &str,
+        partitions: i32,
+        group: &str,
+    ) -> History {
+        let acked: Acked = Arc::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer = run_producer(producer, topic, partitions, acked.clone(), stop.clone());
+        let consumer = run_consumer(consumer_bootstrap, topic, group, seen.clone(), stop.clone());
+        History {
+            acked,
+            seen,
+            stop,
+            producer,
+            consumer,
+        }
+    }
+
+    /// Stops both and returns what they recorded.
+    pub fn stop(self) -> Recorded {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.producer.join().expect("producer thread");
+        self.consumer.join().expect("consumer thread");
+        let acked = self.acked.lock().unwrap().clone();
+        let seen = self.seen.lock().unwrap().clone();
+        Recorded {
+            acked,
+            failures,
+            seen,
+        }
+    }
+}
+
 pub fn acked_count(acked: &Acked) -> usize {
     acked.lock().unwrap().len()
 }

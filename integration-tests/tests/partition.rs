@@ -20,8 +20,6 @@
 //! to the high watermark.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,8 +27,8 @@ use bytes::Bytes;
 use inlet_integration_tests::cluster::{runtime, wait_for, SESSION_TIMEOUT_MS};
 use inlet_integration_tests::history::{
     acked_count, bootstrap, check_acknowledged, check_replicas_identical, create_topic, node,
-    placement, record_ack, run_consumer, run_producer, wait_acked, wait_all_in_sync, Acked,
-    StderrLog, STREAM,
+    placement, record_ack, wait_acked, wait_all_in_sync, Acked, History, Recorded, StderrLog,
+    STREAM,
 };
 use inlet_integration_tests::kafka::producer_config;
 use inlet_integration_tests::netsplit;
@@ -136,24 +134,15 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
     create_topic(&all, TOPIC, PARTITIONS, 3, "2");
     wait_all_in_sync(&nodes[0], TOPIC, PARTITIONS);
 
-    let acked: Acked = Arc::default();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = run_producer(
+    let history = History::start(
         producer_config(&proxied, "lz4").set("message.timeout.ms", "60000"),
-        TOPIC,
-        PARTITIONS,
-        acked.clone(),
-        stop.clone(),
-    );
-    let consumer = run_consumer(
         proxied.clone(),
         TOPIC,
+        PARTITIONS,
         "netsplit-history",
-        seen.clone(),
-        stop.clone(),
     );
-    wait_acked(&acked, 3_000);
+    let acked = &history.acked;
+    wait_acked(acked, 3_000);
     say("3000 records acknowledged".into());
 
     // The proxies know who is who: every follower's fetch connection is attributed to its node,
@@ -189,7 +178,7 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
     let leader = placement(&nodes[0], TOPIC).expect("placement")[&0].0;
     let majority: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
     let via = (majority[0] - 1) as usize;
-    let acked_before = acked_in(&acked, 0);
+    let acked_before = acked_in(acked, 0);
     let started = Instant::now();
     net.isolate(leader);
     let (new_leader, _) = wait_for("the majority to elect a new leader for partition 0", || {
@@ -232,10 +221,10 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
     // The majority goes on acknowledging writes, partition 0's included.
     wait_for(
         "partition 0 acknowledging writes under its new leader",
-        || (acked_in(&acked, 0) >= acked_before + 500).then_some(()),
+        || (acked_in(acked, 0) >= acked_before + 500).then_some(()),
     );
-    let before = acked_count(&acked);
-    wait_acked(&acked, before + 1_000);
+    let before = acked_count(acked);
+    wait_acked(acked, before + 1_000);
     // Split for longer than the broker session timeout (the old leader is fenced meanwhile).
     let split_for = Duration::from_millis(2 * SESSION_TIMEOUT_MS);
     if let Some(rest) = split_for.checked_sub(started.elapsed()) {
@@ -256,8 +245,8 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         "node {leader} back in every ISR after {:?}",
         healed.elapsed()
     ));
-    let before = acked_count(&acked);
-    wait_acked(&acked, before + 1_000);
+    let before = acked_count(acked);
+    wait_acked(acked, before + 1_000);
 
     let (stranded_acked, stranded_failed) = stranded.join().expect("stranded producer");
     let during_split = stranded_acked
@@ -270,14 +259,14 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
         stranded_acked.len()
     ));
     for (place, seq, _) in stranded_acked {
-        record_ack(&acked, place, seq);
+        record_ack(acked, place, seq);
     }
 
-    stop.store(true, Ordering::Relaxed);
-    let failures = producer.join().expect("producer thread");
-    consumer.join().expect("consumer thread");
-    let acked = acked.lock().unwrap().clone();
-    let seen = seen.lock().unwrap().clone();
+    let Recorded {
+        acked,
+        failures,
+        seen,
+    } = history.stop();
     say(format!(
         "{} records acknowledged, {failures} not; {} served to the consumer",
         acked.len(),

@@ -16,14 +16,12 @@
 //! NOT_ENOUGH_REPLICAS and acks=1 still works.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
 use inlet_integration_tests::history::{
     acked_count, bootstrap, check_acknowledged, check_replicas_identical, create_topic, node,
-    partitions, placement, run_consumer, run_producer, wait_acked, wait_all_in_sync, Acked,
+    partitions, placement, wait_acked, wait_all_in_sync, History, Recorded,
 };
 use inlet_integration_tests::inlet_bin;
 use inlet_integration_tests::kafka::{client_config, producer_config};
@@ -42,24 +40,15 @@ fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_r
     create_topic(&all, TOPIC, PARTITIONS, 3, "2");
     wait_all_in_sync(&nodes[0], TOPIC, PARTITIONS);
 
-    let acked: Acked = Arc::default();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = run_producer(
+    let history = History::start(
         producer_config(&all, "lz4").set("message.timeout.ms", "60000"),
-        TOPIC,
-        PARTITIONS,
-        acked.clone(),
-        stop.clone(),
-    );
-    let consumer = run_consumer(
         all.clone(),
         TOPIC,
+        PARTITIONS,
         "replication-history",
-        seen.clone(),
-        stop.clone(),
     );
-    wait_acked(&acked, 3_000);
+    let acked = &history.acked;
+    wait_acked(acked, 3_000);
 
     // 1. kill -9 the leader of partition 0, keep producing, bring it back.
     let leader = placement(&nodes[0], TOPIC).expect("placement")[&0].0;
@@ -74,8 +63,8 @@ fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_r
         "partition 0: leader {leader} killed, {new_leader} leads after {:?}",
         started.elapsed()
     );
-    let before = acked_count(&acked);
-    wait_acked(&acked, before + 3_000);
+    let before = acked_count(acked);
+    wait_acked(acked, before + 3_000);
     node(&mut nodes, leader).restart();
     wait_all_in_sync(&nodes[other], TOPIC, PARTITIONS);
 
@@ -108,35 +97,35 @@ fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_r
         let now = placement(&nodes[other], TOPIC)?[&1].0;
         (now > 0 && now != stopped).then_some(())
     });
-    let before = acked_count(&acked);
-    wait_acked(&acked, before + 3_000);
+    let before = acked_count(acked);
+    wait_acked(acked, before + 3_000);
     node(&mut nodes, stopped).signal(libc::SIGCONT);
     wait_all_in_sync(&nodes[other], TOPIC, PARTITIONS);
-    let before = acked_count(&acked);
-    wait_acked(&acked, before + 1_000);
+    let before = acked_count(acked);
+    wait_acked(acked, before + 1_000);
 
     // 3. A rolling restart: each node in turn stopped cleanly (leadership moves away first) and
     // started again, waiting for it to be back in sync before the next.
     for id in 1..=3 {
         let via = if id == 1 { 1 } else { 0 };
         assert!(node(&mut nodes, id).terminate().success());
-        let before = acked_count(&acked);
-        wait_acked(&acked, before + 500);
+        let before = acked_count(acked);
+        wait_acked(acked, before + 500);
         node(&mut nodes, id).restart();
         wait_all_in_sync(&nodes[via], TOPIC, PARTITIONS);
     }
-    let before = acked_count(&acked);
-    wait_acked(&acked, before + 1_000);
+    let before = acked_count(acked);
+    wait_acked(acked, before + 1_000);
 
-    stop.store(true, Ordering::Relaxed);
-    let failures = producer.join().expect("producer thread");
-    consumer.join().expect("consumer thread");
-    let acked = acked.lock().unwrap().clone();
+    let Recorded {
+        acked,
+        failures,
+        seen,
+    } = history.stop();
     eprintln!("{} records acknowledged, {failures} not", acked.len());
 
     // Every acknowledged record, once, where it was acknowledged; per partition in send order;
     // nothing a consumer was served went away afterwards.
-    let seen = seen.lock().unwrap().clone();
     let at = check_acknowledged(&all, TOPIC, PARTITIONS, &acked, &seen);
     // The replicas agree byte for byte up to the high watermark.
     check_replicas_identical(&mut nodes, TOPIC, PARTITIONS, &at);
