@@ -6,10 +6,13 @@
 #   scripts/cluster.sh stop      # SIGTERM to each node (they flush and exit)
 #   scripts/cluster.sh kill N    # kill -9 node N (to try failover)
 #   scripts/cluster.sh restart N # start node N again on its data
+#   scripts/cluster.sh add N     # start node N (N > 3) as a broker-only node joining the cluster
+#   scripts/cluster.sh wipe N    # kill -9 node N and delete its data (a replaced disk); restart N
+#                                # brings it back empty, to catch up from the others
 #
 # Node N listens for Kafka clients on 127.0.0.1:$((BASE_PORT + 2N - 2)) (9092, 9094, 9096 by
-# default) and for the controller quorum on the next port (9093, 9095, 9097). Every node is broker
-# and controller (Kafka's KRaft combined mode). Data and logs: $CLUSTER_DIR/node-N (default
+# default) and for the controller quorum on the next port (9093, 9095, 9097). Nodes 1-3 are broker
+# and controller (Kafka's KRaft combined mode); nodes added later are brokers only. Data and logs: $CLUSTER_DIR/node-N (default
 # ./inlet-cluster). Bootstrap clients with 127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096.
 set -euo pipefail
 
@@ -40,7 +43,11 @@ binary() {
 }
 
 start_node() {
-    local n=$1 bin=$2 dir=$CLUSTER_DIR/node-$1
+    local n=$1 bin=$2 dir=$CLUSTER_DIR/node-$1 roles=()
+    # Nodes past the voters are broker-only: observers of the controller quorum.
+    if [ "$n" -gt "$NODES" ]; then
+        roles=(--process-roles broker)
+    fi
     mkdir -p "$dir"
     if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
         echo "node $n already runs (pid $(cat "$dir/pid"))"
@@ -50,7 +57,7 @@ start_node() {
         --listen "127.0.0.1:$(kafka_port "$n")" \
         --advertised-listener "127.0.0.1:$(kafka_port "$n")" \
         --controller-listen "127.0.0.1:$(controller_port "$n")" \
-        --controller-quorum-voters "$(voters)" \
+        --controller-quorum-voters "$(voters)" "${roles[@]}" \
         --data-dir "$dir/data" >>"$dir/log" 2>&1 &
     echo $! >"$dir/pid"
     echo "node $n: pid $!, kafka 127.0.0.1:$(kafka_port "$n"), controller 127.0.0.1:$(controller_port "$n"), log $dir/log"
@@ -89,7 +96,21 @@ status)
     "$(binary)" --bootstrap-server "$(bootstrap)" cluster describe
     ;;
 stop)
-    for n in $(seq 1 $NODES); do signal_node "$n" TERM; done
+    for dir in "$CLUSTER_DIR"/node-*; do
+        [ -d "$dir" ] && signal_node "${dir##*node-}" TERM
+    done
+    ;;
+add)
+    n=${2:?node id}
+    [ "$n" -gt "$NODES" ] || { echo "nodes 1-$NODES are the voters; add a node above $NODES" >&2; exit 2; }
+    start_node "$n" "$(binary)"
+    ;;
+wipe)
+    n=${2:?node id}
+    signal_node "$n" KILL
+    sleep 0.5
+    rm -rf "$CLUSTER_DIR/node-$n/data"
+    echo "node $n: data deleted; 'restart $n' starts it empty"
     ;;
 kill)
     signal_node "${2:?node id}" KILL
@@ -98,7 +119,7 @@ restart)
     start_node "${2:?node id}" "$(binary)"
     ;;
 *)
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

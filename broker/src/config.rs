@@ -81,10 +81,17 @@ pub struct BrokerConfig {
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); None: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
     /// The controller quorum's voters, `id@host:port,...` (`controller.quorum.voters`): the
-    /// nodes that keep the cluster metadata log, each at its controller listener. Every node is
-    /// broker and controller at once (Kafka's combined mode), so this node must be one of them.
-    /// Empty: a quorum of this node alone, the single-broker cluster.
+    /// nodes that keep the cluster metadata log, each at its controller listener. A voter is
+    /// broker and controller at once (Kafka's combined mode). Empty: a quorum of this node
+    /// alone, the single-broker cluster.
     pub controller_quorum_voters: String,
+    /// `broker,controller` (a voter, the default) or `broker` (`process.roles`): a broker-only
+    /// node is not among the voters; it joins the quorum as an observer that receives the
+    /// metadata log, so brokers can be added beyond the voters.
+    pub process_roles: String,
+    /// The `host:port` other nodes reach this node's controller listener at, when that differs
+    /// from the listener's own address (an observer sends it to the leader).
+    pub controller_advertised_listener: Option<String>,
     /// Address this node's controller listener binds (Raft traffic between voters); required
     /// when the quorum has other voters.
     pub controller_listen: Option<SocketAddr>,
@@ -207,6 +214,8 @@ impl Default for BrokerConfig {
             producer_id_expiration_check_interval_ms: 10 * 60 * 1000,
             metrics_listen: None,
             controller_quorum_voters: String::new(),
+            process_roles: "broker,controller".to_string(),
+            controller_advertised_listener: None,
             controller_listen: None,
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: 30_000,
@@ -285,10 +294,24 @@ pub enum ConfigError {
     #[error("invalid controller_quorum_voters {voters:?}: {reason}")]
     QuorumVoters { voters: String, reason: String },
     #[error(
-        "node {node_id} is not among the controller_quorum_voters {voters:?}: every node is a \
-         controller too (combined mode)"
+        "node {node_id} is not among the controller_quorum_voters {voters:?}: a node with \
+         process_roles \"broker,controller\" is a voter (a broker-only node sets process_roles \
+         \"broker\", --process-roles broker)"
     )]
     NotAVoter { node_id: i32, voters: String },
+    #[error(
+        "node {node_id} has process_roles \"broker\" but is among the controller_quorum_voters \
+         {voters:?}: a voter is broker and controller (leave process_roles at \"broker,controller\")"
+    )]
+    ObserverIsAVoter { node_id: i32, voters: String },
+    #[error(
+        "a broker-only node (process_roles \"broker\") joins an existing quorum: set \
+         controller_quorum_voters (--controller-quorum-voters) and controller_listen \
+         (--controller-listen)"
+    )]
+    ObserverWithoutQuorum,
+    #[error("invalid process_roles {0:?}: expected \"broker,controller\" or \"broker\"")]
+    ProcessRoles(String),
     #[error(
         "the controller quorum has other voters, so this node needs a controller listener: set \
          controller_listen (--controller-listen)"
@@ -350,6 +373,16 @@ impl BrokerConfig {
         if voters.len() > 1 && self.controller_listen.is_none() {
             return Err(ConfigError::ControllerListenMissing);
         }
+        if !self.is_controller()?
+            && (self.controller_quorum_voters.trim().is_empty() || self.controller_listen.is_none())
+        {
+            return Err(ConfigError::ObserverWithoutQuorum);
+        }
+        if let Some(address) = &self.controller_advertised_listener {
+            if !valid_host_port(address) {
+                return Err(ConfigError::AdvertisedListener(address.clone()));
+            }
+        }
         if self.broker_heartbeat_interval_ms == 0
             || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
         {
@@ -359,6 +392,25 @@ impl BrokerConfig {
             });
         }
         Ok(())
+    }
+
+    /// Whether this node is a voter of the controller quorum (`process_roles`).
+    pub fn is_controller(&self) -> Result<bool, ConfigError> {
+        let mut roles: Vec<&str> = self.process_roles.split(',').map(str::trim).collect();
+        roles.sort_unstable();
+        match roles.as_slice() {
+            ["broker", "controller"] => Ok(true),
+            ["broker"] => Ok(false),
+            _ => Err(ConfigError::ProcessRoles(self.process_roles.clone())),
+        }
+    }
+
+    /// Where the leader reaches this node's controller listener: the advertised address, else
+    /// the listener's own.
+    pub fn controller_address(&self) -> Option<String> {
+        self.controller_advertised_listener
+            .clone()
+            .or_else(|| self.controller_listen.map(|a| a.to_string()))
     }
 
     /// The voters by node id, each with its controller address (`host:port`). With no quorum
@@ -387,23 +439,24 @@ impl BrokerConfig {
                 .ok()
                 .filter(|id| *id >= 0)
                 .ok_or_else(|| invalid(format!("{id:?} is not a node id")))?;
-            let valid_address = address
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid_address {
+            if !valid_host_port(address) {
                 return Err(invalid(format!("{address:?} is not host:port")));
             }
             if voters.insert(id, address.to_string()).is_some() {
                 return Err(invalid(format!("node {id} is listed twice")));
             }
         }
-        if !voters.contains_key(&self.node_id) {
-            return Err(ConfigError::NotAVoter {
+        match (self.is_controller()?, voters.contains_key(&self.node_id)) {
+            (true, false) => Err(ConfigError::NotAVoter {
                 node_id: self.node_id,
                 voters: self.controller_quorum_voters.clone(),
-            });
+            }),
+            (false, true) => Err(ConfigError::ObserverIsAVoter {
+                node_id: self.node_id,
+                voters: self.controller_quorum_voters.clone(),
+            }),
+            _ => Ok(voters),
         }
-        Ok(voters)
     }
 
     /// The effective configuration as TOML (`--print-config`). A secret access key set in the
@@ -457,6 +510,13 @@ impl BrokerConfig {
     }
 }
 
+/// `host:port` with a non-empty host and a valid port.
+fn valid_host_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +560,44 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_broker_only_node_is_not_a_voter_and_needs_a_quorum_to_join() {
+        let mut config = BrokerConfig {
+            node_id: 4,
+            process_roles: "broker".into(),
+            controller_quorum_voters: "1@h1:9093,2@h2:9093,3@h3:9093".into(),
+            controller_listen: Some("127.0.0.1:9099".parse().unwrap()),
+            ..BrokerConfig::default()
+        };
+        config.validate().unwrap();
+        assert!(!config.is_controller().unwrap());
+        assert_eq!(
+            config.controller_address().as_deref(),
+            Some("127.0.0.1:9099")
+        );
+        config.controller_advertised_listener = Some("host4:9099".into());
+        assert_eq!(config.controller_address().as_deref(), Some("host4:9099"));
+
+        config.node_id = 2;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::ObserverIsAVoter { .. })
+        ));
+        config.node_id = 4;
+        config.controller_quorum_voters = String::new();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::ObserverWithoutQuorum)
+        ));
+        config.process_roles = "controller".into();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::ProcessRoles(_))
+        ));
+        config.process_roles = "controller, broker".into();
+        assert!(config.is_controller().unwrap());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use inlet_protocol::client::check_with_message;
 use inlet_protocol::client::cluster::Cluster;
 use inlet_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use inlet_protocol::kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use inlet_protocol::kafka_protocol::messages::{
     describe_quorum_request, DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
     TopicName,
@@ -118,15 +119,20 @@ pub async fn run_cluster(context: &Context, args: ClusterArgs) -> anyhow::Result
                         q.leader, q.leader_epoch, q.high_watermark
                     );
                     let mut table = Table::new(&[
-                        "VOTER",
+                        "NODE",
                         "LOG END OFFSET",
                         "LAG",
                         "LAST FETCH",
                         "LAST CAUGHT UP",
                     ]);
-                    for v in &q.voters {
+                    let members = q.voters.iter().map(|v| (v, v.id.to_string()));
+                    let observers = q
+                        .observers
+                        .iter()
+                        .map(|v| (v, format!("{} (observer)", v.id)));
+                    for (v, name) in members.chain(observers) {
                         table.row(vec![
-                            v.id.to_string(),
+                            name,
                             v.log_end_offset.to_string(),
                             v.lag.to_string(),
                             ago(v.last_fetch_timestamp),
@@ -211,6 +217,8 @@ struct Quorum {
     leader_epoch: i32,
     high_watermark: i64,
     voters: Vec<Voter>,
+    /// Broker-only nodes receiving the metadata log.
+    observers: Vec<Voter>,
 }
 
 #[derive(Debug, Serialize)]
@@ -246,21 +254,19 @@ async fn describe_quorum(cluster: &mut Cluster) -> anyhow::Result<Quorum> {
         || "describing the controller quorum".to_string(),
     )?;
     let high_watermark = partition.high_watermark;
+    let voter = |v: &ReplicaState| Voter {
+        id: v.replica_id.0,
+        log_end_offset: v.log_end_offset,
+        lag: (high_watermark - v.log_end_offset).max(0),
+        last_fetch_timestamp: v.last_fetch_timestamp,
+        last_caught_up_timestamp: v.last_caught_up_timestamp,
+    };
     Ok(Quorum {
         leader: partition.leader_id.0,
         leader_epoch: partition.leader_epoch,
         high_watermark,
-        voters: partition
-            .current_voters
-            .iter()
-            .map(|v| Voter {
-                id: v.replica_id.0,
-                log_end_offset: v.log_end_offset,
-                lag: (high_watermark - v.log_end_offset).max(0),
-                last_fetch_timestamp: v.last_fetch_timestamp,
-                last_caught_up_timestamp: v.last_caught_up_timestamp,
-            })
-            .collect(),
+        voters: partition.current_voters.iter().map(&voter).collect(),
+        observers: partition.observers.iter().map(&voter).collect(),
     })
 }
 

@@ -101,9 +101,21 @@ struct ClusterArgs {
     /// one of them. Unset: a quorum of this node alone.
     #[arg(long, env = "INLET_CONTROLLER_QUORUM_VOTERS", value_name = "VOTERS")]
     controller_quorum_voters: Option<String>,
-    /// Address this node's controller listener binds (Raft traffic between voters).
+    /// Address this node's controller listener binds (Raft traffic between voters, and to
+    /// observers).
     #[arg(long, env = "INLET_CONTROLLER_LISTEN", value_name = "ADDR")]
     controller_listen: Option<SocketAddr>,
+    /// `broker,controller` (a voter, the default) or `broker` (`process.roles`): a broker-only
+    /// node, not among the voters, joins the quorum as an observer; it adds a broker to a cluster.
+    #[arg(long, env = "INLET_PROCESS_ROLES", value_name = "ROLES")]
+    process_roles: Option<String>,
+    /// `host:port` other nodes reach this node's controller listener at, if not its bind address.
+    #[arg(
+        long,
+        env = "INLET_CONTROLLER_ADVERTISED_LISTENER",
+        value_name = "HOST:PORT"
+    )]
+    controller_advertised_listener: Option<String>,
     /// Fence a broker that has not heartbeated for this many ms (`broker.session.timeout.ms`).
     #[arg(long, env = "INLET_BROKER_SESSION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     broker_session_timeout_ms: Option<u64>,
@@ -134,6 +146,12 @@ impl ClusterArgs {
         }
         if let Some(addr) = self.controller_listen {
             config.controller_listen = Some(addr);
+        }
+        if let Some(roles) = &self.process_roles {
+            config.process_roles = roles.clone();
+        }
+        if let Some(address) = &self.controller_advertised_listener {
+            config.controller_advertised_listener = Some(address.clone());
         }
         if let Some(ms) = self.broker_session_timeout_ms {
             config.broker_session_timeout_ms = ms;

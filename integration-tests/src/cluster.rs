@@ -71,6 +71,27 @@ pub fn node_options(
     }
 }
 
+/// Starts a broker-only node (`--process-roles broker`, an observer of the controller quorum)
+/// that joins the cluster of `voter`, a node started by [`start_cluster_with`], with
+/// `extra_args`; waits until it answers.
+pub fn start_observer(voter: &Broker, node_id: i32, extra_args: &[&str]) -> Broker {
+    let args = &voter.options().extra_args;
+    let voters = args
+        .iter()
+        .position(|a| a == "--controller-quorum-voters")
+        .and_then(|i| args.get(i + 1))
+        .expect("a cluster node's voters");
+    let mut extra: Vec<&str> = vec!["--process-roles", "broker"];
+    extra.extend_from_slice(extra_args);
+    Broker::start_with(node_options(
+        node_id,
+        free_port(),
+        free_port(),
+        voters,
+        &extra,
+    ))
+}
+
 /// [`start_cluster_with`] no extra flags.
 pub fn start_cluster() -> Vec<Broker> {
     start_cluster_with(&[])

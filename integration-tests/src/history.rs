@@ -386,12 +386,26 @@ pub fn check_replicas_identical(
     partitions: i32,
     at: &BTreeMap<(i32, i64), u64>,
 ) {
+    let all: Vec<i32> = nodes.iter().map(Broker::node_id).collect();
+    let replicas = (0..partitions).map(|p| (p, all.clone())).collect();
+    check_replica_logs(nodes, topic, &replicas, at);
+}
+
+/// [`check_replicas_identical`] for partitions whose replicas are on some of the nodes only:
+/// `replicas` gives each partition's replica node ids.
+pub fn check_replica_logs(
+    nodes: &mut [Broker],
+    topic: &str,
+    replicas: &BTreeMap<i32, Vec<i32>>,
+    at: &BTreeMap<(i32, i64), u64>,
+) {
     for broker in nodes.iter_mut() {
         assert!(broker.terminate().success());
     }
-    for partition in 0..partitions {
+    for (&partition, hosts) in replicas {
         let dirs: Vec<_> = nodes
             .iter()
+            .filter(|b| hosts.contains(&b.node_id()))
             .map(|b| {
                 b.data_dir()
                     .join("topics")
@@ -399,6 +413,11 @@ pub fn check_replicas_identical(
                     .join(partition.to_string())
             })
             .collect();
+        assert_eq!(
+            dirs.len(),
+            hosts.len(),
+            "partition {partition}: replicas {hosts:?}"
+        );
         let end = dirs.iter().map(|d| high_watermark(d)).min().unwrap_or(0);
         let most = at.range((partition, 0)..(partition, i64::MAX)).count() as i64;
         assert!(

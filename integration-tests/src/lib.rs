@@ -207,6 +207,11 @@ impl Broker {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The options it was started with.
+    pub fn options(&self) -> &BrokerOptions {
+        &self.options
+    }
+
     /// The options the next [`restart`](Self::restart) uses (e.g. to drop a fault-injection
     /// variable before restarting).
     pub fn options_mut(&mut self) -> &mut BrokerOptions {

@@ -87,7 +87,8 @@ impl Controller {
     ) -> Result<Arc<Controller>, ControllerError> {
         let voters = config.quorum_voters()?;
         let quorum_voters = voters.clone();
-        let listen = if voters.len() > 1 {
+        let observer = !config.is_controller()?;
+        let listen = if voters.len() > 1 || observer {
             config.controller_listen
         } else {
             None
@@ -98,6 +99,7 @@ impl Controller {
                 node_id: config.node_id,
                 voters: quorum_voters,
                 listen,
+                observer_address: observer.then(|| config.controller_address()).flatten(),
                 dir: config.data_dir.join(METADATA_LOG_DIR),
                 // openraft's followers wait out a leader lease (the maximum) plus a random
                 // election timeout: 1.5 to 2 s without a leader before a new one is elected.

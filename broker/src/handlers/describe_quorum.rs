@@ -37,23 +37,22 @@ pub async fn handle(
         Ok(status) => status,
         Err(e) => return error(version, e.code(), &e.to_string()),
     };
-    let voters = status
-        .voters
-        .iter()
-        .map(|v| {
-            ReplicaState::default()
-                .with_replica_id(BrokerId(v.replica_id))
-                .with_log_end_offset(i64::try_from(v.log_end_offset).unwrap_or(i64::MAX))
-                .with_last_fetch_timestamp(v.last_fetch_timestamp)
-                .with_last_caught_up_timestamp(v.last_caught_up_timestamp)
-        })
-        .collect();
+    let replica_state = |v: &crate::controller::quorum::VoterStatus| {
+        ReplicaState::default()
+            .with_replica_id(BrokerId(v.replica_id))
+            .with_log_end_offset(i64::try_from(v.log_end_offset).unwrap_or(i64::MAX))
+            .with_last_fetch_timestamp(v.last_fetch_timestamp)
+            .with_last_caught_up_timestamp(v.last_caught_up_timestamp)
+    };
+    let voters = status.voters.iter().map(replica_state).collect();
+    let observers = status.observers.iter().map(replica_state).collect();
     let partition = PartitionData::default()
         .with_partition_index(0)
         .with_leader_id(BrokerId(status.leader_id))
         .with_leader_epoch(i32::try_from(status.leader_epoch).unwrap_or(i32::MAX))
         .with_high_watermark(i64::try_from(status.high_watermark).unwrap_or(i64::MAX))
-        .with_current_voters(voters);
+        .with_current_voters(voters)
+        .with_observers(observers);
     // v2 adds the voters' listeners (and error messages); older versions cannot carry them.
     if version < 2 {
         return DescribeQuorumResponse::default().with_topics(vec![TopicData::default()

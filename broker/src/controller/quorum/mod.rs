@@ -14,9 +14,12 @@
 //! `election_timeout_max + random(election_timeout_min..max)` after the last heartbeat: measured
 //! 3.2–3.9 s with the default (1000, 2000) ms, 1.7 s with (500, 1000).
 //!
-//! Every node is a voter (Kafka's combined mode); the voter set is static, given at start-up like
-//! `controller.quorum.voters`. Commands are opaque bytes; the metadata state machine plugs in
-//! through [`ReplicatedState`].
+//! The voter set is static, given at start-up like `controller.quorum.voters`; voters are broker
+//! and controller at once (Kafka's combined mode). Other nodes join as *observers* (Kafka's
+//! broker-only nodes, `process.roles=broker`): openraft learners that ask the leader to add them
+//! ([`wire::Request::AddLearner`]), receive the log, never vote and never lead. Their addresses
+//! travel in the membership, so every voter can reach them once it leads. Commands are opaque
+//! bytes; the metadata state machine plugs in through [`ReplicatedState`].
 //!
 //! Index convention: openraft's first log entry has index 0, so a Raft index is a Kafka offset;
 //! the high watermark in [`QuorumStatus`] is `committed index + 1` (Kafka's high watermark is
@@ -71,6 +74,9 @@ pub struct QuorumConfig {
     pub voters: BTreeMap<i32, String>,
     /// Where this node's controller listener binds (None: quorum of one).
     pub listen: Option<SocketAddr>,
+    /// Set for an observer (not among `voters`): the `host:port` the leader reaches this node's
+    /// controller listener at, sent along when it asks to be added as a learner.
+    pub observer_address: Option<String>,
     /// The metadata log dir.
     pub dir: PathBuf,
     /// (min, max) ms; fail-over takes about max + a random value in [min, max] (see module doc).
@@ -96,6 +102,7 @@ impl QuorumConfig {
             node_id,
             voters,
             listen,
+            observer_address: None,
             dir,
             election_timeout_ms: (1000, 2000),
             heartbeat_interval_ms: 250,
@@ -138,6 +145,9 @@ pub struct QuorumStatus {
     /// Committed index + 1 (Kafka: the offset after the last committed record).
     pub high_watermark: u64,
     pub voters: Vec<VoterStatus>,
+    /// The learners (observer brokers), as DescribeQuorum's `observers`.
+    #[serde(default)]
+    pub observers: Vec<VoterStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
 //! The client side of the controller network: a bounded pool of connections per peer, every call
 //! bounded by a timeout (a failed or timed-out connection is dropped, the next call reconnects),
 //! and openraft's `RaftNetwork` on top of it. The leader also records here when each follower last
-//! answered an AppendEntries and when it was last caught up (for DescribeQuorum).
+//! answered an AppendEntries and when it was last caught up (for DescribeQuorum). Voters'
+//! addresses come from the configuration; learners' from the membership openraft hands to
+//! [`NetworkFactory::new_client`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,10 +46,12 @@ pub(crate) enum CallError {
     Closed,
 }
 
-/// Connections to the other voters, shared by everything that talks to them.
+/// Connections to the other members, shared by everything that talks to them.
 pub(crate) struct Peers {
     pub(crate) self_id: u64,
-    addrs: BTreeMap<u64, String>,
+    addrs: Mutex<BTreeMap<u64, String>>,
+    /// The voters, whose configured addresses win over the membership's.
+    configured: std::collections::BTreeSet<u64>,
     pub(crate) rpc_timeout: Duration,
     idle: Mutex<HashMap<u64, Vec<TcpStream>>>,
     /// Per follower: (last successful AppendEntries, last caught up), ms since the epoch.
@@ -60,7 +64,8 @@ impl Peers {
     pub(crate) fn new(self_id: u64, addrs: BTreeMap<u64, String>, rpc_timeout: Duration) -> Peers {
         Peers {
             self_id,
-            addrs,
+            configured: addrs.keys().copied().collect(),
+            addrs: Mutex::new(addrs),
             rpc_timeout,
             idle: Mutex::new(HashMap::new()),
             times: Mutex::new(BTreeMap::new()),
@@ -77,7 +82,9 @@ impl Peers {
     ) -> Result<Response, CallError> {
         let addr = self
             .addrs
-            .get(&target)
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&target).cloned())
             .ok_or(CallError::UnknownPeer(target))?;
         let pooled = self
             .idle
@@ -114,6 +121,25 @@ impl Peers {
             }
         }
         Ok(resp)
+    }
+
+    /// Records where a member (a learner, as the membership gives it) is reached; a changed
+    /// address drops the connections pooled to the old one.
+    pub(crate) fn learn_address(&self, id: u64, addr: &str) {
+        if id == self.self_id || addr.is_empty() || self.configured.contains(&id) {
+            return;
+        }
+        let changed = match self.addrs.lock() {
+            Ok(mut a) => a
+                .insert(id, addr.to_string())
+                .is_some_and(|old| old != addr),
+            Err(_) => false,
+        };
+        if changed {
+            if let Ok(mut m) = self.idle.lock() {
+                m.remove(&id);
+            }
+        }
     }
 
     /// (last fetch, last caught up) of a follower as this leader saw them; -1 when unknown.
@@ -153,7 +179,8 @@ pub(crate) struct NetworkFactory {
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        self.peers.learn_address(target, &node.addr);
         PeerClient {
             target,
             peers: self.peers.clone(),

@@ -57,9 +57,11 @@ impl QuorumNode {
         state: Box<dyn ReplicatedState>,
     ) -> Result<QuorumNode, QuorumError> {
         let id = config.node_id;
-        if id < 0 || !config.voters.contains_key(&id) {
+        let observer = !config.voters.contains_key(&id);
+        if id < 0 || (observer && (config.observer_address.is_none() || config.listen.is_none())) {
             return Err(QuorumError::Config(format!(
-                "node {id} is not among the controller quorum voters"
+                "node {id} is not among the controller quorum voters (an observer needs a \
+                 controller listener and the address the leader reaches it at)"
             )));
         }
         if config.voters.len() > 1 && config.listen.is_none() {
@@ -124,7 +126,7 @@ impl QuorumNode {
             .iter()
             .map(|(v, a)| (*v as u64, BasicNode::new(a.clone())))
             .collect();
-        if let Err(e) = initialize(&raft, id, members).await {
+        if let Err(e) = initialize(&raft, id, members, observer).await {
             let _ = raft.shutdown().await;
             return Err(e);
         }
@@ -149,10 +151,38 @@ impl QuorumNode {
             tracing::info!(node = id, addr = ?listener.local_addr().ok(), "controller listener bound");
             tasks.push(tokio::spawn(super::server::serve(listener, shared.clone())));
         }
-        if let Ok(mut t) = shared.tasks.lock() {
+        let node = QuorumNode { shared };
+        if let (true, Some(address)) = (observer, config.observer_address) {
+            tasks.push(tokio::spawn(node.clone().join_as_learner(address)));
+        }
+        if let Ok(mut t) = node.shared.tasks.lock() {
             t.extend(tasks);
         }
-        Ok(QuorumNode { shared })
+        Ok(node)
+    }
+
+    /// An observer asks the leader, until one agrees, to make it a learner at `address` (the
+    /// leader answers at once when it already is one there, so a restart costs one round trip).
+    async fn join_as_learner(self, address: String) {
+        let id = self.shared.id;
+        let request = Request::AddLearner {
+            id: id as u64,
+            address: address.clone(),
+        };
+        loop {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            match self.route(request.clone(), deadline).await {
+                Ok(Response::AddLearner(Ok(()))) => {
+                    tracing::info!(node = id, %address, "joined the controller quorum as an observer");
+                    return;
+                }
+                Err(QuorumError::Shutdown) => return,
+                other => {
+                    tracing::warn!(node = id, outcome = ?other.err(), "cannot join the controller quorum as an observer yet; retrying");
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Replicates a command and waits until it is committed and applied locally; returns what
@@ -265,8 +295,19 @@ impl QuorumNode {
         let frame = wire::encode(&req).map_err(|e| QuorumError::Remote(e.to_string()))?;
         let mut hint: Option<i32> = None;
         let mut leadership = shared.leadership.clone();
+        // An observer learns of leaders only once one replicates to it: until then it asks the
+        // voters in turn, and their refusals name the leader.
+        let mut guesses = shared
+            .voters
+            .keys()
+            .copied()
+            .filter(|_| !shared.voters.contains_key(&shared.id))
+            .cycle();
         loop {
-            let target = hint.take().or(leadership.borrow_and_update().leader);
+            let target = hint
+                .take()
+                .or(leadership.borrow_and_update().leader)
+                .or_else(|| guesses.next());
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(match shared.leadership.borrow().leader {
@@ -333,18 +374,21 @@ impl QuorumNode {
 
 fn refusal(resp: &Response) -> Option<&Refusal> {
     match resp {
-        Response::Propose(Err(r)) | Response::LeaderCall(Err(r)) | Response::Status(Err(r)) => {
-            Some(r)
-        }
+        Response::Propose(Err(r))
+        | Response::LeaderCall(Err(r))
+        | Response::Status(Err(r))
+        | Response::AddLearner(Err(r)) => Some(r),
         _ => None,
     }
 }
 
-/// Writes the static voter membership on a fresh log (every node does, identically).
+/// Writes the static voter membership on a fresh log (every voter does, identically; an
+/// observer waits for the leader to send it the log).
 async fn initialize(
     raft: &Raft<super::TypeConfig>,
     id: i32,
     members: BTreeMap<u64, BasicNode>,
+    observer: bool,
 ) -> Result<(), QuorumError> {
     if raft
         .is_initialized()
@@ -369,6 +413,9 @@ async fn initialize(
                  on an empty data directory"
             )));
         }
+        return Ok(());
+    }
+    if observer {
         return Ok(());
     }
     match raft.initialize(members).await {

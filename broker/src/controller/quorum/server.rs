@@ -93,6 +93,45 @@ impl Shared {
             Request::Propose(cmd) => Response::Propose(self.write(cmd).await),
             Request::LeaderCall(req) => Response::LeaderCall(self.leader_call(req).await),
             Request::Status => Response::Status(self.status().await),
+            Request::AddLearner { id, address } => {
+                Response::AddLearner(self.add_learner(id, address).await)
+            }
+        }
+    }
+
+    /// Makes `id` a learner reached at `address`, unless it already is one there.
+    async fn add_learner(&self, id: u64, address: String) -> Result<(), Refusal> {
+        self.check_leader()?;
+        if self.voters.contains_key(&(id as i32)) {
+            return Err(Refusal::Failed(format!(
+                "node {id} is a voter of the controller quorum, not an observer"
+            )));
+        }
+        let known = {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            membership.get_node(&id).map(|n| n.addr.clone())
+        };
+        if known.as_deref() == Some(address.as_str()) {
+            return Ok(());
+        }
+        let added = tokio::time::timeout(
+            SERVE_TIMEOUT,
+            self.raft
+                .add_learner(id, openraft::BasicNode::new(address.clone()), false),
+        )
+        .await;
+        match added {
+            Err(_) => Err(Refusal::Failed("timed out".into())),
+            Ok(Ok(_)) => {
+                tracing::info!(node = self.id, learner = id, %address, "added an observer to the controller quorum");
+                Ok(())
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Refusal::NotLeader(f.leader_id.map(|l| l as i32)))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(Refusal::Failed(e.to_string())),
+            Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Failed(SHUTDOWN.into())),
         }
     }
 
@@ -147,6 +186,22 @@ impl Shared {
         let m = self.raft.metrics().borrow().clone();
         let replication = m.replication.clone().unwrap_or_default();
         let now = now_ms();
+        let status_of = |v: i32| {
+            let matched = replication.get(&(v as u64)).cloned().flatten();
+            let (fetch, caught_up) = self.peers.times(v as u64);
+            VoterStatus {
+                replica_id: v,
+                log_end_offset: matched.map(|l| l.index + 1).unwrap_or(0),
+                last_fetch_timestamp: fetch,
+                last_caught_up_timestamp: caught_up,
+            }
+        };
+        let observers = m
+            .membership_config
+            .membership()
+            .learner_ids()
+            .map(|l| status_of(l as i32))
+            .collect();
         let voters = self
             .voters
             .keys()
@@ -160,14 +215,7 @@ impl Shared {
                         last_caught_up_timestamp: now,
                     };
                 }
-                let matched = replication.get(&(v as u64)).cloned().flatten();
-                let (fetch, caught_up) = self.peers.times(v as u64);
-                VoterStatus {
-                    replica_id: v,
-                    log_end_offset: matched.map(|l| l.index + 1).unwrap_or(0),
-                    last_fetch_timestamp: fetch,
-                    last_caught_up_timestamp: caught_up,
-                }
+                status_of(v)
             })
             .collect();
         Ok(QuorumStatus {
@@ -175,6 +223,7 @@ impl Shared {
             leader_epoch: m.current_term,
             high_watermark: committed.map(|c| c.index + 1).unwrap_or(0),
             voters,
+            observers,
         })
     }
 }

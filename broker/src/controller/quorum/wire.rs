@@ -28,6 +28,12 @@ pub enum Request {
     LeaderCall(Command),
     /// DescribeQuorum's view (sent to the leader).
     Status,
+    /// An observer asks the leader to make it a learner reached at `address` (sent to the
+    /// leader; a no-op when it already is one at that address).
+    AddLearner {
+        id: u64,
+        address: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +44,7 @@ pub enum Response {
     Propose(Result<Applied, Refusal>),
     LeaderCall(Result<Command, Refusal>),
     Status(Result<QuorumStatus, Refusal>),
+    AddLearner(Result<(), Refusal>),
     /// The request could not be handled at all (e.g. a snapshot chunk past the size limit).
     Rejected(String),
 }
