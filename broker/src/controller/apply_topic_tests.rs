@@ -228,6 +228,19 @@ fn alter_configs_is_all_or_nothing_and_validated() {
     );
     assert_eq!(cluster.run(delete), CommandOutcome::Ok);
     assert!(cluster.image.topic("t").unwrap().configs.is_empty());
+    // The legacy AlterConfigs: Clear, then the new whole set.
+    cluster.run(alter(
+        vec![set("retention.ms", "1000"), set("segment.ms", "60000")],
+        false,
+    ));
+    let replace = alter(
+        vec![ConfigOp::Clear, set("cleanup.policy", "compact")],
+        false,
+    );
+    assert_eq!(cluster.run(replace), CommandOutcome::Ok);
+    let configs = &cluster.image.topic("t").unwrap().configs;
+    assert_eq!(configs.len(), 1);
+    assert_eq!(configs["cleanup.policy"], "compact");
     let missing = cluster.run(ControllerCommand::AlterConfigs {
         resource: ConfigResource::Topic("nope".into()),
         ops: vec![],

@@ -66,8 +66,9 @@ pub enum ControllerCommand {
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     },
-    /// IncrementalAlterConfigs for one resource, all ops or none: Set / Delete per key
-    /// (APPEND / SUBTRACT for list configs are not supported).
+    /// IncrementalAlterConfigs (or the legacy AlterConfigs, as Clear + Sets) for one resource,
+    /// all ops or none: Set / Delete per key (APPEND / SUBTRACT for list configs are not
+    /// supported).
     AlterConfigs {
         resource: ConfigResource,
         ops: Vec<ConfigOp>,
@@ -126,8 +127,15 @@ pub enum ConfigResource {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigOp {
-    Set { name: String, value: String },
-    Delete { name: String },
+    Set {
+        name: String,
+        value: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Drops every override first: the legacy AlterConfigs replaces a resource's whole set.
+    Clear,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

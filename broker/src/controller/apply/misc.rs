@@ -88,6 +88,7 @@ fn alter_topic_configs(
                     .map_err(|e| invalid(e.to_string()))?;
                 configs.remove(name);
             }
+            ConfigOp::Clear => configs.clear(),
         }
     }
     Ok(configs)
@@ -109,6 +110,7 @@ fn alter_broker_configs(
             ConfigOp::Delete { name } => {
                 configs.remove(name);
             }
+            ConfigOp::Clear => configs.clear(),
         }
     }
     if configs.len() > MAX_BROKER_CONFIG_KEYS {
