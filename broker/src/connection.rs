@@ -152,7 +152,7 @@ pub async fn serve(
             let Some(frame) = frame else {
                 return Ok(());
             };
-            let outgoing = process(&broker, frame).await?;
+            let outgoing = process(&broker, frame, peer).await?;
             // Handled: the request's bytes go back to the budget before the response is sent.
             drop(permit);
             if let Some(outgoing) = outgoing {
@@ -245,7 +245,11 @@ async fn write_responses(
 
 /// Decodes and handles one request; returns its response for the writer (none when no response
 /// is due).
-async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<Outgoing>, ConnectionError> {
+async fn process(
+    broker: &Broker,
+    mut frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Option<Outgoing>, ConnectionError> {
     let (api_key, header) = codec::decode_header(&mut frame)?;
     let version = header.request_api_version;
     if !api_versions::supports(api_key, version) {
@@ -261,7 +265,7 @@ async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<Outgoing>, 
         return Err(ConnectionError::UnsupportedVersion { api_key, version });
     }
     let request = codec::decode_body(api_key, version, &mut frame)?;
-    match handlers::dispatch(broker, &header, request)
+    match handlers::dispatch(broker, &header, request, peer)
         .await
         .map_err(ConnectionError::Handler)?
     {

@@ -19,6 +19,7 @@ pub async fn handle(
     broker: &Broker,
     header: &RequestHeader,
     request: JoinGroupRequest,
+    peer: std::net::SocketAddr,
 ) -> JoinGroupResponse {
     let version = header.request_api_version;
     let join = JoinRequest {
@@ -29,7 +30,8 @@ pub async fn handle(
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
-        client_host: String::new(),
+        // As Kafka shows it (Java's InetAddress text): "/127.0.0.1".
+        client_host: format!("/{}", peer.ip()),
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if version >= HAS_REBALANCE_TIMEOUT {
             request.rebalance_timeout_ms

@@ -48,13 +48,9 @@ pub async fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> 
     }
     let image = broker.controller.image();
     let topics = match requested {
-        // Internal topics are listed only when asked for by name, as in Kafka.
-        None => image
-            .topics
-            .values()
-            .filter(|t| !is_internal(&t.name))
-            .map(|t| describe(&image, t))
-            .collect(),
+        // All topics, the internal ones flagged `is_internal` as Kafka lists them (clients
+        // leave them out of pattern subscriptions themselves).
+        None => image.topics.values().map(|t| describe(&image, t)).collect(),
         Some(requested) => requested
             .into_iter()
             .map(|wanted| match wanted.name {

@@ -53,6 +53,7 @@ pub async fn dispatch(
     broker: &Broker,
     header: &RequestHeader,
     request: RequestKind,
+    peer: std::net::SocketAddr,
 ) -> Result<Reply, String> {
     let version = header.request_api_version;
     let response = match request {
@@ -115,7 +116,7 @@ pub async fn dispatch(
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, version, r).await)
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(join_group::handle(broker, header, r).await)
+            ResponseKind::JoinGroup(join_group::handle(broker, header, r, peer).await)
         }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(broker, r).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(broker, r)),
