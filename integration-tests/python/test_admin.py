@@ -4,11 +4,14 @@ real broker process.
 * `alter_configs` (the legacy AlterConfigs API, the only config call kafkajs has): the request is
   the topic's whole set of overrides, so overrides it leaves out are removed; a bad value changes
   nothing; `describe_configs` shows the result.
+* `describe_log_dirs` (kafka-python): the broker's data directory with each partition's size and
+  the filesystem's total and usable bytes.
 """
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
+from kafka import KafkaAdminClient
 
 
 def admin_client(bootstrap):
@@ -54,3 +57,27 @@ def test_alter_configs_replaces_the_topics_whole_set_of_overrides(broker):
     )
     admin.alter_configs([only_checked], validate_only=True)[only_checked].result(timeout=20)
     assert overrides(admin, "configured") == {"cleanup.policy": "compact", "segment.ms": "3600000"}
+
+
+def test_describe_log_dirs_shows_partition_sizes_and_free_space(broker):
+    admin = admin_client(broker.bootstrap)
+    admin.create_topics([NewTopic("sized", 2, 1)])["sized"].result(timeout=20)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(1000):
+        producer.produce("sized", value=b"x" * 100, partition=0)
+    assert producer.flush(20) == 0
+    del producer  # closes it now, not after the broker has stopped
+
+    client = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        [answer] = client.describe_log_dirs()
+    finally:
+        client.close()
+    [log_dir] = answer["log_dirs"]
+    assert log_dir["error_code"] == 0, log_dir
+    assert log_dir["log_dir"] == str(broker.data_dir)
+    assert log_dir["total_bytes"] > log_dir["usable_bytes"] > 0, log_dir
+    [topic] = [t for t in log_dir["topics"] if t["name"] == "sized"]
+    sizes = {p["partition_index"]: p["partition_size"] for p in topic["partitions"]}
+    assert set(sizes) == {0, 1}
+    assert sizes[0] >= 1000 * 100 and sizes[1] == 0, sizes
