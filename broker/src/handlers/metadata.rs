@@ -137,6 +137,7 @@ fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic 
         .with_partitions(partitions)
 }
 
-fn is_internal(name: &str) -> bool {
+/// Kafka's internal topics, flagged `is_internal` in answers.
+pub(crate) fn is_internal(name: &str) -> bool {
     name == OFFSETS_TOPIC
 }
