@@ -95,6 +95,11 @@ pub struct Log {
     /// its checkpoint file.
     high_watermark: i64,
     high_watermark_written: Option<i64>,
+    /// The aborted-transaction index of every segment (see `txn_index`).
+    txn_index: crate::txn_index::TxnIndexes,
+    /// Transactions whose marker is not yet below the high watermark: until it is, the LSO
+    /// stays at their first offset (a new leader without the marker would have them open).
+    unreplicated_txns: Vec<crate::txn::CompletedTxn>,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -118,6 +123,12 @@ impl Log {
         compaction::finish_interrupted(dir)?;
         let recovered = recovery::recover(dir, &config, now)?;
         let replica = replica::ReplicaState::load(dir, &recovered.segments);
+        let (txn_index, unreplicated_txns) = txn::load_txn_state(
+            dir,
+            &recovered.segments,
+            &recovered.replayed_txns,
+            replica.high_watermark,
+        )?;
         tracing::info!(dir = %dir.display(), segments = recovered.segments.len(),
             log_end_offset = recovered.segments.last().map_or(0, Segment::next_offset),
             damaged_segments = recovered.damaged_segments,
@@ -139,6 +150,8 @@ impl Log {
             epochs_dirty: replica.epochs_dirty,
             high_watermark: replica.high_watermark,
             high_watermark_written: replica.high_watermark_written,
+            txn_index,
+            unreplicated_txns,
         })
     }
 
@@ -489,11 +502,25 @@ impl Log {
         snapshot::delete_above(&self.dir, self.log_end_offset())
             .and_then(|()| sync_dir(&self.dir))
             .context(|| format!("deleting producer snapshots in {}", self.dir.display()))?;
-        self.producers = rebuild_producers(&self.dir, &self.segments)?;
+        if fully {
+            self.txn_index.clear()
+        } else {
+            self.txn_index.truncate(self.log_end_offset())
+        }
+        .context(|| format!("cutting the transaction index of {}", self.dir.display()))?;
+        let rebuilt = rebuild_producers(&self.dir, &self.segments)?;
+        self.producers = rebuilt.producers;
         if fully {
             self.epochs_dirty |= self.epochs.clear();
         }
         self.fit_replica_state_to_log()?;
+        let hw = self.high_watermark;
+        self.unreplicated_txns = rebuilt
+            .txns
+            .iter()
+            .map(|r| r.txn)
+            .filter(|t| t.last_offset >= hw)
+            .collect();
         let point = self.closed_end();
         if self.recovery_point > point {
             // Offsets above it may be written again, unsynced: they must be checked after a crash.
@@ -508,6 +535,9 @@ impl Log {
         for segment in &mut self.segments {
             segment.flush()?;
         }
+        self.txn_index
+            .sync()
+            .context(|| format!("syncing the transaction index of {}", self.dir.display()))?;
         if self.dir_dirty {
             sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
             self.dir_dirty = false;
@@ -624,6 +654,12 @@ impl Log {
             segment.delete()?;
         }
         if count > 0 {
+            let start = self.log_start_offset();
+            self.txn_index
+                .drop_below(start)
+                .context(|| format!("deleting transaction indexes of {}", self.dir.display()))?;
+        }
+        if count > 0 {
             self.dir_dirty = true;
             tracing::info!(dir = %self.dir.display(), segments = count, log_start_offset = self.log_start_offset(), "retention deleted segments");
             self.fit_replica_state_or_warn();
@@ -660,8 +696,13 @@ impl Log {
             return Ok(None);
         };
         // The replaced segments' files are gone; readers keep their mappings.
+        let (start, end) = (done.segment.base_offset(), done.segment.next_offset());
         self.segments.drain(..done.replaced);
         self.segments.insert(0, done.segment);
+        // Their aborted transactions move to the new segment's index.
+        self.txn_index
+            .merge(start, end)
+            .context(|| format!("merging transaction indexes of {}", self.dir.display()))?;
         // Compaction keeps every batch's offset range and the log start, so which epoch wrote
         // which offsets is unchanged: the cache stays as it is (as Kafka's cleaner leaves it).
         self.fit_replica_state_or_warn();
