@@ -59,6 +59,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// The object-store tier, unless `lake.enable` is off.
     pub lake: Option<Lake>,
+    /// Produce and fetch byte rates per client, against the image's client quotas.
+    pub quotas: crate::quota::QuotaManager,
 }
 
 impl Broker {
@@ -78,8 +80,13 @@ impl Broker {
         let groups = Arc::new(GroupCoordinator::new(config.group_config()));
         let lake = Lake::open(&config)?;
         let node_id = config.node_id;
+        let quotas = crate::quota::QuotaManager::new(
+            config.quota_window_num,
+            config.quota_window_size_seconds.saturating_mul(1000),
+        );
         let broker = Broker {
             lake,
+            quotas,
             config,
             cluster_id,
             advertised_host,

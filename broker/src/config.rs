@@ -105,6 +105,10 @@ pub struct BrokerConfig {
     /// A follower that has not caught up with its leader for this long leaves the ISR
     /// (`replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// Client quotas are measured over this many samples (`quota.window.num`)...
+    pub quota_window_num: usize,
+    /// ...of this many seconds each (`quota.window.size.seconds`).
+    pub quota_window_size_seconds: u64,
     /// The active controller moves leadership back to preferred replicas
     /// (`auto.leader.rebalance.enable`) ...
     pub auto_leader_rebalance_enable: bool,
@@ -219,6 +223,8 @@ impl Default for BrokerConfig {
             controller_listen: None,
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: 30_000,
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
@@ -349,6 +355,8 @@ impl BrokerConfig {
             ("connections_max_idle_ms", self.connections_max_idle_ms),
             ("connections_max_stall_ms", self.connections_max_stall_ms),
             ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
+            ("quota_window_num", self.quota_window_num as u64),
+            ("quota_window_size_seconds", self.quota_window_size_seconds),
             (
                 "leader_imbalance_check_interval_seconds",
                 self.leader_imbalance_check_interval_seconds,

@@ -12,22 +12,23 @@
 //! retry.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use inlet_protocol::codec::{self, CodecError};
 use inlet_protocol::frame::{FrameError, FrameReader, ReadTimeouts};
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::handlers::{self, api_versions, Pending, Reply};
 use crate::metrics::CONNECTIONS;
+use crate::quota::QuotaKind;
 
 /// Why a connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -132,8 +133,17 @@ pub async fn serve(
     // answered there once replicated while the reader goes on with the next requests (their
     // appends stay in request order). At most `MAX_QUEUED_RESPONSES` wait; then the reader waits.
     let (responses, queued) = mpsc::channel(MAX_QUEUED_RESPONSES);
+    // Until when (ms since the epoch) a client over its quota is not read from (KIP-219).
+    let throttled = Arc::new(AtomicI64::new(0));
     let read = async move {
         loop {
+            let wait = throttled.load(Ordering::Relaxed) - now_ms();
+            if wait > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                }
+            }
             let length = tokio::select! {
                 length = frames.next_length() => length?,
                 _ = shutdown.wait_for(|stop| *stop) => None,
@@ -152,7 +162,7 @@ pub async fn serve(
             let Some(frame) = frame else {
                 return Ok(());
             };
-            let outgoing = process(&broker, frame, peer).await?;
+            let outgoing = process(&broker, frame, peer, &throttled).await?;
             // Handled: the request's bytes go back to the budget before the response is sent.
             drop(permit);
             if let Some(outgoing) = outgoing {
@@ -249,7 +259,9 @@ async fn process(
     broker: &Broker,
     mut frame: Bytes,
     peer: SocketAddr,
+    throttled: &Arc<AtomicI64>,
 ) -> Result<Option<Outgoing>, ConnectionError> {
+    let request_bytes = frame.len() as u64;
     let (api_key, header) = codec::decode_header(&mut frame)?;
     let version = header.request_api_version;
     if !api_versions::supports(api_key, version) {
@@ -265,23 +277,114 @@ async fn process(
         return Err(ConnectionError::UnsupportedVersion { api_key, version });
     }
     let request = codec::decode_body(api_key, version, &mut frame)?;
-    match handlers::dispatch(broker, &header, request, peer)
+    let quota = quota_kind(&request);
+    let reply = handlers::dispatch(broker, &header, request, peer)
         .await
-        .map_err(ConnectionError::Handler)?
-    {
-        Reply::Send(response) => Ok(Some(Outgoing::Ready(codec::encode_response_chunks(
-            api_key,
-            version,
-            header.correlation_id,
-            &response,
-        )?))),
-        Reply::Nothing => Ok(None),
-        Reply::Later(pending) => Ok(Some(Outgoing::Later {
-            pending,
-            api_key,
-            version,
-            correlation_id: header.correlation_id,
-        })),
+        .map_err(ConnectionError::Handler)?;
+    let charge = |bytes: u64| match quota {
+        Some(kind) => throttle(broker, &header, kind, bytes, throttled),
+        None => 0,
+    };
+    match reply {
+        Reply::Send(mut response) => {
+            let bytes = match quota {
+                Some(QuotaKind::Fetch) => fetched_bytes(&response),
+                _ => request_bytes,
+            };
+            set_throttle_time(&mut response, charge(bytes));
+            Ok(Some(Outgoing::Ready(codec::encode_response_chunks(
+                api_key,
+                version,
+                header.correlation_id,
+                &response,
+            )?)))
+        }
+        Reply::Nothing => {
+            // acks=0: no answer to carry the throttle time, but the connection still waits.
+            charge(request_bytes);
+            Ok(None)
+        }
+        Reply::Later(pending) => {
+            let throttle_ms = charge(request_bytes);
+            let pending: Pending = if throttle_ms > 0 {
+                Box::pin(async move {
+                    let mut response = pending.await;
+                    set_throttle_time(&mut response, throttle_ms);
+                    response
+                })
+            } else {
+                pending
+            };
+            Ok(Some(Outgoing::Later {
+                pending,
+                api_key,
+                version,
+                correlation_id: header.correlation_id,
+            }))
+        }
+    }
+}
+
+/// Which client quota a request counts against: produces, and consumers' fetches (never a
+/// follower's).
+fn quota_kind(request: &RequestKind) -> Option<QuotaKind> {
+    match request {
+        RequestKind::Produce(_) => Some(QuotaKind::Produce),
+        RequestKind::Fetch(f) if f.replica_id.0 < 0 && f.replica_state.replica_id.0 < 0 => {
+            Some(QuotaKind::Fetch)
+        }
+        _ => None,
+    }
+}
+
+/// Records `bytes` against the client's quota; over it, the connection is muted for the
+/// throttle time, which is returned (0 otherwise).
+fn throttle(
+    broker: &Broker,
+    header: &RequestHeader,
+    kind: QuotaKind,
+    bytes: u64,
+    throttled: &AtomicI64,
+) -> u32 {
+    let image = broker.controller.image();
+    if image.client_quotas.is_empty() {
+        return 0;
+    }
+    let client_id = header.client_id.as_deref().unwrap_or("");
+    let now = now_ms();
+    let ms = broker
+        .quotas
+        .record(&image.client_quotas, kind, client_id, bytes, now);
+    if ms > 0 {
+        throttled.fetch_max(now + i64::from(ms), Ordering::Relaxed);
+        CONNECTIONS.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+    ms
+}
+
+/// The record bytes a fetch answer carries.
+fn fetched_bytes(response: &ResponseKind) -> u64 {
+    let ResponseKind::Fetch(fetch) = response else {
+        return 0;
+    };
+    fetch
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+        .map(|r| r.len() as u64)
+        .sum()
+}
+
+fn set_throttle_time(response: &mut ResponseKind, ms: u32) {
+    if ms == 0 {
+        return;
+    }
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+    match response {
+        ResponseKind::Produce(r) => r.throttle_time_ms = ms,
+        ResponseKind::Fetch(r) => r.throttle_time_ms = ms,
+        _ => {}
     }
 }
 

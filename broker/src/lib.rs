@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod lake;
 pub mod metadata;
 pub mod metrics;
+pub mod quota;
 pub mod replica;
 pub mod replication;
 pub mod server;

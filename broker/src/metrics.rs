@@ -136,6 +136,7 @@ pub static CONNECTIONS: ConnectionMetrics = ConnectionMetrics {
     refused: AtomicU64::new(0),
     closed_idle: AtomicU64::new(0),
     closed_stalled: AtomicU64::new(0),
+    throttled: AtomicU64::new(0),
 };
 
 pub struct ConnectionMetrics {
@@ -147,6 +148,8 @@ pub struct ConnectionMetrics {
     pub closed_idle: AtomicU64,
     /// Connections closed after `connections.max.stall.ms` inside a request frame.
     pub closed_stalled: AtomicU64,
+    /// Produce and fetch answers that carried a quota throttle time.
+    pub throttled: AtomicU64,
 }
 
 impl ConnectionMetrics {
@@ -175,6 +178,12 @@ impl ConnectionMetrics {
                 "counter",
                 "Connections closed after connections.max.stall.ms inside a request.",
                 &self.closed_stalled,
+            ),
+            (
+                "inlet_quota_throttled_total",
+                "counter",
+                "Produce and fetch requests over their client quota (answered with a throttle time).",
+                &self.throttled,
             ),
         ];
         write_families(out, &families);

@@ -11,6 +11,7 @@ mod group;
 mod output;
 mod perf;
 mod produce;
+mod quota;
 mod reassign;
 mod serve;
 mod topic;
@@ -59,6 +60,8 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Describe topic or broker configuration.
     Config(cluster::ConfigArgs),
+    /// Describe and alter client quotas (produce and fetch byte rates per client id or user).
+    Quota(quota::QuotaArgs),
     /// Load generators: produce or consume as fast as allowed and report throughput and latency.
     Perf(perf::PerfArgs),
     /// Print a shell completion script.
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
         Command::Group(args) => connect::block_on(group::run(&context, args)),
         Command::Cluster(args) => connect::block_on(cluster::run_cluster(&context, args)),
         Command::Config(args) => connect::block_on(cluster::run_config(&context, args)),
+        Command::Quota(args) => connect::block_on(quota::run(&context, args)),
         Command::Perf(args) => connect::block_on(perf::run(&context, args)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "inlet", &mut std::io::stdout());

@@ -202,6 +202,12 @@ struct LimitArgs {
     /// Close a connection that sent part of a request and then nothing for this many ms.
     #[arg(long, env = "INLET_CONNECTIONS_MAX_STALL_MS")]
     connections_max_stall_ms: Option<u64>,
+    /// Client quotas are measured over this many samples (`quota.window.num`).
+    #[arg(long, env = "INLET_QUOTA_WINDOW_NUM", value_parser = clap::value_parser!(u64).range(2..))]
+    quota_window_num: Option<u64>,
+    /// Seconds per client quota sample (`quota.window.size.seconds`).
+    #[arg(long, env = "INLET_QUOTA_WINDOW_SIZE_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    quota_window_size_seconds: Option<u64>,
 }
 
 impl LimitArgs {
@@ -223,6 +229,12 @@ impl LimitArgs {
         }
         if let Some(ms) = self.connections_max_stall_ms {
             config.connections_max_stall_ms = ms;
+        }
+        if let Some(n) = self.quota_window_num {
+            config.quota_window_num = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(s) = self.quota_window_size_seconds {
+            config.quota_window_size_seconds = s;
         }
     }
 }

@@ -4,7 +4,7 @@
 //! and yields a Kafka error code; the log serialises commands, so validation and apply never race.
 //!
 //! Broker lifecycle lives in `apply/brokers.rs`, topics and partitions in `apply/topics.rs`,
-//! configs, producer ids and AlterPartition in `apply/misc.rs`, ElectLeaders in
+//! configs, producer ids and AlterPartition in `apply/misc.rs`, client quotas in `apply/quotas.rs`, ElectLeaders in
 //! `apply/elect.rs`, reassignments in `apply/reassign.rs`; the partition change rule
 //! shared by all of them (epochs bump, leader from the ISR) is here.
 
@@ -18,6 +18,7 @@ use crate::metadata::image::{MetadataImage, PartitionImage};
 mod brokers;
 mod elect;
 mod misc;
+mod quotas;
 mod reassign;
 mod topics;
 
@@ -69,6 +70,11 @@ pub fn apply(image: &mut MetadataImage, index: u64, command: &ControllerCommand)
             ops,
             validate_only,
         } => misc::alter_configs(image, resource, ops, *validate_only),
+        ControllerCommand::AlterClientQuotas {
+            entity,
+            changes,
+            validate_only,
+        } => quotas::alter(image, entity, changes, *validate_only),
         ControllerCommand::AllocateProducerIds {
             broker_id,
             broker_epoch,

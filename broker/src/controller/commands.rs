@@ -74,6 +74,13 @@ pub enum ControllerCommand {
         ops: Vec<ConfigOp>,
         validate_only: bool,
     },
+    /// AlterClientQuotas for one entity, all changes or none: `Some` sets a quota key, `None`
+    /// removes it.
+    AlterClientQuotas {
+        entity: crate::metadata::quotas::QuotaEntity,
+        changes: Vec<(String, Option<f64>)>,
+        validate_only: bool,
+    },
     /// A block of `PRODUCER_ID_BLOCK_SIZE` producer ids for one broker.
     AllocateProducerIds {
         broker_id: i32,

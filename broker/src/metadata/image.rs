@@ -24,6 +24,9 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     /// Raft log index of the last command applied (errors included: they are applied as no-ops).
     pub last_applied: u64,
+    /// Client quotas (AlterClientQuotas), one entry per entity, in entity order.
+    #[serde(default)]
+    pub client_quotas: Vec<crate::metadata::quotas::ClientQuota>,
 }
 
 /// One broker incarnation, as registered.

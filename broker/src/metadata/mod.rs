@@ -3,4 +3,5 @@
 //! batch; handlers read it, never a lock-held registry.
 
 pub mod image;
+pub mod quotas;
 pub mod view;
