@@ -14,6 +14,7 @@ mod produce;
 mod reassign;
 mod serve;
 mod topic;
+mod topic_describe;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
