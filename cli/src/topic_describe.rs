@@ -37,7 +37,7 @@ pub async fn describe(context: &Context, cluster: &mut Cluster, name: &str) -> a
     let info = cluster.topic(name).await?;
     let offsets = offsets_of(cluster.brokers(), &info, BROKER_TIMEOUT).await;
     let configs = describe_configs(cluster, RESOURCE_TOPIC, name).await?;
-    let offsets_of = |index: i32| {
+    let offsets_for = |index: i32| {
         offsets
             .get(&index)
             .cloned()
@@ -56,7 +56,7 @@ pub async fn describe(context: &Context, cluster: &mut Cluster, name: &str) -> a
                         "replicas": p.replicas,
                         "isr": p.isr,
                     });
-                    let (earliest, latest, error) = match offsets_of(p.index) {
+                    let (earliest, latest, error) = match offsets_for(p.index) {
                         Offsets::Known { earliest, latest } => {
                             (json!(earliest), json!(latest), Value::Null)
                         }
@@ -93,7 +93,7 @@ pub async fn describe(context: &Context, cluster: &mut Cluster, name: &str) -> a
             ]);
             let mut unavailable = Vec::new();
             for p in &info.partitions {
-                let (earliest, latest) = match offsets_of(p.index) {
+                let (earliest, latest) = match offsets_for(p.index) {
                     Offsets::Known { earliest, latest } => {
                         (earliest.to_string(), latest.to_string())
                     }
