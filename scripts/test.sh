@@ -91,11 +91,19 @@ step "pytest integration-tests/python"
 # --- Fuzzing --------------------------------------------------------------------------------
 # Both cargo-fuzz targets (fuzz/fuzz_targets) for a bounded time each (FUZZ_SECONDS, default 30).
 # cargo-fuzz needs nightly-only compiler flags (-Zsanitizer); RUSTC_BOOTSTRAP=1 lets the stable
-# toolchain accept them, so CI needs no nightly. cargo-fuzz itself is installed if missing.
+# toolchain accept them, so CI needs no nightly.
+# cargo-fuzz: one already on PATH, else a pinned version kept in $TARGET_DIR/tools/bin, installed
+# there (--locked) only when missing, so a machine or CI cache that keeps the target dir compiles
+# it once rather than on every run (a cold `cargo install` is about a minute of both cores).
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+CARGO_FUZZ_VERSION=0.13.2
+FUZZ_TOOLS=$TARGET_DIR/tools
+export PATH="$FUZZ_TOOLS/bin:$PATH"
 if ! "$CARGO" fuzz --version >/dev/null 2>&1; then
-    step "installing cargo-fuzz"
-    "$CARGO" install --locked cargo-fuzz || failed+=("cargo install cargo-fuzz")
+    step "installing cargo-fuzz $CARGO_FUZZ_VERSION into $FUZZ_TOOLS"
+    # Its build directory is a temporary one, not CARGO_TARGET_DIR: only the binary is kept.
+    env -u CARGO_TARGET_DIR "$CARGO" install --locked --version "$CARGO_FUZZ_VERSION" \
+        --root "$FUZZ_TOOLS" cargo-fuzz || failed+=("cargo install cargo-fuzz")
 fi
 if "$CARGO" fuzz --version >/dev/null 2>&1; then
     for target in decode_request record_batch; do

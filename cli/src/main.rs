@@ -15,6 +15,7 @@ mod quota;
 mod reassign;
 mod serve;
 mod topic;
+mod topic_describe;
 
 use clap::{CommandFactory, Parser, Subcommand};
 

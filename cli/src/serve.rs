@@ -436,9 +436,13 @@ fn init_logging() {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
+    // Colour only for a person at a terminal: a log file or a pipe gets plain text, without
+    // escape codes that make it hard to grep.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -1,11 +1,11 @@
 //! `inlet topic create|list|describe|delete|add-partitions|alter-config`: the topic admin verbs,
-//! each one Kafka request (plus Metadata / ListOffsets / DescribeConfigs for `describe`).
+//! each one Kafka request; `describe` lives in [`crate::topic_describe`].
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use inlet_protocol::client::cluster::{topic_name, Cluster, TopicInfo, EARLIEST, LATEST};
+use inlet_protocol::client::cluster::{topic_name, Cluster, TopicInfo};
 use inlet_protocol::client::{check_with_message, ClientError};
 use inlet_protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use inlet_protocol::kafka_protocol::messages::create_topics_request::{
@@ -21,9 +21,9 @@ use inlet_protocol::kafka_protocol::messages::{
 use inlet_protocol::kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
 
-use crate::cluster::{describe_configs, ConfigEntry, RESOURCE_TOPIC};
+use crate::cluster::{ConfigEntry, RESOURCE_TOPIC};
 use crate::connect::Context;
-use crate::output::{ids, print_json, Output, Table};
+use crate::output::{print_json, Output, Table};
 
 /// DeleteTopics v6 addresses topics by name-or-id; v1-5 by name, which is all we need.
 const DELETE_TOPICS_CAP: i16 = 5;
@@ -108,7 +108,9 @@ pub async fn run(context: &Context, args: TopicArgs) -> anyhow::Result<()> {
             .await
         }
         TopicCommand::List => list(context, &mut cluster).await,
-        TopicCommand::Describe { name } => describe(context, &mut cluster, &name).await,
+        TopicCommand::Describe { name } => {
+            crate::topic_describe::describe(context, &mut cluster, &name).await
+        }
         TopicCommand::Delete { name } => delete(context, &mut cluster, &name).await,
         TopicCommand::AddPartitions { name, count } => {
             add_partitions(context, &mut cluster, &name, count).await
@@ -206,66 +208,6 @@ async fn list(context: &Context, cluster: &mut Cluster) -> anyhow::Result<()> {
                 ]);
             }
             table.print()
-        }
-    }
-}
-
-async fn describe(context: &Context, cluster: &mut Cluster, name: &str) -> anyhow::Result<()> {
-    let info = cluster.topic(name).await?;
-    let indexes: Vec<i32> = info.partitions.iter().map(|p| p.index).collect();
-    let earliest = cluster.list_offsets(&info, &indexes, EARLIEST).await?;
-    let latest = cluster.list_offsets(&info, &indexes, LATEST).await?;
-    let configs = describe_configs(cluster, RESOURCE_TOPIC, name).await?;
-    let partitions: Vec<Value> = info
-        .partitions
-        .iter()
-        .map(|p| {
-            json!({
-                "partition": p.index,
-                "leader": p.leader,
-                "leader_epoch": p.leader_epoch,
-                "replicas": p.replicas,
-                "isr": p.isr,
-                "earliest_offset": earliest.get(&p.index),
-                "latest_offset": latest.get(&p.index),
-            })
-        })
-        .collect();
-    match context.output {
-        Output::Json => print_json(&json!({
-            "name": info.name,
-            "id": info.id,
-            "internal": info.internal,
-            "partitions": partitions,
-            "configs": configs,
-        })),
-        Output::Table => {
-            println!("topic: {}  id: {}", info.name, info.id);
-            println!();
-            let mut table = Table::new(&[
-                "PARTITION",
-                "LEADER",
-                "EPOCH",
-                "REPLICAS",
-                "ISR",
-                "EARLIEST",
-                "LATEST",
-            ]);
-            let offset = |o: Option<&i64>| o.map_or("-".to_string(), |o| o.to_string());
-            for p in &info.partitions {
-                table.row(vec![
-                    p.index.to_string(),
-                    p.leader.to_string(),
-                    p.leader_epoch.to_string(),
-                    ids(&p.replicas),
-                    ids(&p.isr),
-                    offset(earliest.get(&p.index)),
-                    offset(latest.get(&p.index)),
-                ]);
-            }
-            table.print()?;
-            println!();
-            print_configs(&configs)
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod latency;
 mod modes;
+mod payload;
 
 use clap::{Parser, Subcommand};
 

@@ -1,5 +1,6 @@
-//! The three load shapes. Records are `--record-size` bytes; the first 8 bytes carry the send
-//! time (microseconds since the Unix epoch) so the consumer can measure end-to-end latency.
+//! The three load shapes. Records are `--record-size` bytes of JSON-like events from
+//! [`crate::payload`]; the first 8 bytes carry the send time (microseconds since the Unix epoch)
+//! so the consumer can measure end-to-end latency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::latency::Latencies;
+use crate::payload::{Pool, TIMESTAMP_BYTES};
+
+/// The payload pool's seed: every run sends the same records.
+const PAYLOAD_SEED: u64 = 0x1e7;
 
 #[derive(Args, Clone)]
 pub struct ProduceArgs {
@@ -172,39 +177,25 @@ fn producer(bootstrap: &str, args: &ProduceArgs) -> anyhow::Result<ThreadedProdu
         .context("creating the producer")
 }
 
-/// Half pseudo-random bytes, half zeros: compressible about 2:1, like much real data, so
-/// compressed runs neither flatter (all one byte) nor punish (all noise) the codec.
-fn sample_payload(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|i| {
-            if i >= len / 2 {
-                return 0;
-            }
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// Sends for `args.seconds`, paced by `args.rate_mb` if set; returns (records sent, elapsed).
 fn send_for(producer: &ThreadedProducer<Acks>, topic: &str, args: &ProduceArgs) -> (u64, Duration) {
-    let mut payload = sample_payload(args.record_size.max(8));
+    // Made before the clock starts: the loop only stamps and sends.
+    let mut pool = Pool::new(args.record_size, PAYLOAD_SEED);
+    let record_size = args.record_size.max(TIMESTAMP_BYTES);
     let start = Instant::now();
     let duration = Duration::from_secs(args.seconds);
     let bytes_per_sec = args.rate_mb * 1024.0 * 1024.0;
     let mut sent = 0u64;
     while start.elapsed() < duration {
         if bytes_per_sec > 0.0 {
-            let due = Duration::from_secs_f64(sent as f64 * payload.len() as f64 / bytes_per_sec);
+            let due = Duration::from_secs_f64(sent as f64 * record_size as f64 / bytes_per_sec);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
                 std::thread::sleep(wait.min(Duration::from_millis(1)));
                 continue;
             }
         }
-        payload[..8].copy_from_slice(&now_micros().to_be_bytes());
+        let payload = pool.next_record();
+        payload[..TIMESTAMP_BYTES].copy_from_slice(&now_micros().to_be_bytes());
         let mut record: BaseRecord<'_, (), [u8], Box<Instant>> =
             BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload[..]);
         loop {

@@ -6,10 +6,14 @@
 //!
 //! - [`topics`]: topic, config and cluster verbs, errors, completions;
 //! - [`clients`]: produce, consume and perf;
-//! - [`groups`]: consume in a group, group list/describe/reset-offsets/delete.
+//! - [`groups`]: consume in a group, group list/describe/reset-offsets/delete;
+//! - [`dead_leader`]: `topic describe` with a killed leader still in the metadata;
+//! - [`serve_log`]: the broker's log written to a file.
 
 mod clients;
+mod dead_leader;
 mod groups;
+mod serve_log;
 mod topics;
 
 use std::io::Write;
