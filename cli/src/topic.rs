@@ -52,8 +52,13 @@ enum TopicCommand {
         #[arg(long, short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         config: Vec<(String, String)>,
     },
-    /// List topics.
-    List,
+    /// List topics, the internal ones (`__consumer_offsets`, `__transaction_state`) included as
+    /// Kafka lists them.
+    List {
+        /// Leave out internal topics.
+        #[arg(long)]
+        exclude_internal: bool,
+    },
     /// Show a topic's partitions (leader, replicas, ISR, offsets) and configs.
     Describe { name: String },
     /// Delete a topic and its data.
@@ -107,7 +112,9 @@ pub async fn run(context: &Context, args: TopicArgs) -> anyhow::Result<()> {
             )
             .await
         }
-        TopicCommand::List => list(context, &mut cluster).await,
+        TopicCommand::List { exclude_internal } => {
+            list(context, &mut cluster, exclude_internal).await
+        }
         TopicCommand::Describe { name } => {
             crate::topic_describe::describe(context, &mut cluster, &name).await
         }
@@ -183,8 +190,15 @@ fn replication(topic: &TopicInfo) -> usize {
     topic.partitions.first().map_or(0, |p| p.replicas.len())
 }
 
-async fn list(context: &Context, cluster: &mut Cluster) -> anyhow::Result<()> {
-    let topics = cluster.topics().await?;
+async fn list(
+    context: &Context,
+    cluster: &mut Cluster,
+    exclude_internal: bool,
+) -> anyhow::Result<()> {
+    let mut topics = cluster.topics().await?;
+    if exclude_internal {
+        topics.retain(|t| !t.internal);
+    }
     let rows: Vec<Value> = topics
         .iter()
         .map(|t| {

@@ -34,7 +34,7 @@ fn topic_verbs_create_describe_grow_configure_and_delete() {
         3
     );
 
-    let listed = json(&b, &["topic", "list"]);
+    let listed = json(&b, &["topic", "list", "--exclude-internal"]);
     let names: Vec<&str> = listed
         .as_array()
         .expect("a list")
@@ -42,6 +42,13 @@ fn topic_verbs_create_describe_grow_configure_and_delete() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert_eq!(names, ["orders"]);
+    // Without the flag, the internal topics are listed as Kafka lists them, flagged.
+    let listed = json(&b, &["topic", "list"]);
+    assert!(listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .all(|t| t["internal"] == (t["name"] != "orders")));
 
     let described = json(&b, &["topic", "describe", "orders"]);
     let partitions = described["partitions"].as_array().expect("partitions");
@@ -116,7 +123,10 @@ fn topic_verbs_create_describe_grow_configure_and_delete() {
         json(&b, &["topic", "delete", "orders"])["deleted"],
         "orders"
     );
-    assert_eq!(json(&b, &["topic", "list"]), serde_json::json!([]));
+    assert_eq!(
+        json(&b, &["topic", "list", "--exclude-internal"]),
+        serde_json::json!([])
+    );
     let gone = inlet(&b, &["topic", "describe", "orders"]);
     assert_error(&gone, 1, &["orders", "UNKNOWN_TOPIC_OR_PARTITION"]);
 }
