@@ -315,7 +315,7 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// The entries of a file of segment `[base, end)`, or `None` if it is damaged.
 fn parse(bytes: &[u8], base: i64, end: i64) -> Option<Vec<TxnIndexEntry>> {
-    if bytes.len() % ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) {
         return None;
     }
     let mut entries = Vec::with_capacity(bytes.len() / ENTRY_LEN);
