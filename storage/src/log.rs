@@ -691,7 +691,12 @@ impl Log {
         if !self.config.compact {
             return Ok(None);
         }
-        let Some(done) = compaction::compact(&self.dir, &self.segments, &self.config, now_ms)?
+        let txns = compaction::TxnFacts {
+            first_unstable: self.first_unstable_offset(),
+            aborted: self.collect_aborted_transactions(i64::MIN, i64::MAX),
+        };
+        let Some(done) =
+            compaction::compact(&self.dir, &self.segments, &self.config, now_ms, &txns)?
         else {
             return Ok(None);
         };
