@@ -593,12 +593,20 @@ impl Log {
             .collect()
     }
 
-    /// The first closed, non-empty segment starting at or after `offset`: the next one to tier.
+    /// The first closed, non-empty segment starting at or after `offset`, if it lies wholly
+    /// below the last stable offset (as Kafka tiers): the next one to tier, with the aborted
+    /// transactions that have records in it.
     pub fn closed_segment_from(&self, offset: i64) -> Option<crate::tier::ClosedSegment> {
-        self.segments
+        let stable = self.last_stable_offset();
+        let mut closed = self
+            .segments
             .iter()
             .filter(|s| s.base_offset() >= offset)
             .find_map(Segment::closed_copy)
+            .filter(|s| s.last_offset < stable)?;
+        closed.aborted =
+            self.collect_aborted_transactions(closed.base_offset, closed.last_offset + 1);
+        Some(closed)
     }
 
     /// Bytes of all segments, the active one included.

@@ -398,3 +398,27 @@ fn compaction_drops_aborted_records_keeps_markers_and_stops_at_the_first_unstabl
     assert_eq!(unstable(&mut log), Some(6));
     assert_eq!(log.collect_aborted_transactions(0, 100), [aborted(1, 1, 3)]);
 }
+
+#[test]
+fn a_segment_is_tiered_only_below_the_lso_with_its_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    log.append(&txn_batch(1, 0, 0, 2), 0).unwrap(); // 0..=1
+    log.append(&txn_batch(2, 0, 0, 1), 0).unwrap(); // 2, stays open for now
+    log.append_txn_marker(&marker(1, 0, false), 0).unwrap(); // 3
+    log.roll().unwrap();
+    log.set_high_watermark(i64::MAX);
+    assert!(log.closed_segment_from(0).is_none(), "producer 2 is open");
+    log.append_txn_marker(&marker(2, 0, true), 0).unwrap(); // 4
+    log.set_high_watermark(4);
+    assert!(
+        log.closed_segment_from(0).is_none(),
+        "its marker is not replicated"
+    );
+    log.set_high_watermark(5);
+    let closed = log
+        .closed_segment_from(0)
+        .expect("wholly below the LSO now");
+    assert_eq!((closed.base_offset, closed.last_offset), (0, 3));
+    assert_eq!(closed.aborted, [aborted(1, 0, 3)]);
+}
