@@ -175,3 +175,7 @@ impl Log {
 #[cfg(test)]
 #[path = "log_txn_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_txn_proptest.rs"]
+mod proptests;
