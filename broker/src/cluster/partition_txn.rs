@@ -29,6 +29,11 @@ impl Partition {
         Ok(self.offsets()?.last_stable)
     }
 
+    /// The transactions open here as `(producer id, first offset)`, oldest first.
+    pub fn open_transactions(&self) -> Result<Vec<(i64, i64)>, PartitionError> {
+        self.with_log(|log| Ok(log.open_transactions()))
+    }
+
     /// The aborted transactions with a marker at or after `from` and a first offset below
     /// `upper`: what a `read_committed` fetch of `[from, upper)` must skip.
     pub fn aborted_transactions(
@@ -79,6 +84,7 @@ mod tests {
         p.set_leader_epoch(4);
         p.append(&txn_batch(9, 0, 0)).unwrap();
         assert_eq!(p.last_stable_offset().unwrap(), 0);
+        assert_eq!(p.open_transactions().unwrap(), [(9, 0)]);
         let mut changed = p.subscribe();
         changed.borrow_and_update();
         let outcome = p.append_txn_marker(&marker(9, 0, true)).unwrap();
