@@ -631,6 +631,18 @@ impl Log {
                 .write(&self.dir)
                 .context(|| format!("writing the lake extent of {}", self.dir.display()))?;
             self.lake_extent = extent;
+            // Aborts of segments the lake dropped are of no use any more.
+            let lake_start = if extent.is_empty() {
+                i64::MAX
+            } else {
+                extent.start
+            };
+            self.txn_index.trim_lake(lake_start).context(|| {
+                format!(
+                    "trimming the lake's transaction index in {}",
+                    self.dir.display()
+                )
+            })?;
         }
         Ok(())
     }
@@ -663,8 +675,9 @@ impl Log {
         }
         if count > 0 {
             let start = self.log_start_offset();
+            let lake = (self.lake_extent.start, self.lake_extent.end);
             self.txn_index
-                .drop_below(start)
+                .drop_below(start, lake)
                 .context(|| format!("deleting transaction indexes of {}", self.dir.display()))?;
         }
         if count > 0 {

@@ -422,3 +422,32 @@ fn a_segment_is_tiered_only_below_the_lso_with_its_aborts() {
     assert_eq!((closed.base_offset, closed.last_offset), (0, 3));
     assert_eq!(closed.aborted, [aborted(1, 0, 3)]);
 }
+
+#[test]
+fn aborts_of_segments_only_in_the_lake_stay_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    two_segments_with_aborts(&mut log);
+    log.roll().unwrap();
+    log.set_lake_extent(crate::tier::LakeExtent { start: 0, end: 7 })
+        .unwrap();
+    log.set_config(crate::LogConfig {
+        remote_storage: true,
+        local_retention_bytes: Some(1),
+        ..config(1 << 20)
+    });
+    log.apply_retention(wall_clock_ms()).unwrap();
+    assert!(
+        log.log_start_offset() > 0,
+        "local retention deleted tiered segments"
+    );
+    let all = [aborted(1, 0, 2), aborted(3, 4, 6)];
+    assert_eq!(log.collect_aborted_transactions(0, 100), all);
+    drop(log);
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(log.collect_aborted_transactions(0, 100), all);
+    // Lake retention moved the lake's start past the first abort.
+    log.set_lake_extent(crate::tier::LakeExtent { start: 4, end: 7 })
+        .unwrap();
+    assert_eq!(log.collect_aborted_transactions(0, 100), [aborted(3, 4, 6)]);
+}
