@@ -417,6 +417,7 @@ mod tests {
 
     fn segment(log_bytes: usize) -> ClosedSegment {
         ClosedSegment {
+            aborted: Vec::new(),
             base_offset: 0,
             last_offset: 9,
             max_timestamp: 0,

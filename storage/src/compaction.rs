@@ -8,6 +8,13 @@
 //! `delete.retention.ms` old (Kafka measures from when the segment was first cleaned; the record
 //! timestamp is the simpler, stricter-for-nobody approximation).
 //!
+//! Transactions (as Kafka's cleaner): records of aborted transactions never survive (nor count
+//! as the latest record of their key), markers always do (Kafka removes them later, after
+//! `delete.retention.ms`; they are kept here, which costs a few bytes and keeps the index and
+//! the producer state replayable), and nothing at or past the first unstable offset is cleaned:
+//! only closed segments wholly below it are rewritten, and records from it on do not supersede
+//! earlier ones (their transaction may still abort).
+//!
 //! How survivors are written: every original batch with at least one survivor becomes one new
 //! batch with the same attributes (codec, producer id and epoch, timestamps); its records keep
 //! their absolute offsets through `baseOffset + offsetDelta`, so offsets become sparse but stay
@@ -45,6 +52,35 @@ use inlet_protocol::records::{decode_batch, encode_batch, Record};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{segment_path, sync_dir, Segment};
+use crate::txn::AbortedTxn;
+
+/// What compaction must know of the log's transactions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TxnFacts {
+    /// No offset from here on is cleaned (the first unstable offset), `None` if all is stable.
+    pub first_unstable: Option<i64>,
+    /// The aborted transactions of the log.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+impl TxnFacts {
+    /// Whether the record at `offset` of a batch with `header` belongs to an aborted
+    /// transaction.
+    fn is_aborted(
+        &self,
+        aborted: &HashMap<i64, Vec<(i64, i64)>>,
+        header: &BatchHeader,
+        offset: i64,
+    ) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && aborted.get(&header.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| first <= offset && offset <= last)
+            })
+    }
+}
 
 /// What one compaction did, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,23 +134,37 @@ pub(crate) fn compact(
     segments: &[Segment],
     config: &LogConfig,
     now_ms: i64,
+    txns: &TxnFacts,
 ) -> Result<Option<Compacted>, StorageError> {
-    let closed = segments.len().saturating_sub(1);
+    let limit = txns.first_unstable.unwrap_or(i64::MAX);
+    let closed = segments[..segments.len().saturating_sub(1)]
+        .iter()
+        .take_while(|s| s.next_offset() <= limit)
+        .count();
     if closed == 0 {
         return Ok(None);
     }
-    // 1. The latest offset of every key in the whole log.
+    let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    for t in &txns.aborted {
+        aborted
+            .entry(t.producer_id)
+            .or_default()
+            .push((t.first_offset, t.last_offset));
+    }
+    // 1. The latest offset of every key in the whole log, among records that count: not of an
+    //    aborted transaction, and below the first unstable offset.
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
     let mut decoded = Vec::with_capacity(segments.len());
     for segment in segments {
         let segment_batches = batches(segment)?;
         for (header, records) in &segment_batches {
             for record in records {
+                let offset = header.base_offset + i64::from(record.offset_delta);
+                if offset >= limit || txns.is_aborted(&aborted, header, offset) {
+                    continue;
+                }
                 if let Some(key) = &record.key {
-                    latest.insert(
-                        key.clone(),
-                        header.base_offset + i64::from(record.offset_delta),
-                    );
+                    latest.insert(key.clone(), offset);
                 }
             }
         }
@@ -131,10 +181,13 @@ pub(crate) fn compact(
             records += batch_records.len() as u64;
             let survive = |r: &Record| {
                 let offset = header.base_offset + i64::from(r.offset_delta);
-                let Some(key) = &r.key else { return true };
                 if header.is_control() {
                     return true;
                 }
+                if txns.is_aborted(&aborted, &header, offset) {
+                    return false;
+                }
+                let Some(key) = &r.key else { return true };
                 let timestamp = header.base_timestamp + r.timestamp_delta;
                 latest.get(key) == Some(&offset)
                     && !(r.value.is_none() && now_ms - timestamp > config.delete_retention_ms)

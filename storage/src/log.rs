@@ -593,12 +593,20 @@ impl Log {
             .collect()
     }
 
-    /// The first closed, non-empty segment starting at or after `offset`: the next one to tier.
+    /// The first closed, non-empty segment starting at or after `offset`, if it lies wholly
+    /// below the last stable offset (as Kafka tiers): the next one to tier, with the aborted
+    /// transactions that have records in it.
     pub fn closed_segment_from(&self, offset: i64) -> Option<crate::tier::ClosedSegment> {
-        self.segments
+        let stable = self.last_stable_offset();
+        let mut closed = self
+            .segments
             .iter()
             .filter(|s| s.base_offset() >= offset)
             .find_map(Segment::closed_copy)
+            .filter(|s| s.last_offset < stable)?;
+        closed.aborted =
+            self.collect_aborted_transactions(closed.base_offset, closed.last_offset + 1);
+        Some(closed)
     }
 
     /// Bytes of all segments, the active one included.
@@ -623,6 +631,18 @@ impl Log {
                 .write(&self.dir)
                 .context(|| format!("writing the lake extent of {}", self.dir.display()))?;
             self.lake_extent = extent;
+            // Aborts of segments the lake dropped are of no use any more.
+            let lake_start = if extent.is_empty() {
+                i64::MAX
+            } else {
+                extent.start
+            };
+            self.txn_index.trim_lake(lake_start).context(|| {
+                format!(
+                    "trimming the lake's transaction index in {}",
+                    self.dir.display()
+                )
+            })?;
         }
         Ok(())
     }
@@ -655,8 +675,9 @@ impl Log {
         }
         if count > 0 {
             let start = self.log_start_offset();
+            let lake = (self.lake_extent.start, self.lake_extent.end);
             self.txn_index
-                .drop_below(start)
+                .drop_below(start, lake)
                 .context(|| format!("deleting transaction indexes of {}", self.dir.display()))?;
         }
         if count > 0 {
@@ -691,7 +712,12 @@ impl Log {
         if !self.config.compact {
             return Ok(None);
         }
-        let Some(done) = compaction::compact(&self.dir, &self.segments, &self.config, now_ms)?
+        let txns = compaction::TxnFacts {
+            first_unstable: self.first_unstable_offset(),
+            aborted: self.collect_aborted_transactions(i64::MIN, i64::MAX),
+        };
+        let Some(done) =
+            compaction::compact(&self.dir, &self.segments, &self.config, now_ms, &txns)?
         else {
             return Ok(None);
         };

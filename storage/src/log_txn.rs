@@ -164,6 +164,15 @@ impl Log {
         self.txn_index.collect(from, upper)
     }
 
+    /// The transactions open on this partition as `(producer id, first offset)`, oldest first
+    /// (DescribeProducers' `current_txn_start_offset`).
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.producers
+            .open_txns()
+            .map(|(first, pid)| (pid, first))
+            .collect()
+    }
+
     /// Kafka's last stable offset: `read_committed` consumers read below it.
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark();
@@ -175,3 +184,7 @@ impl Log {
 #[cfg(test)]
 #[path = "log_txn_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_txn_proptest.rs"]
+mod proptests;

@@ -299,3 +299,155 @@ fn retention_deletes_a_segments_index_with_it() {
     assert!(!dir.path().join("00000000000000000000.txnindex").exists());
     assert!(dir.path().join("00000000000000000004.txnindex").exists());
 }
+
+/// Every (offset, key, value) record the log holds, markers as ("marker", commit) records.
+fn contents(log: &Log) -> Vec<(i64, String, String)> {
+    let bytes = log.read(log.log_start_offset(), usize::MAX).unwrap();
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = if out.is_empty() && offset == log.log_start_offset() {
+            bytes.clone()
+        } else {
+            log.read(offset, usize::MAX).unwrap()
+        };
+        for (header, range) in BatchIter::new(&bytes).map_while(Result::ok) {
+            let (_, records) = inlet_protocol::records::decode_batch(&bytes.slice(range)).unwrap();
+            for r in records {
+                let text = |b: Option<bytes::Bytes>| {
+                    String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned()
+                };
+                let at = header.base_offset + i64::from(r.offset_delta);
+                if header.is_control() {
+                    out.push((at, "marker".into(), text(r.key)));
+                } else {
+                    out.push((at, text(r.key), text(r.value)));
+                }
+            }
+            offset = header.last_offset() + 1;
+        }
+    }
+    out
+}
+
+fn keyed_txn(pid: i64, seq: i32, key: &str, value: &str) -> Vec<u8> {
+    TestBatchBuilder {
+        producer_id: pid,
+        producer_epoch: 0,
+        base_sequence: seq,
+        transactional: true,
+        base_timestamp: wall_clock_ms(),
+        ..Default::default()
+    }
+    .build(&[(key.as_bytes(), value.as_bytes())])
+}
+
+fn keyed(key: &str, value: &str) -> Vec<u8> {
+    TestBatchBuilder {
+        base_timestamp: wall_clock_ms(),
+        ..Default::default()
+    }
+    .build(&[(key.as_bytes(), value.as_bytes())])
+}
+
+#[test]
+fn compaction_drops_aborted_records_keeps_markers_and_stops_at_the_first_unstable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        crate::LogConfig {
+            compact: true,
+            ..config(1 << 20)
+        },
+    )
+    .unwrap();
+    log.append(&keyed("a", "old"), 0).unwrap(); // 0
+    log.append(&keyed_txn(1, 0, "a", "aborted"), 0).unwrap(); // 1
+    log.append(&keyed_txn(2, 0, "b", "committed"), 0).unwrap(); // 2
+    log.append_txn_marker(&marker(1, 0, false), 0).unwrap(); // 3
+    log.append_txn_marker(&marker(2, 0, true), 0).unwrap(); // 4
+    log.append(&keyed("b", "plain"), 0).unwrap(); // 5
+    log.roll().unwrap();
+    log.append(&keyed_txn(3, 0, "a", "open"), 0).unwrap(); // 6, left open
+    log.append(&keyed("c", "x"), 0).unwrap(); // 7
+    log.roll().unwrap();
+    log.append(&keyed("c", "y"), 0).unwrap(); // 8
+    assert_eq!(unstable(&mut log), Some(6));
+    log.compact(wall_clock_ms()).unwrap().expect("compacted");
+    let held = contents(&log);
+    let first: Vec<_> = held.iter().filter(|r| r.0 < 6).cloned().collect();
+    let s = |o: i64, k: &str, v: &str| (o, k.to_string(), v.to_string());
+    assert_eq!(
+        first,
+        [
+            // The aborted "a" neither survives nor supersedes the old one; "b" committed is
+            // superseded by the plain one; both markers stay.
+            s(0, "a", "old"),
+            s(3, "marker", "\0\0\0\0"),
+            s(4, "marker", "\0\0\0\u{1}"),
+            s(5, "b", "plain"),
+        ]
+    );
+    // The segment holding the open transaction is not cleaned: "c" at 7 stays.
+    assert!(held.contains(&s(6, "a", "open")) && held.contains(&s(7, "c", "x")));
+    assert_eq!(log.collect_aborted_transactions(0, 100), [aborted(1, 1, 3)]);
+    assert_eq!(unstable(&mut log), Some(6));
+    // The compacted log still replays to the same transaction state.
+    drop(log);
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(unstable(&mut log), Some(6));
+    assert_eq!(log.collect_aborted_transactions(0, 100), [aborted(1, 1, 3)]);
+}
+
+#[test]
+fn a_segment_is_tiered_only_below_the_lso_with_its_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    log.append(&txn_batch(1, 0, 0, 2), 0).unwrap(); // 0..=1
+    log.append(&txn_batch(2, 0, 0, 1), 0).unwrap(); // 2, stays open for now
+    log.append_txn_marker(&marker(1, 0, false), 0).unwrap(); // 3
+    log.roll().unwrap();
+    log.set_high_watermark(i64::MAX);
+    assert!(log.closed_segment_from(0).is_none(), "producer 2 is open");
+    log.append_txn_marker(&marker(2, 0, true), 0).unwrap(); // 4
+    log.set_high_watermark(4);
+    assert!(
+        log.closed_segment_from(0).is_none(),
+        "its marker is not replicated"
+    );
+    log.set_high_watermark(5);
+    let closed = log
+        .closed_segment_from(0)
+        .expect("wholly below the LSO now");
+    assert_eq!((closed.base_offset, closed.last_offset), (0, 3));
+    assert_eq!(closed.aborted, [aborted(1, 0, 3)]);
+}
+
+#[test]
+fn aborts_of_segments_only_in_the_lake_stay_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    two_segments_with_aborts(&mut log);
+    log.roll().unwrap();
+    log.set_lake_extent(crate::tier::LakeExtent { start: 0, end: 7 })
+        .unwrap();
+    log.set_config(crate::LogConfig {
+        remote_storage: true,
+        local_retention_bytes: Some(1),
+        ..config(1 << 20)
+    });
+    log.apply_retention(wall_clock_ms()).unwrap();
+    assert!(
+        log.log_start_offset() > 0,
+        "local retention deleted tiered segments"
+    );
+    let all = [aborted(1, 0, 2), aborted(3, 4, 6)];
+    assert_eq!(log.collect_aborted_transactions(0, 100), all);
+    drop(log);
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(log.collect_aborted_transactions(0, 100), all);
+    // Lake retention moved the lake's start past the first abort.
+    log.set_lake_extent(crate::tier::LakeExtent { start: 4, end: 7 })
+        .unwrap();
+    assert_eq!(log.collect_aborted_transactions(0, 100), [aborted(3, 4, 6)]);
+}

@@ -364,7 +364,10 @@ impl StagedAppend<'_> {
         if first_seq < 0 {
             return Err(out_of_order(0));
         }
+        // Read with the sequence checks' lookup: no second lookup on the hot path.
+        let mut open_txn = None;
         if let Some(entry) = self.entry(pid) {
+            open_txn = entry.txn_first_offset;
             if epoch < entry.epoch {
                 return Err(StorageError::InvalidProducerEpoch {
                     producer_id: pid,
@@ -392,7 +395,6 @@ impl StagedAppend<'_> {
                 }
             }
         }
-        let open_txn = self.entry(pid).and_then(|e| e.txn_first_offset);
         if open_txn.is_some() && !header.is_transactional() {
             return Err(StorageError::InvalidTxnState { producer_id: pid });
         }

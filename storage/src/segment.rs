@@ -419,6 +419,7 @@ impl Segment {
             log: self.map.slice(0..self.size())?,
             offset_index: Bytes::copy_from_slice(self.offset_index().entry_bytes()),
             time_index: Bytes::copy_from_slice(self.time_index.entry_bytes()),
+            aborted: Vec::new(),
         })
     }
 

@@ -20,6 +20,10 @@
 //! rebuild every index from a replay of the whole log, and the markers replayed after the
 //! producer snapshot are always re-indexed, so an entry lost with a crash comes back.
 //! Truncation cuts entries at or past the new end; a deleted segment's file goes with it.
+//!
+//! Segments that local retention deletes after they were copied to the lake keep their entries
+//! in `lake.txnindex` (same entry format), so `read_committed` reads served from the lake still
+//! learn which records were aborted; entries whose marker falls below the lake's start go.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -33,6 +37,8 @@ pub const ENTRY_LEN: usize = 34;
 const VERSION: i16 = 0;
 /// File extension of a segment's index.
 pub const EXTENSION: &str = "txnindex";
+/// The entries of segments that are now only in the lake.
+pub const LAKE_FILE: &str = "lake.txnindex";
 
 /// One aborted transaction as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +83,8 @@ impl TxnIndexEntry {
 pub struct TxnIndexes {
     dir: PathBuf,
     segments: BTreeMap<i64, Vec<TxnIndexEntry>>,
+    /// Entries of segments deleted locally but held by the lake (older than every segment's).
+    lake: Vec<TxnIndexEntry>,
     /// Segments whose file was appended to since the last sync.
     dirty: Vec<i64>,
     /// Segments whose file missed an entry (a write failed): rewritten by the next sync.
@@ -101,6 +109,12 @@ impl TxnIndexes {
     /// removed. `Err` names the first damaged file (the caller rebuilds everything).
     pub fn load(dir: &Path, segments: &[(i64, i64)]) -> io::Result<Result<TxnIndexes, Damaged>> {
         let mut indexes = TxnIndexes::empty(dir);
+        match std::fs::read(dir.join(LAKE_FILE)) {
+            // Derived from the lake's copy; a damaged file is dropped rather than rebuilt.
+            Ok(bytes) => indexes.lake = parse(&bytes, i64::MIN, i64::MAX).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         for base in list(dir)? {
             let Some(&(_, end)) = segments.iter().find(|(b, _)| *b == base) else {
                 tracing::info!(dir = %dir.display(), base, "removing transaction index without segment");
@@ -185,14 +199,50 @@ impl TxnIndexes {
         Ok(())
     }
 
-    /// Forgets (and deletes the files of) segments below `log_start` (retention).
-    pub fn drop_below(&mut self, log_start: i64) -> io::Result<()> {
+    /// Forgets (and deletes the files of) segments below `log_start` (retention); the entries
+    /// of those the lake holds (`lake` = its offsets `start..end`) move to the lake file.
+    pub fn drop_below(&mut self, log_start: i64, lake: (i64, i64)) -> io::Result<()> {
         let gone: Vec<i64> = self.segments.range(..log_start).map(|(&b, _)| b).collect();
+        let lake_before = self.lake.len();
         for base in gone {
-            self.segments.remove(&base);
+            if let Some(entries) = self.segments.remove(&base) {
+                let in_lake = entries
+                    .into_iter()
+                    .filter(|e| e.txn.last_offset >= lake.0 && e.txn.last_offset < lake.1);
+                self.lake.extend(in_lake);
+            }
             remove_if_present(&segment_path(&self.dir, base, EXTENSION))?;
         }
+        if self.lake.len() != lake_before {
+            self.rewrite_lake()?;
+        }
         Ok(())
+    }
+
+    /// Drops lake entries whose marker is below `lake_start` (lake retention moved it).
+    pub fn trim_lake(&mut self, lake_start: i64) -> io::Result<()> {
+        let before = self.lake.len();
+        self.lake.retain(|e| e.txn.last_offset >= lake_start);
+        if self.lake.len() != before {
+            self.rewrite_lake()?;
+        }
+        Ok(())
+    }
+
+    fn rewrite_lake(&mut self) -> io::Result<()> {
+        let path = self.dir.join(LAKE_FILE);
+        if self.lake.is_empty() {
+            return remove_if_present(&path);
+        }
+        let mut bytes = Vec::with_capacity(self.lake.len() * ENTRY_LEN);
+        for entry in &self.lake {
+            bytes.extend_from_slice(&entry.encode());
+        }
+        let tmp = self.dir.join(format!("{LAKE_FILE}.tmp"));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// Segments `[start, end)` were replaced by one segment at `start` (compaction): their
@@ -265,6 +315,15 @@ impl TxnIndexes {
             .next_back()
             .map_or(i64::MIN, |(&b, _)| b);
         let mut out = Vec::new();
+        let lake = self.lake.iter().filter(|e| e.txn.last_offset >= from);
+        for entry in lake {
+            if entry.txn.first_offset < upper {
+                out.push(entry.txn);
+            }
+            if entry.last_stable_offset >= upper {
+                return out;
+            }
+        }
         for entries in self.segments.range(first_segment..).map(|(_, e)| e) {
             for entry in entries {
                 if entry.txn.last_offset >= from && entry.txn.first_offset < upper {
@@ -315,7 +374,7 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// The entries of a file of segment `[base, end)`, or `None` if it is damaged.
 fn parse(bytes: &[u8], base: i64, end: i64) -> Option<Vec<TxnIndexEntry>> {
-    if bytes.len() % ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) {
         return None;
     }
     let mut entries = Vec::with_capacity(bytes.len() / ENTRY_LEN);
@@ -422,7 +481,15 @@ mod tests {
         idx.truncate(12).unwrap();
         assert_eq!(pids(idx.collect(0, 20)), [1, 2]);
         assert!(!segment_path(dir.path(), 10, EXTENSION).exists());
-        idx.drop_below(10).unwrap();
+        // Segment 0 goes locally; the lake holds 5..10: producer 2's abort (marker at 7)
+        // stays, producer 1's (marker at 4) goes with the lake's past.
+        idx.drop_below(10, (5, 10)).unwrap();
         assert_eq!(idx.entries().count(), 0);
+        assert_eq!(pids(idx.collect(0, 20)), [2]);
+        let loaded = TxnIndexes::load(dir.path(), &[(10, 20)]).unwrap().unwrap();
+        assert_eq!(pids(loaded.collect(0, 20)), [2]);
+        idx.trim_lake(8).unwrap();
+        assert_eq!(pids(idx.collect(0, 20)), Vec::<i64>::new());
+        assert!(!dir.path().join(LAKE_FILE).exists());
     }
 }

@@ -1,7 +1,7 @@
 //! A partition's side of transactions: writing the markers that end them (the only way
 //! markers get into a log) and the last stable offset `read_committed` readers stop at.
 
-use inlet_storage::txn::TxnMarker;
+use inlet_storage::txn::{AbortedTxn, TxnMarker};
 use inlet_storage::AppendOutcome;
 
 use super::{Partition, PartitionError};
@@ -26,7 +26,22 @@ impl Partition {
     /// Kafka's last stable offset: the smaller of the high watermark and the first offset of
     /// the oldest transaction still open here.
     pub fn last_stable_offset(&self) -> Result<i64, PartitionError> {
-        self.with_log(|log| Ok(log.last_stable_offset()))
+        Ok(self.offsets()?.last_stable)
+    }
+
+    /// The transactions open here as `(producer id, first offset)`, oldest first.
+    pub fn open_transactions(&self) -> Result<Vec<(i64, i64)>, PartitionError> {
+        self.with_log(|log| Ok(log.open_transactions()))
+    }
+
+    /// The aborted transactions with a marker at or after `from` and a first offset below
+    /// `upper`: what a `read_committed` fetch of `[from, upper)` must skip.
+    pub fn aborted_transactions(
+        &self,
+        from: i64,
+        upper: i64,
+    ) -> Result<Vec<AbortedTxn>, PartitionError> {
+        self.with_log(|log| Ok(log.collect_aborted_transactions(from, upper)))
     }
 }
 
@@ -69,6 +84,7 @@ mod tests {
         p.set_leader_epoch(4);
         p.append(&txn_batch(9, 0, 0)).unwrap();
         assert_eq!(p.last_stable_offset().unwrap(), 0);
+        assert_eq!(p.open_transactions().unwrap(), [(9, 0)]);
         let mut changed = p.subscribe();
         changed.borrow_and_update();
         let outcome = p.append_txn_marker(&marker(9, 0, true)).unwrap();
@@ -82,6 +98,42 @@ mod tests {
             TxnMarker::decode(&bytes[range]).unwrap(),
             Some(marker(9, 0, true))
         );
+    }
+
+    #[test]
+    fn read_committed_reads_stop_at_the_lso_and_name_the_aborted_transactions() {
+        use super::super::ReadLimit;
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        p.append(&txn_batch(1, 0, 0)).unwrap(); // 0..=1
+        p.append(&TestBatchBuilder::default().build(&[(b"", b"plain")]))
+            .unwrap(); // 2
+        p.append(&txn_batch(2, 0, 0)).unwrap(); // 3..=4
+        let (records, offsets) = p.read(0, 1 << 20, ReadLimit::LastStable).unwrap();
+        assert!(records.is_empty(), "nothing is stable yet");
+        assert_eq!((offsets.last_stable, offsets.high_watermark), (0, 5));
+        let (records, _) = p.read(0, 1 << 20, ReadLimit::HighWatermark).unwrap();
+        assert_eq!(BatchIter::new(&records).count(), 3);
+        p.append_txn_marker(&marker(1, 0, false)).unwrap(); // 5
+        let (records, offsets) = p.read(0, 1 << 20, ReadLimit::LastStable).unwrap();
+        assert_eq!(offsets.last_stable, 3);
+        let last = BatchIter::new(&records)
+            .map(|b| b.unwrap().0)
+            .last()
+            .unwrap();
+        assert_eq!(last.last_offset(), 2);
+        let aborted = p.aborted_transactions(0, 3).unwrap();
+        assert_eq!(
+            aborted,
+            [AbortedTxn {
+                producer_id: 1,
+                first_offset: 0,
+                last_offset: 5
+            }]
+        );
+        p.append_txn_marker(&marker(2, 0, true)).unwrap(); // 6
+        assert_eq!(p.last_stable_offset().unwrap(), 7);
+        assert_eq!(p.aborted_transactions(6, 7).unwrap(), []);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct ClosedSegment {
     pub log: Bytes,
     pub offset_index: Bytes,
     pub time_index: Bytes,
+    /// The aborted transactions with records in the segment: the Parquet export leaves their
+    /// records out.
+    pub aborted: Vec<crate::txn::AbortedTxn>,
 }
 
 #[cfg(all(test, feature = "lake"))]

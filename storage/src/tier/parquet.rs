@@ -31,6 +31,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::tier::TierError;
+use crate::txn::AbortedTxn;
 
 /// Rows buffered before they are written as one row group: bounds memory on big segments.
 const ROWS_PER_GROUP: usize = 64 * 1024;
@@ -74,17 +75,20 @@ fn header_item() -> FieldRef {
     Arc::new(Field::new("item", DataType::Struct(header_fields()), false))
 }
 
-/// `segment`: the segment's batches; `partition`: written into the `partition` column.
+/// `segment`: the segment's batches (none of an aborted transaction); `partition`: written into
+/// the `partition` column.
 pub fn export_segment(segment: &[u8], partition: i32) -> Result<ParquetExport, TierError> {
-    let (bytes, rows) = export_segment_to(segment, partition, Vec::new())?;
+    let (bytes, rows) = export_segment_to(segment, partition, &[], Vec::new())?;
     Ok(ParquetExport { bytes, rows })
 }
 
 /// [`export_segment`] into any writer (a file, so a large segment's export needs no memory for
-/// the whole file); returns the writer and the number of rows.
+/// the whole file), leaving out the records of the `aborted` transactions (as a
+/// `read_committed` consumer would); returns the writer and the number of rows.
 pub fn export_segment_to<W: Write + Send>(
     segment: &[u8],
     partition: i32,
+    aborted: &[AbortedTxn],
     out: W,
 ) -> Result<(W, u64), TierError> {
     let schema = schema();
@@ -109,9 +113,23 @@ pub fn export_segment_to<W: Write + Send>(
         if header.is_control() {
             continue;
         }
+        let aborted_from = |offset: i64| {
+            header.is_transactional()
+                && aborted.iter().any(|t| {
+                    t.producer_id == header.producer_id
+                        && t.first_offset <= offset
+                        && offset <= t.last_offset
+                })
+        };
+        if aborted_from(header.base_offset) && aborted_from(header.last_offset()) {
+            continue; // a transaction's batch is wholly in or out of it
+        }
         let (_, records) =
             decode_batch(&Bytes::copy_from_slice(bytes)).map_err(|e| batch_error(&e))?;
         for (index, record) in records.iter().enumerate() {
+            if aborted_from(header.base_offset + i64::from(record.offset_delta)) {
+                continue;
+            }
             columns
                 .push(&header, record)
                 .map_err(|reason| batch_error(&format_args!("record {index}: {reason}")))?;
@@ -458,6 +476,35 @@ mod tests {
         let export = export_segment(&segment, 7).unwrap();
         assert_eq!(export.rows, expected.len() as u64);
         assert_eq!(read_back(export.bytes), (schema(), expected));
+    }
+
+    #[test]
+    fn records_of_aborted_transactions_are_left_out() {
+        let txn = |pid: i64, base_offset: i64, n: usize| {
+            let records: Vec<(&[u8], &[u8])> = vec![(b"k", b"v"); n];
+            inlet_protocol::batch::TestBatchBuilder {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: 0,
+                base_offset,
+                transactional: true,
+                ..Default::default()
+            }
+            .build(&records)
+        };
+        // Producer 1 (aborted at 5) writes 0..=1 and 3; producer 2 (committed) writes 2 and 4.
+        let segment = [txn(1, 0, 2), txn(2, 2, 1), txn(1, 3, 1), txn(2, 4, 1)].concat();
+        let aborted = [AbortedTxn {
+            producer_id: 1,
+            first_offset: 0,
+            last_offset: 5,
+        }];
+        let (bytes, rows) = export_segment_to(&segment, 7, &aborted, Vec::new()).unwrap();
+        assert_eq!(rows, 2);
+        let (_, rows) = read_back(bytes);
+        assert_eq!(rows.iter().map(|r| r.offset).collect::<Vec<_>>(), [2, 4]);
+        // Without the abort every record is exported.
+        assert_eq!(export_segment(&segment, 7).unwrap().rows, 5);
     }
 
     #[test]

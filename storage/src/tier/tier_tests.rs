@@ -39,6 +39,8 @@ fn fixture(batches: i64) -> Fixture {
         .build(&records);
         log.append(&batch, 0).unwrap();
     }
+    // A sole replica: everything is replicated, so every closed segment is below the LSO.
+    log.set_high_watermark(i64::MAX);
     let lake_dir = dir.path().join("lake");
     std::fs::create_dir_all(&lake_dir).unwrap();
     let store: Arc<dyn ObjectStore> =
@@ -223,6 +225,7 @@ async fn a_batch_parquet_cannot_decode_goes_to_the_lake_without_its_parquet_file
     assert!(log.append(&bad, 0).is_err());
     let bad_offset = log.append_unwalked(&bad, 0).unwrap().base_offset;
     log.roll().unwrap();
+    log.set_high_watermark(i64::MAX);
     let f = Fixture { log, ..f };
     let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
         .await

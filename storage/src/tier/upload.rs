@@ -166,6 +166,7 @@ impl PartitionTier {
     /// directory and returns it mapped, so a large segment's export costs page cache, not heap.
     async fn export_parquet(&self, segment: &ClosedSegment) -> Result<Bytes, TierError> {
         let log = segment.log.clone();
+        let aborted = segment.aborted.clone();
         let partition = self.paths.partition;
         let staging = self.staging.clone();
         // Decoding and encoding a whole segment is CPU work: keep it off the I/O threads.
@@ -176,8 +177,12 @@ impl PartitionTier {
             };
             std::fs::create_dir_all(&staging).map_err(io("creating the staging directory"))?;
             let file = tempfile::tempfile_in(&staging).map_err(io("creating a staging file"))?;
-            let (mut file, _rows) =
-                parquet::export_segment_to(&log, partition, std::io::BufWriter::new(file))?;
+            let (mut file, _rows) = parquet::export_segment_to(
+                &log,
+                partition,
+                &aborted,
+                std::io::BufWriter::new(file),
+            )?;
             file.flush().map_err(io("writing a Parquet file"))?;
             let file = file
                 .into_inner()
