@@ -4,13 +4,16 @@ real broker process.
 * `alter_configs` (the legacy AlterConfigs API, the only config call kafkajs has): the request is
   the topic's whole set of overrides, so overrides it leaves out are removed; a bad value changes
   nothing; `describe_configs` shows the result.
+* offsets by timestamp: `offsets_for_times` and `list_offsets` find the first *record* at or
+  after a time, inside a compressed batch too, and `OffsetSpec.max_timestamp()` (ListOffsets v7)
+  the newest record.
 * `describe_log_dirs` (kafka-python): the broker's data directory with each partition's size and
   the filesystem's total and usable bytes.
 """
 
 import pytest
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic, OffsetSpec
 from kafka import KafkaAdminClient
 
 
@@ -81,3 +84,37 @@ def test_describe_log_dirs_shows_partition_sizes_and_free_space(broker):
     sizes = {p["partition_index"]: p["partition_size"] for p in topic["partitions"]}
     assert set(sizes) == {0, 1}
     assert sizes[0] >= 1000 * 100 and sizes[1] == 0, sizes
+
+
+@pytest.mark.parametrize("codec", ["none", "lz4"])
+def test_offsets_by_timestamp_are_record_accurate(broker, codec):
+    topic = f"timed-{codec}"
+    admin = admin_client(broker.bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=20)
+    base = 1_790_000_000_000
+    # 20 records a second apart, in one batch (the linger keeps them together).
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 1000,
+                         "compression.type": codec})
+    for i in range(20):
+        producer.produce(topic, value=f"v{i}".encode(), partition=0, timestamp=base + i * 1000)
+    assert producer.flush(20) == 0
+    del producer
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "timed"})
+    found = consumer.offsets_for_times([TopicPartition(topic, 0, base + 10_500)], timeout=20)
+    consumer.close()
+    assert found[0].offset == 11, found
+
+    wanted = {
+        "time": OffsetSpec.for_timestamp(base + 10_500),
+        "newest": OffsetSpec.max_timestamp(),
+        "earliest": OffsetSpec.earliest(),
+        "latest": OffsetSpec.latest(),
+    }
+    answers = {}
+    for name, spec in wanted.items():
+        tp = TopicPartition(topic, 0)
+        answers[name] = admin.list_offsets({tp: spec})[tp].result(timeout=20)
+    assert (answers["time"].offset, answers["time"].timestamp) == (11, base + 11_000)
+    assert (answers["newest"].offset, answers["newest"].timestamp) == (19, base + 19_000)
+    assert answers["earliest"].offset == 0 and answers["latest"].offset == 20

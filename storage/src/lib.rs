@@ -51,5 +51,5 @@ pub use compaction::CompactionOutcome;
 pub use config::LogConfig;
 pub use error::StorageError;
 pub use leader_epoch::{EpochEntry, LeaderEpochCache};
-pub use log::{Log, TimestampOffset, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+pub use log::{Log, TimestampOffset, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP};
 pub use retention::RetentionOutcome;

@@ -58,11 +58,14 @@ use crate::tier::LakeExtent;
 /// Special `offset_for_timestamp` arguments, as in Kafka's ListOffsets.
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
+/// Kafka's `ListOffsetsRequest.MAX_TIMESTAMP` (ListOffsets v7, KIP-734): the record with the
+/// largest timestamp.
+pub const MAX_TIMESTAMP: i64 = -3;
 
 /// Answer to [`Log::offset_for_timestamp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampOffset {
-    /// Max timestamp of the found batch (-1 for the special EARLIEST/LATEST queries).
+    /// Timestamp of the found record (-1 for the special EARLIEST/LATEST queries).
     pub timestamp: i64,
     pub offset: i64,
 }
@@ -384,11 +387,10 @@ impl Log {
         Ok(Bytes::new())
     }
 
-    /// The first batch whose max timestamp is `>= timestamp_ms`: its base offset and max
-    /// timestamp. Kafka returns the exact record for uncompressed batches; we answer at batch
-    /// granularity for all batches, as Kafka does for compressed ones, so a consumer may see a
-    /// few earlier records of that batch. `LATEST_TIMESTAMP` (-1) and `EARLIEST_TIMESTAMP` (-2)
-    /// return the log end and start offsets. `None` if no batch is that new.
+    /// The first record whose timestamp is `>= timestamp_ms`, with that timestamp, as Kafka
+    /// finds it: the batch by its max timestamp (time index, then a scan), then the record inside
+    /// it (decompressed if need be). `LATEST_TIMESTAMP` (-1) and `EARLIEST_TIMESTAMP` (-2)
+    /// return the log end and start offsets. `None` if no record is that new.
     pub fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
@@ -406,14 +408,31 @@ impl Log {
                     offset: self.log_start_offset(),
                 }))
             }
+            MAX_TIMESTAMP => {
+                // Kafka: the (first) segment with the largest timestamp, then its record.
+                let Some(newest) =
+                    self.segments
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .reduce(|best, s| {
+                            if s.max_timestamp() > best.max_timestamp() {
+                                s
+                            } else {
+                                best
+                            }
+                        })
+                else {
+                    return Ok(None);
+                };
+                return Ok(newest
+                    .record_for_timestamp(newest.max_timestamp())?
+                    .map(|(offset, timestamp, _)| TimestampOffset { timestamp, offset }));
+            }
             _ => {}
         }
         for segment in &self.segments {
-            if let Some(h) = segment.batch_for_timestamp(timestamp_ms)? {
-                return Ok(Some(TimestampOffset {
-                    timestamp: h.max_timestamp,
-                    offset: h.base_offset,
-                }));
+            if let Some((offset, timestamp, _)) = segment.record_for_timestamp(timestamp_ms)? {
+                return Ok(Some(TimestampOffset { timestamp, offset }));
             }
         }
         Ok(None)

@@ -525,7 +525,7 @@ fn retention_by_size_keeps_at_least_the_limit() {
 }
 
 #[test]
-fn offset_for_timestamp_finds_first_batch_at_or_after() {
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(1000)).unwrap();
     for i in 0..30 {
@@ -536,12 +536,58 @@ fn offset_for_timestamp_finds_first_batch_at_or_after() {
             .unwrap()
             .map(|t| (t.offset, t.timestamp))
     };
-    assert_eq!(at(0), Some((0, 1)));
-    assert_eq!(at(55), Some((12, 61)));
-    assert_eq!(at(291), Some((58, 291)));
+    // The record, not its batch (Kafka's answer): 291 is the second record of the last batch.
+    assert_eq!(at(0), Some((0, 0)));
+    assert_eq!(at(1), Some((1, 1)));
+    assert_eq!(at(55), Some((12, 60)));
+    assert_eq!(at(291), Some((59, 291)));
     assert_eq!(at(292), None);
     assert_eq!(at(LATEST_TIMESTAMP), Some((60, -1)));
     assert_eq!(at(EARLIEST_TIMESTAMP), Some((0, -1)));
+}
+
+#[test]
+fn offset_for_timestamp_looks_inside_compressed_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    // 20 records at base+0..19 s in one lz4 batch (the confluent-kafka example).
+    let base = 1_700_000_000_000;
+    let records: Vec<inlet_protocol::records::Record> = (0..20)
+        .map(|i| inlet_protocol::records::Record {
+            attributes: 0,
+            timestamp_delta: i * 1000,
+            offset_delta: i as i32,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("v{i}"))),
+            headers: bytes::Bytes::from_static(&[0]),
+        })
+        .collect();
+    let header = inlet_protocol::batch::BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: 0,
+        magic: 2,
+        crc: 0,
+        attributes: 3, // lz4
+        last_offset_delta: 19,
+        base_timestamp: base,
+        max_timestamp: base + 19_000,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        records_count: 20,
+    };
+    let encoded = inlet_protocol::records::encode_batch(&header, &records).unwrap();
+    append(&mut log, encoded);
+    let found = log.offset_for_timestamp(base + 10_500).unwrap().unwrap();
+    assert_eq!((found.offset, found.timestamp), (11, base + 11_000));
+    // MAX_TIMESTAMP (KIP-734): the newest record, even with a later batch of older records.
+    append(&mut log, batch(3, 10, base - 5_000));
+    let newest = log
+        .offset_for_timestamp(crate::MAX_TIMESTAMP)
+        .unwrap()
+        .unwrap();
+    assert_eq!((newest.offset, newest.timestamp), (19, base + 19_000));
 }
 
 #[test]

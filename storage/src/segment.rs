@@ -514,6 +514,32 @@ impl Segment {
 
     /// Header of the first batch whose max timestamp is `>= timestamp`.
     pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<BatchHeader>, StorageError> {
+        Ok(self
+            .batch_at_timestamp(timestamp)?
+            .map(|(header, _)| header))
+    }
+
+    /// The first record with a timestamp `>= timestamp`, as Kafka's `findOffsetByTimestamp`:
+    /// the batch is found by its max timestamp, then its records (decompressed if need be) are
+    /// searched. A LogAppendTime batch's records all carry the batch's time. Returns (offset,
+    /// timestamp, the batch's leader epoch).
+    pub fn record_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64, i32)>, StorageError> {
+        let Some((header, pos)) = self.batch_at_timestamp(timestamp)? else {
+            return Ok(None);
+        };
+        let end = pos.saturating_add(header.total_len()).min(self.size());
+        let batch = self.map.slice(pos..end).unwrap_or_default();
+        let (offset, at) = record_at_timestamp(&header, &batch, timestamp);
+        Ok(Some((offset, at, header.partition_leader_epoch)))
+    }
+
+    fn batch_at_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(BatchHeader, usize)>, StorageError> {
         if self.max_timestamp() < timestamp {
             return Ok(None);
         }
@@ -524,7 +550,9 @@ impl Segment {
         let Some(pos) = self.first_batch_from(start, |h| h.max_timestamp >= timestamp)? else {
             return Ok(None);
         };
-        Ok(BatchHeader::parse(&self.bytes()[pos..]).ok())
+        Ok(BatchHeader::parse(&self.bytes()[pos..])
+            .ok()
+            .map(|header| (header, pos)))
     }
 
     /// Makes the active segment read-only: writes the final time-index entry, maps the indexes
@@ -732,4 +760,28 @@ pub fn aside_path(path: &Path, now_ms: i64) -> PathBuf {
 /// Makes renames and deletions in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// In a batch whose max timestamp is `>= timestamp`, the first record at or after `timestamp`:
+/// `(offset, its timestamp)`. A LogAppendTime batch's records all carry the batch's time; a batch
+/// that cannot be decoded answers with its base offset and max timestamp.
+pub(crate) fn record_at_timestamp(
+    header: &BatchHeader,
+    batch: &Bytes,
+    timestamp: i64,
+) -> (i64, i64) {
+    let whole = (header.base_offset, header.max_timestamp);
+    if header.is_log_append_time() {
+        return whole;
+    }
+    let Ok((_, records)) = inlet_protocol::records::decode_batch(batch) else {
+        return whole;
+    };
+    records
+        .iter()
+        .find_map(|r| {
+            let at = header.base_timestamp.saturating_add(r.timestamp_delta);
+            (at >= timestamp).then(|| (header.base_offset + i64::from(r.offset_delta), at))
+        })
+        .unwrap_or(whole)
 }

@@ -1,7 +1,9 @@
 //! ListOffsets: a partition's earliest offset (-2, the lake's first offset when the lake reaches
-//! further back), latest visible offset (-1, the high watermark), or the first offset at or after
-//! a timestamp (looked up in the lake first for timestamps older than the local log), each with
-//! the leader epoch that wrote it (v4+).
+//! further back), latest visible offset (-1, the high watermark), or the first *record* at or
+//! after a timestamp with that record's timestamp (looked up in the lake first for timestamps
+//! older than the local log), each with the leader epoch that wrote it (v4+). v7 adds
+//! MAX_TIMESTAMP (-3, the newest record in the local log), v8 EARLIEST_LOCAL (-4, the local log
+//! start) and v9 LATEST_TIERED (-5, the last offset in the lake, -1 when none).
 //!
 //! As in Kafka: only the leader answers, after checking the `current_leader_epoch` the client
 //! names (v4+; FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH, KIP-320). Consumers see up to the high
@@ -25,6 +27,15 @@ use crate::cluster::partition::{Partition, PartitionError, PartitionOffsets};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// v7+ (KIP-734): the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = inlet_storage::MAX_TIMESTAMP;
+/// v8+ (KIP-405): the first offset still on the local disk.
+const EARLIEST_LOCAL: i64 = -4;
+/// v9+ (KIP-1005): the last offset the lake holds, -1 if none.
+const LATEST_TIERED: i64 = -5;
+/// The first version that may ask for each of the special timestamps above.
+const SPECIAL_SINCE: [(i64, i16); 3] =
+    [(MAX_TIMESTAMP, 7), (EARLIEST_LOCAL, 8), (LATEST_TIERED, 9)];
 
 pub async fn handle(
     broker: &Broker,
@@ -137,6 +148,12 @@ async fn lookup(
     timestamp: i64,
     response: ListOffsetsPartitionResponse,
 ) -> ListOffsetsPartitionResponse {
+    let too_new = SPECIAL_SINCE
+        .iter()
+        .any(|&(special, since)| special == timestamp && version < since);
+    if too_new {
+        return response.with_error_code(ResponseError::UnsupportedVersion.code());
+    }
     match find(broker, partition, view, timestamp).await {
         // The leader epoch field exists from v4; the encoder refuses it set on older versions.
         Ok(Some((offset, timestamp, epoch))) => response
@@ -165,10 +182,32 @@ async fn find(broker: &Broker, partition: &Partition, view: View, timestamp: i64
                 .map_err(failed)?;
             Ok(Some((offsets.log_start, -1, epoch)))
         }
-        t if t >= 0 => {
-            let found = offset_for_timestamp(broker, partition, t)
-                .await
-                .map_err(failed)?;
+        EARLIEST_LOCAL => {
+            let start = partition.local_extent().map_err(failed)?.start;
+            let epoch = partition.epoch_for_offset(start).map_err(failed)?;
+            Ok(Some((start, -1, epoch)))
+        }
+        LATEST_TIERED => {
+            let tiered = partition
+                .lake_manifest()
+                .filter(|_| broker.lake.is_some())
+                .and_then(|m| m.segments.last().map(|s| s.last_offset));
+            match tiered {
+                Some(offset) => {
+                    let epoch = partition.epoch_for_offset(offset).map_err(failed)?;
+                    Ok(Some((offset, -1, epoch)))
+                }
+                None => Ok(Some((-1, -1, Some(-1)))),
+            }
+        }
+        t if t >= 0 || t == MAX_TIMESTAMP => {
+            let found = if t == MAX_TIMESTAMP {
+                partition.offset_for_timestamp(t).map_err(failed)?
+            } else {
+                offset_for_timestamp(broker, partition, t)
+                    .await
+                    .map_err(failed)?
+            };
             match visible_found(found, last_fetchable, lagging)? {
                 Some((offset, ts)) => {
                     let epoch = partition.epoch_for_offset(offset).map_err(failed)?;

@@ -130,10 +130,17 @@ impl LakeReader {
             Some((_, rel)) => indexes.offsets.lookup(rel).map_or(0, |(_, p)| u64::from(p)),
             None => 0,
         };
-        let found = self
+        let Some((position, header)) = self
             .find_batch(&obj, start, |h| h.max_timestamp >= timestamp)
-            .await?;
-        Ok(found.map(|(_, h)| (h.base_offset, h.max_timestamp)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let end = position + header.total_len() as u64;
+        let batch = self.read_range(&obj, position, end).await?;
+        Ok(Some(crate::segment::record_at_timestamp(
+            &header, &batch, timestamp,
+        )))
     }
 
     /// Forgets cached data of segments the lake no longer holds.
