@@ -49,10 +49,14 @@ fuzz_target!(|data: &[u8]| {
     let mut log = Log::open(dir.path(), config.clone()).expect("open an empty log");
     let outcome = match log.append(&records, 5) {
         Ok(outcome) => outcome,
-        // Producer-state checks come after validation (a fresh log knows no producer): a
-        // refusal must leave the log empty.
+        // Producer-state checks come after validation (a fresh log knows no producer), and so
+        // do the transaction rules (a plain batch inside an open transaction; a control batch
+        // from a client): a refusal must leave the log empty.
         Err(
-            StorageError::OutOfOrderSequence { .. } | StorageError::InvalidProducerEpoch { .. },
+            StorageError::OutOfOrderSequence { .. }
+            | StorageError::InvalidProducerEpoch { .. }
+            | StorageError::InvalidTxnState { .. }
+            | StorageError::ControlBatchFromClient { .. },
         ) => {
             assert_eq!(log.log_end_offset(), 0);
             return;
