@@ -612,16 +612,18 @@ impl Log {
             .collect()
     }
 
-    /// The first closed, non-empty segment starting at or after `offset`, if it lies wholly
-    /// below the last stable offset (as Kafka tiers): the next one to tier, with the aborted
-    /// transactions that have records in it.
+    /// The next thing to tier after `offset`: the first non-empty segment holding records from
+    /// `offset` on, copied from `offset` (a new leader's segment may straddle where the old
+    /// leader's tiering stopped; skipping it would leave a gap in the lake), if it is closed and
+    /// lies wholly below the last stable offset (as Kafka tiers), with the aborted transactions
+    /// that have records in it. Nothing while that segment cannot be copied: never a later one.
     pub fn closed_segment_from(&self, offset: i64) -> Option<crate::tier::ClosedSegment> {
         let stable = self.last_stable_offset();
         let mut closed = self
             .segments
             .iter()
-            .filter(|s| s.base_offset() >= offset)
-            .find_map(Segment::closed_copy)
+            .find(|s| s.next_offset() > offset && !s.is_empty())?
+            .closed_copy_from(offset)
             .filter(|s| s.last_offset < stable)?;
         closed.aborted =
             self.collect_aborted_transactions(closed.base_offset, closed.last_offset + 1);

@@ -1092,3 +1092,39 @@ proptest! {
         }
     }
 }
+
+/// A new leader's segments need not start where the old leader's tiering stopped: the segment
+/// holding the lake's end is copied from there on (indexes re-based), so the lake gets no gap.
+#[test]
+fn tiering_resumes_inside_a_segment_that_straddles_the_lakes_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(2000)).unwrap();
+    for i in 0..12 {
+        append(&mut log, batch(2, 100, i * 10));
+    }
+    log.set_high_watermark(log.log_end_offset());
+    let first = log.closed_segment_from(0).expect("a closed segment");
+    assert_eq!(first.base_offset, 0);
+    // Resume at a batch boundary inside the first segment.
+    let resumed = log.closed_segment_from(4).expect("the rest of the segment");
+    assert_eq!(
+        (resumed.base_offset, resumed.last_offset),
+        (4, first.last_offset)
+    );
+    let batches: Vec<_> = inlet_protocol::batch::BatchIter::new(&resumed.log)
+        .map(|b| b.unwrap().0)
+        .collect();
+    assert_eq!(batches[0].base_offset, 4);
+    assert_eq!(
+        resumed.max_timestamp,
+        batches.iter().map(|h| h.max_timestamp).max().unwrap()
+    );
+    for e in resumed.offset_index.chunks_exact(8) {
+        let rel = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+        let at = u32::from_be_bytes([e[4], e[5], e[6], e[7]]) as usize;
+        let h = BatchHeader::parse(&resumed.log[at..]).unwrap();
+        assert!(h.base_offset <= 4 + i64::from(rel) && 4 + i64::from(rel) <= h.last_offset());
+    }
+    // Inside a batch there is no boundary to resume at: nothing, and never a later segment.
+    assert!(log.closed_segment_from(5).is_none());
+}

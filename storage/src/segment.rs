@@ -423,6 +423,65 @@ impl Segment {
         })
     }
 
+    /// [`closed_copy`](Self::closed_copy) of the part from `offset` on, for a lake whose end is
+    /// inside this segment (a new leader's segments need not start where the old leader's did).
+    /// `offset` must be where a batch starts, as it is on every replica below the high watermark;
+    /// otherwise (or if the segment does not hold `offset`) there is nothing to copy. The indexes
+    /// are re-based on the copy's start, and the max timestamp is the copied batches'.
+    pub fn closed_copy_from(&self, offset: i64) -> Option<crate::tier::ClosedSegment> {
+        let base = self.base_offset();
+        if offset <= base {
+            return self.closed_copy();
+        }
+        if self.is_active() || offset >= self.next_offset() {
+            return None;
+        }
+        let pos = self.find_position(offset).ok()??;
+        let header = BatchHeader::parse(&self.bytes()[pos..]).ok()?;
+        if header.base_offset != offset {
+            tracing::warn!(
+                segment = base,
+                offset,
+                batch = header.base_offset,
+                "the lake ends inside a batch of this segment; not copying it"
+            );
+            return None;
+        }
+        let delta = u32::try_from(offset - base).ok()?;
+        let cut = u32::try_from(pos).ok()?;
+        let mut max_timestamp = -1;
+        for item in BatchIter::new(self.bytes().get(pos..).unwrap_or_default()) {
+            let (h, _) = item.ok()?;
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+        }
+        let mut offset_index = Vec::new();
+        for e in self.offset_index().entry_bytes().chunks_exact(8) {
+            let rel = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+            let at = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+            if at >= cut && rel >= delta {
+                offset_index.extend_from_slice(&(rel - delta).to_be_bytes());
+                offset_index.extend_from_slice(&(at - cut).to_be_bytes());
+            }
+        }
+        let mut time_index = Vec::new();
+        for e in self.time_index.entry_bytes().chunks_exact(12) {
+            let rel = u32::from_be_bytes([e[8], e[9], e[10], e[11]]);
+            if rel >= delta {
+                time_index.extend_from_slice(&e[..8]);
+                time_index.extend_from_slice(&(rel - delta).to_be_bytes());
+            }
+        }
+        Some(crate::tier::ClosedSegment {
+            base_offset: offset,
+            last_offset: self.next_offset() - 1,
+            max_timestamp,
+            log: self.map.slice(pos..self.size())?,
+            offset_index: Bytes::from(offset_index),
+            time_index: Bytes::from(time_index),
+            aborted: Vec::new(),
+        })
+    }
+
     /// Byte position of the batch containing `offset`, if this segment holds it.
     pub fn find_position(&self, offset: i64) -> Result<Option<usize>, StorageError> {
         if offset < self.base_offset() || offset >= self.next_offset() {
