@@ -38,6 +38,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // v4+ are KIP-890's verification rules.
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// Lowest versions advertised below what is served. librdkafka before 2.10 enables gzip, snappy
@@ -116,6 +118,7 @@ mod tests {
             ApiKey::ElectLeaders => ElectLeadersRequest::VERSIONS,
             ApiKey::AlterPartitionReassignments => AlterPartitionReassignmentsRequest::VERSIONS,
             ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::VERSIONS,
+            ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
             other => panic!("{other:?} missing from this test"),
         };
         (range.min, range.max)

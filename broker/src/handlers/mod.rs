@@ -30,6 +30,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod reassignments;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
 
@@ -120,6 +121,9 @@ pub async fn dispatch(
         }
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(offset_commit::handle(broker, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, r).await)
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offset_fetch::handle(broker, version, r))
