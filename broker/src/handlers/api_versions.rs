@@ -40,6 +40,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0),
     // v4+ are KIP-890's verification rules.
     (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// Lowest versions advertised below what is served. librdkafka before 2.10 enables gzip, snappy
@@ -119,6 +120,7 @@ mod tests {
             ApiKey::AlterPartitionReassignments => AlterPartitionReassignmentsRequest::VERSIONS,
             ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::VERSIONS,
             ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
+            ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
             other => panic!("{other:?} missing from this test"),
         };
         (range.min, range.max)
