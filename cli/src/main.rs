@@ -1,5 +1,5 @@
 //! `inlet`: one binary to run a broker (`inlet serve`) and to administer any Kafka-compatible
-//! cluster (topics, produce/consume, groups, configs, load generation). Each verb lives in the
+//! cluster (topics, produce/consume, groups, transactions, configs, load generation). Each verb lives in the
 //! module of its name. Errors reach the operator as one line with context and exit code 1 (clap
 //! exits 2 for usage errors), never a panic.
 
@@ -14,6 +14,7 @@ mod produce;
 mod reassign;
 mod serve;
 mod topic;
+mod txn;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -55,6 +56,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// List, describe, reset and delete consumer groups.
     Group(group::GroupArgs),
+    /// List and describe transactions, and show the producers of a topic's partitions.
+    Txn(txn::TxnArgs),
     /// Describe the cluster: brokers and their state, the controller quorum, cluster id.
     Cluster(cluster::ClusterArgs),
     /// Describe topic or broker configuration.
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Command::Produce(args) => connect::block_on(produce::run(&context, args)),
         Command::Consume(args) => connect::block_on(consume::run(&context, args)),
         Command::Group(args) => connect::block_on(group::run(&context, args)),
+        Command::Txn(args) => connect::block_on(txn::run(&context, args)),
         Command::Cluster(args) => connect::block_on(cluster::run_cluster(&context, args)),
         Command::Config(args) => connect::block_on(cluster::run_config(&context, args)),
         Command::Perf(args) => connect::block_on(perf::run(&context, args)),
