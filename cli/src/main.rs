@@ -1,6 +1,6 @@
 //! `inlet`: one binary to run a broker (`inlet serve`) and to administer any Kafka-compatible
-//! cluster (topics, produce/consume, groups, transactions, configs, load generation). Each verb lives in the
-//! module of its name. Errors reach the operator as one line with context and exit code 1 (clap
+//! cluster (topics, produce/consume, groups, transactions, configs, load generation). Each verb
+//! lives in the module of its name. Errors reach the operator as one line with context and exit code 1 (clap
 //! exits 2 for usage errors), never a panic.
 
 mod cluster;
