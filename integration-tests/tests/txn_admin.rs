@@ -1,0 +1,231 @@
+//! Transaction admin on a real broker: DescribeProducers shows an idempotent librdkafka
+//! producer's state per partition (and refuses unknown partitions as Kafka does), `inlet txn
+//! producers` prints the same, and a TxnOffsetCommit stays invisible to OffsetFetch (and
+//! UNSTABLE_OFFSET_COMMIT with `require_stable`) while its transaction is open.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use inlet_integration_tests::kafka::{create_topic, producer_config};
+use inlet_integration_tests::{inlet_bin, Broker};
+use inlet_protocol::client::Client;
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::describe_producers_response::PartitionResponse;
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, FindCoordinatorRequest, GroupId, OffsetFetchRequest, ProducerId,
+    TopicName, TransactionalId, TxnOffsetCommitRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+const TOPIC: &str = "txn-admin";
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+async fn describe_producers(
+    client: &mut Client,
+    topic: &str,
+    partitions: Vec<i32>,
+) -> Vec<PartitionResponse> {
+    let request = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(name(topic))
+        .with_partition_indexes(partitions)]);
+    let response = client.send(request).await.expect("DescribeProducers");
+    response
+        .topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_producers_and_the_cli_show_an_idempotent_producers_state() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, TOPIC, 2).await;
+    let producer: FutureProducer = producer_config(&bootstrap, "none")
+        .create()
+        .expect("create the producer");
+    for (partition, count) in [(0, 10), (1, 5)] {
+        for i in 0..count {
+            let value = format!("v{i}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(TOPIC)
+                        .partition(partition)
+                        .payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("produce to {partition}: {e}"));
+        }
+    }
+
+    let mut client = Client::connect(&bootstrap, "txn-admin-test")
+        .await
+        .expect("connect");
+    let partitions = describe_producers(&mut client, TOPIC, vec![0, 1, 7]).await;
+    assert_eq!(partitions.len(), 3);
+    let mut producer_ids = Vec::new();
+    for (p, last_sequence) in [(0usize, 9), (1, 4)] {
+        let answer = &partitions[p];
+        assert_eq!(answer.error_code, 0, "{answer:?}");
+        assert_eq!(answer.active_producers.len(), 1, "{answer:?}");
+        let state = &answer.active_producers[0];
+        assert!(state.producer_id.0 >= 0);
+        assert_eq!(state.producer_epoch, 0);
+        assert_eq!(state.last_sequence, last_sequence);
+        assert!(state.last_timestamp > 0);
+        assert_eq!(state.coordinator_epoch, -1);
+        assert_eq!(state.current_txn_start_offset, -1);
+        producer_ids.push(state.producer_id.0);
+    }
+    assert_eq!(
+        producer_ids[0], producer_ids[1],
+        "one producer id per producer"
+    );
+    assert_eq!(
+        partitions[2].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let unknown = describe_producers(&mut client, "no-such-topic", vec![0]).await;
+    assert_eq!(
+        unknown[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    let run = |args: &[&str]| {
+        Command::new(inlet_bin())
+            .arg("--bootstrap-server")
+            .arg(&bootstrap)
+            .args(args)
+            .env_remove("INLET_BOOTSTRAP")
+            .output()
+            .expect("run inlet")
+    };
+    let output = run(&["--output", "json", "txn", "producers", TOPIC]);
+    assert!(output.status.success(), "{output:?}");
+    let rows: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let rows = rows.as_array().expect("an array of producers");
+    let seen: Vec<(i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_i64().unwrap(),
+                r["producer_id"].as_i64().unwrap(),
+                r["last_sequence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, vec![(0, producer_ids[0], 9), (1, producer_ids[0], 4)]);
+    let output = run(&["txn", "producers", TOPIC, "--partition", "1"]);
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("PARTITION"), "{table}");
+    assert!(lines[1].starts_with("1 "), "{table}");
+    let output = run(&["txn", "producers", TOPIC, "--partition", "9"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no partition 9"),
+        "{output:?}"
+    );
+}
+
+/// FindCoordinator for `group` until the offsets topic exists and the coordinator answers.
+async fn wait_for_coordinator(client: &mut Client, group: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request =
+            FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
+        let response = client
+            .send_capped(request, 3)
+            .await
+            .expect("FindCoordinator");
+        if response.error_code == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {response:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// OffsetFetch v7 of partition 0: (error code, committed offset).
+async fn fetch_v7(client: &mut Client, group: &str, require_stable: bool) -> (i16, i64) {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_require_stable(require_stable)
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(name(TOPIC))
+            .with_partition_indexes(vec![0])]));
+    let response = client.send_capped(request, 7).await.expect("OffsetFetch");
+    assert_eq!(response.error_code, 0, "{response:?}");
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.committed_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transactions_offsets_are_unstable_and_invisible() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, TOPIC, 1).await;
+    let mut client = Client::connect(&bootstrap, "txn-admin-test")
+        .await
+        .expect("connect");
+    let group = "txn-offsets";
+    wait_for_coordinator(&mut client, group).await;
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+        .with_group_id(GroupId(StrBytes::from_static_str(group)))
+        .with_producer_id(ProducerId(4242))
+        .with_producer_epoch(0)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(17)
+                .with_committed_leader_epoch(-1)])]);
+    let response = client
+        .send_capped(commit, 3)
+        .await
+        .expect("TxnOffsetCommit");
+    assert_eq!(
+        response.topics[0].partitions[0].error_code, 0,
+        "{response:?}"
+    );
+
+    assert_eq!(fetch_v7(&mut client, group, false).await, (0, -1));
+    assert_eq!(
+        fetch_v7(&mut client, group, true).await,
+        (ResponseError::UnstableOffsetCommit.code(), -1)
+    );
+    // v8 batches groups; the same answer per group.
+    let request = OffsetFetchRequest::default()
+        .with_require_stable(true)
+        .with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(name(TOPIC))
+                .with_partition_indexes(vec![0])]))]);
+    let response = client
+        .send_capped(request, 8)
+        .await
+        .expect("OffsetFetch v8");
+    let p = &response.groups[0].topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.committed_offset),
+        (ResponseError::UnstableOffsetCommit.code(), -1)
+    );
+}
