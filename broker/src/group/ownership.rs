@@ -160,6 +160,7 @@ impl GroupCoordinator {
             loaded += 1;
         }
         inner.led.insert(partition, Led::Loaded(store));
+        inner.apply_completions_of_load(partition);
         tracing::info!(
             partition,
             groups = loaded,
@@ -173,6 +174,7 @@ impl GroupCoordinator {
         if matches!(inner.led.get(&partition), Some(Led::Loading(l)) if *l == load) {
             inner.led.remove(&partition);
             inner.epochs.remove(&partition);
+            inner.completed_while_loading.remove(&partition);
         }
     }
 }
@@ -192,6 +194,7 @@ fn unload(inner: &mut Inner, partition: i32) {
         }
     }
     inner.epochs.remove(&partition);
+    inner.completed_while_loading.remove(&partition);
     if inner.led.remove(&partition).is_some() {
         tracing::info!(
             partition,

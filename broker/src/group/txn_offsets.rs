@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::coordinator::{FetchedOffsets, GroupCoordinator, PartitionResult};
+use super::coordinator::{FetchedOffsets, GroupCoordinator, Inner, Led, PartitionResult};
 use super::log_format::{encode_key, encode_offset, RecordKey};
 use super::membership;
 use super::state::{CommittedOffset, Group, GroupState, LoggedOffset};
@@ -195,26 +195,31 @@ impl GroupCoordinator {
 
     /// Called after a transaction marker of `producer_id` was appended to `__consumer_offsets`
     /// partition `partition`: completes that producer's pending offsets in every group of the
-    /// partition (commit: visible to OffsetFetch; abort: dropped). A partition not loaded here
-    /// is left alone: its replay reads the marker.
+    /// partition (commit: visible to OffsetFetch unless a later plain commit exists; abort:
+    /// dropped). On a partition still being replayed the marker may be past what replay read,
+    /// so it is applied once the groups are installed: no TxnOffsetCommit is written meanwhile
+    /// (they answer COORDINATOR_LOAD_IN_PROGRESS), so it can only complete the transaction it
+    /// ended. A partition not led here is left alone: its next load replays the marker.
     pub fn complete_transaction(&self, partition: i32, producer_id: i64, commit: bool) {
         let mut inner = self.lock();
-        let Some((_, count)) = inner.topic else {
-            return;
-        };
-        let mut completed = 0usize;
-        for group in inner.groups.values_mut() {
-            if MetadataImage::offsets_partition_for(&group.id, count) == partition {
-                completed += group.complete_pending(producer_id, commit);
+        match inner.led.get(&partition) {
+            Some(Led::Loaded(_)) => {
+                let completed = inner.complete_in_partition(partition, producer_id, commit);
+                tracing::debug!(
+                    partition,
+                    producer_id,
+                    commit,
+                    completed,
+                    "transaction completed in the group coordinator"
+                );
             }
+            Some(Led::Loading(_)) => inner
+                .completed_while_loading
+                .entry(partition)
+                .or_default()
+                .push((producer_id, commit)),
+            None => {}
         }
-        tracing::debug!(
-            partition,
-            producer_id,
-            commit,
-            completed,
-            "transaction completed in the group coordinator"
-        );
     }
 
     /// OffsetFetch with KIP-447's `require_stable`: the committed offsets (as
@@ -240,6 +245,31 @@ impl GroupCoordinator {
             None => BTreeSet::new(),
         };
         Ok((fetched, unstable))
+    }
+}
+
+impl Inner {
+    /// Completes `producer_id`'s pending offsets in the groups of `partition`; how many.
+    fn complete_in_partition(&mut self, partition: i32, producer_id: i64, commit: bool) -> usize {
+        let Some((_, count)) = self.topic else {
+            return 0;
+        };
+        self.groups
+            .values_mut()
+            .filter(|g| MetadataImage::offsets_partition_for(&g.id, count) == partition)
+            .map(|g| g.complete_pending(producer_id, commit))
+            .sum()
+    }
+
+    /// Applies the markers written while `partition` was replayed, in order.
+    pub(super) fn apply_completions_of_load(&mut self, partition: i32) {
+        for (producer_id, commit) in self
+            .completed_while_loading
+            .remove(&partition)
+            .unwrap_or_default()
+        {
+            self.complete_in_partition(partition, producer_id, commit);
+        }
     }
 }
 

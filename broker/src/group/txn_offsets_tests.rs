@@ -225,3 +225,28 @@ fn offset_delete_forgets_pending_offsets_of_the_partition() {
     assert_eq!(group.complete_pending(1, true), 1);
     assert_eq!(group.offsets.len(), 1);
 }
+
+#[test]
+fn a_marker_written_while_the_partition_is_replayed_is_applied_once_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = registry(dir.path());
+    let groups = coordinator(&topics);
+    txn_commit(&groups, "g", &producer(10, 0), 0, 50).unwrap();
+    txn_commit(&groups, "g", &producer(11, 0), 1, 60).unwrap();
+    // A reload starts (a new leader epoch); the marker writer completes both transactions
+    // before the replay's groups are installed, after the replay read the log.
+    groups
+        .lock()
+        .led
+        .insert(0, super::super::coordinator::Led::Loading(99));
+    groups.complete_transaction(0, 10, true);
+    groups.complete_transaction(0, 11, false);
+    assert_eq!(
+        groups.fetch("g", None).err(),
+        Some(GroupError::CoordinatorLoadInProgress)
+    );
+    let partition = topics.get(OFFSETS_TOPIC).unwrap().partition(0).unwrap();
+    groups.load(0, 99, crate::group::store::OffsetsStore::new(partition));
+    assert_eq!(committed(&groups, "g"), vec![(0, 50)]);
+    assert!(unstable(&groups, "g").is_empty());
+}
