@@ -43,6 +43,7 @@ pub mod scan;
 pub mod segment;
 pub mod snapshot;
 pub mod tier;
+pub mod txn;
 
 pub use append::{validate_for_append, AppendOutcome, ValidatedRequest};
 pub use compaction::CompactionOutcome;

@@ -216,21 +216,8 @@ impl Log {
             .max()
             .unwrap_or(-1);
 
-        // 3. A new leader epoch is checkpointed before its first batch is written (see
-        //    `replica`). Roll if the append does not fit or the segment is old; then write all
-        //    batches as one write, so a failure (ENOSPC) stores none of them and the producer
-        //    state is left as it was: the producer's retry then stores each batch exactly once.
-        let epochs_changed = self.epochs.assign(leader_epoch, batches[0].0.base_offset);
-        self.note_epochs_changed(epochs_changed)?;
-        let written = self.roll_and_write(records, &batches, max_timestamp, next - 1);
-        if let Err(error) = written {
-            self.undo_epochs_past_end();
-            return Err(error);
-        }
-        self.unflushed_messages += batches
-            .iter()
-            .map(|(h, _)| h.records_count as u64)
-            .sum::<u64>();
+        // 3. Write, then apply the producer updates.
+        self.write_batches(records, &batches, leader_epoch, max_timestamp, next - 1)?;
         self.producers.apply(updates);
         Ok(AppendOutcome {
             base_offset: batches[0].0.base_offset,
@@ -239,6 +226,37 @@ impl Log {
             duplicate: false,
             log_start_offset: self.log_start_offset(),
         })
+    }
+
+    /// Writes checked `batches` (their offsets assigned, the last one ending at
+    /// `last_offset`) of a leader's append. A new leader epoch is checkpointed before its first
+    /// batch is written (see `replica`). Rolls if the append does not fit or the segment is
+    /// old; then writes all batches as one write, so a failure (ENOSPC) stores none of them and
+    /// the caller leaves the producer state as it was: a producer's retry then stores each
+    /// batch exactly once.
+    pub(crate) fn write_batches(
+        &mut self,
+        records: &[u8],
+        batches: &[(inlet_protocol::batch::BatchHeader, std::ops::Range<usize>)],
+        leader_epoch: i32,
+        max_timestamp: i64,
+        last_offset: i64,
+    ) -> Result<(), StorageError> {
+        let Some((first, _)) = batches.first() else {
+            return Ok(());
+        };
+        let epochs_changed = self.epochs.assign(leader_epoch, first.base_offset);
+        self.note_epochs_changed(epochs_changed)?;
+        let written = self.roll_and_write(records, batches, max_timestamp, last_offset);
+        if let Err(error) = written {
+            self.undo_epochs_past_end();
+            return Err(error);
+        }
+        self.unflushed_messages += batches
+            .iter()
+            .map(|(h, _)| h.records_count as u64)
+            .sum::<u64>();
+        Ok(())
     }
 
     fn roll_and_write(
@@ -718,6 +736,9 @@ impl Log {
 
 #[path = "log_replica.rs"]
 mod replica;
+
+#[path = "log_txn.rs"]
+mod txn;
 pub use replica::HIGH_WATERMARK_FILE;
 
 #[cfg(test)]

@@ -171,8 +171,8 @@ impl Log {
             self.undo_epochs_past_end();
             return Err(error);
         }
-        for (header, _) in run {
-            self.producers.replay(header);
+        for (header, range) in run {
+            self.producers.replay(header, &records[range.clone()]);
             self.unflushed_messages += header.records_count.max(0) as u64;
         }
         Ok(())

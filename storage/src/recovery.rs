@@ -207,9 +207,10 @@ pub fn rebuild_producers(
         .context(ctx)?
         .unwrap_or_default();
     for segment in segments.iter().filter(|s| s.next_offset() > from) {
-        for (header, _) in BatchIter::new(segment.bytes()).map_while(Result::ok) {
+        let bytes = segment.bytes();
+        for (header, range) in BatchIter::new(bytes).map_while(Result::ok) {
             if header.base_offset >= from {
-                producers.replay(&header);
+                producers.replay(&header, &bytes[range]);
             }
         }
     }

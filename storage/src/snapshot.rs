@@ -184,7 +184,7 @@ mod tests {
                 ..Default::default()
             }
             .build(&[(b"", b"v")]);
-            t.replay(&BatchHeader::parse(&b).unwrap());
+            t.replay(&BatchHeader::parse(&b).unwrap(), &b);
         }
         t
     }

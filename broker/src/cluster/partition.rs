@@ -432,3 +432,6 @@ pub use replica::{FollowerPosition, IsrChange, RoleChange};
 
 #[path = "partition_epochs.rs"]
 mod epochs;
+
+#[path = "partition_txn.rs"]
+mod txn;
