@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use inlet_protocol::batch::{BatchHeader, MAGIC_V2};
-use inlet_protocol::records::{encode_batch, Record};
+use inlet_storage::txn::TxnMarker;
 
 use super::*;
 use crate::cluster::topics::TopicRegistry;
@@ -51,31 +50,14 @@ fn coordinator(topics: &TopicRegistry) -> Arc<GroupCoordinator> {
 
 /// Appends a transaction marker to the offsets partition as the marker writer does.
 fn write_marker(topics: &TopicRegistry, producer_id: i64, producer_epoch: i16, commit: bool) {
-    let mut key = Vec::new();
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&i16::from(commit).to_be_bytes());
-    let mut value = Vec::new();
-    value.extend_from_slice(&0i16.to_be_bytes());
-    value.extend_from_slice(&0i32.to_be_bytes());
-    let record = Record::new(0, 0, Some(Bytes::from(key)), Some(Bytes::from(value)));
-    let header = BatchHeader {
-        base_offset: 0,
-        batch_length: 0,
-        partition_leader_epoch: -1,
-        magic: MAGIC_V2,
-        crc: 0,
-        attributes: 0x30,
-        last_offset_delta: 0,
-        base_timestamp: 0,
-        max_timestamp: 0,
+    let marker = TxnMarker {
         producer_id,
         producer_epoch,
-        base_sequence: -1,
-        records_count: 0,
+        coordinator_epoch: 0,
+        commit,
     };
-    let mut batch = encode_batch(&header, &[record]).unwrap();
     let partition = topics.get(OFFSETS_TOPIC).unwrap().partition(0).unwrap();
-    partition.append(batch.as_mut_slice()).unwrap();
+    partition.append_txn_marker(&marker).unwrap();
 }
 
 fn unstable(groups: &GroupCoordinator, group: &str) -> Vec<(String, i32)> {
