@@ -322,6 +322,24 @@ impl TransactionCoordinator {
         topic: &str,
         partition: i32,
     ) -> Result<(), ResponseError> {
+        self.verify_now(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            topic,
+            partition,
+        )
+    }
+
+    /// [`Self::verify`] without the future: it never waits (one look under the lock).
+    pub fn verify_now(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), ResponseError> {
         let inner = self.lock();
         match inner.store_for(transactional_id) {
             Ok(_) => {}
@@ -350,6 +368,18 @@ impl TransactionCoordinator {
     /// ListTransactions: the ids coordinated here, filtered by state names and producer ids
     /// (empty filters match everything).
     pub fn list(&self, states: &[String], producer_ids: &[i64]) -> Vec<TxnListing> {
+        self.list_running_for(states, producer_ids, -1, now_ms())
+    }
+
+    /// [`Self::list`] keeping only transactions open for more than `min_duration_ms` at `now`
+    /// when it is not negative (ListTransactions v1's duration filter, KIP-994).
+    pub fn list_running_for(
+        &self,
+        states: &[String],
+        producer_ids: &[i64],
+        min_duration_ms: i64,
+        now: i64,
+    ) -> Vec<TxnListing> {
         let inner = self.lock();
         let mut list: Vec<TxnListing> = inner
             .ids
@@ -358,6 +388,12 @@ impl TransactionCoordinator {
             .filter(|m| m.producer_epoch >= 0 || m.state != TxnState::Empty)
             .filter(|m| states.is_empty() || states.iter().any(|s| s == m.state.name()))
             .filter(|m| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
+            .filter(|m| {
+                min_duration_ms < 0
+                    || (m.state.is_pending_transaction()
+                        && m.start_ms >= 0
+                        && now.saturating_sub(m.start_ms) > min_duration_ms)
+            })
             .map(|m| TxnListing {
                 transactional_id: m.transactional_id.clone(),
                 producer_id: m.producer_id,
