@@ -35,15 +35,22 @@ mod shim {
         fn append_txn_marker(&self, marker: &TxnMarker) -> Result<AppendOutcome, PartitionError>;
     }
     impl AppendTxnMarker for Partition {
-        fn append_txn_marker(&self, _marker: &TxnMarker) -> Result<AppendOutcome, PartitionError> {
-            let offsets = self.offsets()?;
-            Ok(AppendOutcome {
-                base_offset: offsets.log_end,
-                last_offset: offsets.log_end - 1,
-                max_timestamp: -1,
-                duplicate: false,
-                log_start_offset: offsets.log_start,
-            })
+        fn append_txn_marker(&self, marker: &TxnMarker) -> Result<AppendOutcome, PartitionError> {
+            let key = [0u8, 0, 0, u8::from(marker.commit)];
+            let mut value = vec![0u8, 0];
+            value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+            let mut batch = inlet_protocol::batch::TestBatchBuilder {
+                producer_id: marker.producer_id,
+                producer_epoch: marker.producer_epoch,
+                transactional: true,
+                base_timestamp: crate::broker::now_ms(),
+                ..Default::default()
+            }
+            .build(&[(&key[..], &value[..])]);
+            batch[22] |= 0x20;
+            let crc = inlet_protocol::batch::compute_crc(&batch).unwrap_or(0);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+            self.append(&batch)
         }
     }
 }
