@@ -32,15 +32,8 @@ pub async fn handle(
         .filter(|(topic, p)| image.partition(topic, *p).is_none())
         .cloned()
         .collect();
-    let code_of: Box<dyn Fn(&(String, i32)) -> i16> = if !unknown.is_empty() {
-        Box::new(move |tp| {
-            if unknown.contains(tp) {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else {
-                ResponseError::OperationNotAttempted.code()
-            }
-        })
-    } else {
+    // None: refused per partition (unknown topics); Some(code): the coordinator's answer.
+    let answer: Option<i16> = if unknown.is_empty() {
         broker.txns.follow_broker(broker);
         let outcome = broker
             .txns
@@ -51,14 +44,20 @@ pub async fn handle(
                 requested.iter().cloned().collect(),
             )
             .await;
-        let code = match outcome {
-            Ok(()) => None,
+        Some(match outcome {
+            Ok(()) => 0,
             Err(error) => {
                 tracing::debug!(transactional_id = %request.v3_and_below_transactional_id.0, %error, "AddPartitionsToTxn refused");
-                Some(error.code_for(version >= PRODUCER_FENCED_FROM))
+                error.code_for(version >= PRODUCER_FENCED_FROM).code()
             }
-        };
-        Box::new(move |_| code.map_or(0, |c| c.code()))
+        })
+    } else {
+        None
+    };
+    let code_of = |tp: &(String, i32)| match answer {
+        Some(code) => code,
+        None if unknown.contains(tp) => ResponseError::UnknownTopicOrPartition.code(),
+        None => ResponseError::OperationNotAttempted.code(),
     };
     let results = request
         .v3_and_below_topics
