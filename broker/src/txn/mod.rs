@@ -15,6 +15,8 @@
 //!   past their timeout and forgets expired ids.
 
 pub mod coordinator;
+#[cfg(test)]
+mod coordinator_tests;
 pub mod driver;
 pub mod log_format;
 pub mod markers;
