@@ -54,7 +54,7 @@ pub async fn append(broker: &Broker, request: ProduceRequest) -> Appended {
     // 0. Topics the cluster lacks are created first (auto-creation), through the controller.
     let mut refused = Vec::new();
     for topic_data in &request.topic_data {
-        if topic_data.name.as_str() == crate::group::OFFSETS_TOPIC {
+        if is_internal(&topic_data.name) {
             continue;
         }
         if let Err(code) = broker.ensure_topic(&topic_data.name).await {
@@ -76,8 +76,8 @@ pub async fn append(broker: &Broker, request: ProduceRequest) -> Appended {
                 .into_iter()
                 .map(|data| {
                     let response = PartitionProduceResponse::default().with_index(data.index);
-                    if topic_data.name.as_str() == crate::group::OFFSETS_TOPIC {
-                        // Only the group coordinator writes there (Kafka refuses this too).
+                    if is_internal(&topic_data.name) {
+                        // Only the coordinators write there (Kafka refuses this too).
                         return Slot::Done(failed(
                             response,
                             ResponseError::InvalidTopicException,
@@ -106,6 +106,14 @@ pub async fn append(broker: &Broker, request: ProduceRequest) -> Appended {
                             "no records",
                         ));
                     };
+                    if has_control_batch(&records) {
+                        // Only the coordinators write markers (Kafka's LogValidator).
+                        return Slot::Done(failed(
+                            response,
+                            ResponseError::InvalidRecord,
+                            "clients cannot write control batches",
+                        ));
+                    }
                     if let Some(id) = &transactional_id {
                         if let Err(code) =
                             verify_transactional(broker, id, &topic_data.name, data.index, &records)
@@ -380,11 +388,23 @@ fn validate_all<'a>(
     finished.into_iter().map(|(_, result)| result).collect()
 }
 
+/// The coordinators' internal topics, which clients cannot produce to.
+fn is_internal(topic: &str) -> bool {
+    topic == crate::group::OFFSETS_TOPIC || topic == crate::txn::TRANSACTION_STATE_TOPIC
+}
+
 /// Whether `records` hold a batch with the transactional attribute.
 fn has_transactional_batch(records: &[u8]) -> bool {
     BatchIter::new(records)
         .filter_map(Result::ok)
         .any(|(header, _)| header.is_transactional())
+}
+
+/// Whether `records` hold a control batch (a transaction marker).
+fn has_control_batch(records: &[u8]) -> bool {
+    BatchIter::new(records)
+        .filter_map(Result::ok)
+        .any(|(header, _)| header.is_control())
 }
 
 /// Checks a partition's transactional batches with the transaction coordinator: their producer

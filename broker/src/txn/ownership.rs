@@ -55,7 +55,7 @@ impl TransactionCoordinator {
                     .collect()
             })
             .unwrap_or_default();
-        let to_load: Vec<(i32, u64)> = {
+        let to_load: Vec<(i32, u64, i32)> = {
             let mut inner = self.lock();
             if inner.topic != topic {
                 let loaded: Vec<i32> = inner.led.keys().copied().collect();
@@ -85,21 +85,21 @@ impl TransactionCoordinator {
                     let load = inner.loads;
                     inner.led.insert(partition, Led::Loading(load));
                     inner.epochs.insert(partition, epoch);
-                    (partition, load)
+                    (partition, load, epoch)
                 })
                 .collect()
         };
         let Some((topic_id, _)) = topic else { return };
         let background =
             replay == Replay::Background && tokio::runtime::Handle::try_current().is_ok();
-        for (partition, load) in to_load {
+        for (partition, load, epoch) in to_load {
             let Some(log) = local(topic_id, partition) else {
                 self.forget_loading(partition, load);
                 continue;
             };
             // The partition's role may lag the image by an application: replayed only once the
             // local log knows it leads (its leader epoch is then the coordinator epoch).
-            if !log.is_leading() {
+            if !log.is_leader_at(epoch) {
                 self.forget_loading(partition, load);
                 continue;
             }
