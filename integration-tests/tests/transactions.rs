@@ -200,3 +200,32 @@ async fn open_transactions_are_aborted_after_their_timeout_and_after_a_kill9_res
     .await
     .expect("the test body");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactional_batches_outside_a_transaction_and_client_markers_are_refused() {
+    use inlet_integration_tests::raw;
+    use inlet_protocol::batch::{compute_crc, TestBatchBuilder};
+
+    let broker = broker();
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "txn-raw", 1).await;
+    let transactional = TestBatchBuilder {
+        producer_id: 5,
+        producer_epoch: 0,
+        base_sequence: 0,
+        transactional: true,
+        ..Default::default()
+    }
+    .build(&[(b"k", b"v")]);
+    // Kafka refuses transactional batches from a request without a transactional id.
+    let (code, _) = raw::produce(broker.addr(), "txn-raw", &transactional);
+    assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+    // A control batch (a marker) from a client.
+    let mut control =
+        TestBatchBuilder::default().build(&[(&[0, 0, 0, 1][..], &[0, 0, 0, 0, 0, 0][..])]);
+    control[22] |= 0x20;
+    let crc = compute_crc(&control).expect("a parsable batch");
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    let (code, _) = raw::produce(broker.addr(), "txn-raw", &control);
+    assert_eq!(code, 87, "INVALID_RECORD");
+}
