@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use inlet_integration_tests::kafka::{client_config, create_topic};
-use inlet_integration_tests::{Broker, BrokerOptions};
+use inlet_integration_tests::{cluster, Broker, BrokerOptions};
 use inlet_protocol::batch::BatchIter;
 use inlet_protocol::client::Client;
 use inlet_protocol::records::decode_batch;
@@ -57,6 +57,11 @@ fn send(producer: &BaseProducer, topic: &str, values: &[&str]) {
 /// Control batches of partition 0 of `topic` as (producer id, commit), read with a raw Fetch
 /// (read_uncommitted, so everything up to the high watermark).
 fn markers(bootstrap: &str, topic: &str) -> Vec<(i64, bool)> {
+    markers_of(bootstrap, topic, 0).unwrap_or_default()
+}
+
+/// [`markers`] of `partition`; None when `bootstrap` does not lead it.
+fn markers_of(bootstrap: &str, topic: &str, partition: i32) -> Option<Vec<(i64, bool)>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,13 +79,15 @@ fn markers(bootstrap: &str, topic: &str) -> Vec<(i64, bool)> {
             .with_topics(vec![FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
+                    .with_partition(partition)
                     .with_fetch_offset(0)
                     .with_partition_max_bytes(1 << 20)])]);
         let response = client.send_version(request, 11).await.expect("fetch");
-        let partition = &response.responses[0].partitions[0];
-        assert_eq!(partition.error_code, 0, "fetch error");
-        let records = partition.records.clone().unwrap_or_default();
+        let fetched = &response.responses[0].partitions[0];
+        if fetched.error_code != 0 {
+            return None;
+        }
+        let records = fetched.records.clone().unwrap_or_default();
         let mut found = Vec::new();
         for item in BatchIter::new(&records) {
             let (header, range) = item.expect("a valid batch");
@@ -93,7 +100,7 @@ fn markers(bootstrap: &str, topic: &str) -> Vec<(i64, bool)> {
             let commit = key.get(2..4) == Some(&[0, 1][..]);
             found.push((header.producer_id, commit));
         }
-        found
+        Some(found)
     })
 }
 
@@ -228,4 +235,46 @@ async fn transactional_batches_outside_a_transaction_and_client_markers_are_refu
     control[17..21].copy_from_slice(&crc.to_be_bytes());
     let (code, _) = raw::produce(broker.addr(), "txn-raw", &control);
     assert_eq!(code, 87, "INVALID_RECORD");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn markers_reach_partitions_led_by_other_brokers() {
+    let brokers = cluster::start_cluster_with(&["--transaction-state-log-num-partitions", "1"]);
+    let bootstraps: Vec<String> = brokers.iter().map(Broker::bootstrap).collect();
+    let bootstrap = bootstraps.join(",");
+    // One partition per broker (single replicas are spread over the brokers).
+    create_topic(&bootstrap, "txn-spread", 3).await;
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let producer = transactional_producer(&b, "tx-spread", 10_000);
+        producer.begin_transaction().expect("begin");
+        for partition in 0..3 {
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("txn-spread")
+                        .payload("spread")
+                        .partition(partition),
+                )
+                .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+        }
+        producer.flush(WAIT).expect("flush");
+        producer.commit_transaction(WAIT).expect("commit");
+        let deadline = Instant::now() + WAIT;
+        for partition in 0..3 {
+            let found = loop {
+                let found = bootstraps
+                    .iter()
+                    .find_map(|one| markers_of(one, "txn-spread", partition))
+                    .unwrap_or_default();
+                if !found.is_empty() || Instant::now() > deadline {
+                    break found;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            assert_eq!(found.len(), 1, "partition {partition}: {found:?}");
+            assert!(found[0].1, "a commit marker on partition {partition}");
+        }
+    })
+    .await
+    .expect("the test body");
 }
