@@ -113,6 +113,25 @@ impl Inner {
         }
     }
 
+    /// The id's settled state for a request of its producer: Kafka's order of checks (unknown
+    /// id or producer id, then a stale epoch, then a change being written).
+    fn current_producer(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<&TxnMetadata, TxnError> {
+        let entry = self
+            .ids
+            .get(transactional_id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        entry.meta.check_producer(producer_id, producer_epoch)?;
+        if entry.pending.is_some() {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        Ok(&entry.meta)
+    }
+
     /// Step 1 of a change: marks it pending and appends its record.
     pub fn begin(&mut self, store: &TxnStore, next: &TxnMetadata) -> Result<Appended, TxnError> {
         let Some(entry) = self.ids.get_mut(&next.transactional_id) else {
@@ -271,10 +290,7 @@ impl TransactionCoordinator {
         let (next, appended) = {
             let mut inner = self.lock();
             let store = inner.store_for(transactional_id)?;
-            let current = inner
-                .settled(transactional_id)?
-                .ok_or(TxnError::InvalidProducerIdMapping)?;
-            current.check_producer(producer_id, producer_epoch)?;
+            let current = inner.current_producer(transactional_id, producer_id, producer_epoch)?;
             let Some(next) = current.add_partitions(&partitions, now_ms())? else {
                 return Ok(());
             };
@@ -296,10 +312,7 @@ impl TransactionCoordinator {
         let (next, appended) = {
             let mut inner = self.lock();
             let store = inner.store_for(transactional_id)?;
-            let current = inner
-                .settled(transactional_id)?
-                .ok_or(TxnError::InvalidProducerIdMapping)?;
-            current.check_producer(producer_id, producer_epoch)?;
+            let current = inner.current_producer(transactional_id, producer_id, producer_epoch)?;
             let Some(next) = current.end(commit, now_ms())? else {
                 return Ok(());
             };
