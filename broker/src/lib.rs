@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod replica;
 pub mod replication;
 pub mod server;
+pub mod txn;
 
 pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;

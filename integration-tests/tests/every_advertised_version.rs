@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
     ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest,
     ListTransactionsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
     OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
+    SyncGroupRequest, TopicName, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -402,6 +402,7 @@ fn call_with_default_request(wire: &mut Wire, key: ApiKey, version: i16) -> bool
         AddPartitionsToTxn => AddPartitionsToTxnRequest,
         AddOffsetsToTxn => AddOffsetsToTxnRequest,
         EndTxn => EndTxnRequest,
+        WriteTxnMarkers => WriteTxnMarkersRequest,
         TxnOffsetCommit => TxnOffsetCommitRequest,
         DescribeTransactions => DescribeTransactionsRequest,
         ListTransactions => ListTransactionsRequest,
