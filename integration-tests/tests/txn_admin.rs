@@ -197,14 +197,26 @@ async fn an_open_transactions_offsets_are_unstable_and_invisible() {
                 .with_partition_index(0)
                 .with_committed_offset(17)
                 .with_committed_leader_epoch(-1)])]);
-    let response = client
-        .send_capped(commit, 3)
-        .await
-        .expect("TxnOffsetCommit");
-    assert_eq!(
-        response.topics[0].partitions[0].error_code, 0,
-        "{response:?}"
-    );
+    // FindCoordinator answers once the offsets topic exists; its partition may still be
+    // loading (NOT_COORDINATOR until the image is applied, then LOAD_IN_PROGRESS): retry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client
+            .send_capped(commit.clone(), 3)
+            .await
+            .expect("TxnOffsetCommit");
+        let code = response.topics[0].partitions[0].error_code;
+        if code == 0 {
+            break;
+        }
+        let retriable = [
+            ResponseError::NotCoordinator.code(),
+            ResponseError::CoordinatorLoadInProgress.code(),
+        ];
+        assert!(retriable.contains(&code), "{response:?}");
+        assert!(Instant::now() < deadline, "{response:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     assert_eq!(fetch_v7(&mut client, group, false).await, (0, -1));
     assert_eq!(
@@ -228,4 +240,128 @@ async fn an_open_transactions_offsets_are_unstable_and_invisible() {
         (p.error_code, p.committed_offset),
         (ResponseError::UnstableOffsetCommit.code(), -1)
     );
+}
+
+/// `inlet --output json ARGS` against `bootstrap`: exit code and parsed stdout (Null if none).
+fn inlet_json(bootstrap: &str, args: &[&str]) -> (i32, Value, String) {
+    let output = Command::new(inlet_bin())
+        .arg("--bootstrap-server")
+        .arg(bootstrap)
+        .args(["--output", "json"])
+        .args(args)
+        .env_remove("INLET_BOOTSTRAP")
+        .output()
+        .expect("run inlet");
+    let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().unwrap_or(-1), value, stderr)
+}
+
+/// The `transactional_id`s `inlet txn list ARGS` prints.
+fn listed(bootstrap: &str, args: &[&str]) -> Vec<(String, String, i64)> {
+    let mut all = vec!["txn", "list"];
+    all.extend_from_slice(args);
+    let (code, value, stderr) = inlet_json(bootstrap, &all);
+    assert_eq!(code, 0, "{stderr}");
+    value
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|t| {
+            (
+                t["transactional_id"].as_str().unwrap().to_string(),
+                t["state"].as_str().unwrap().to_string(),
+                t["producer_id"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn inlet_txn_list_describe_and_producers_follow_a_transaction() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let wait = Duration::from_secs(15);
+    let broker = Broker::start_with(inlet_integration_tests::BrokerOptions {
+        extra_args: vec!["--transaction-state-log-num-partitions".into(), "2".into()],
+        ..Default::default()
+    });
+    let bootstrap = broker.bootstrap();
+    let topic = "txn-cli";
+    inlet_integration_tests::cluster::runtime().block_on(create_topic(&bootstrap, topic, 1));
+    let producer: BaseProducer = inlet_integration_tests::kafka::client_config(&bootstrap)
+        .set("transactional.id", "cli-tx")
+        .set("linger.ms", "5")
+        .create()
+        .expect("create a transactional producer");
+    // The transaction coordinator may still be loading its partition: retriable errors.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(error) = producer.init_transactions(wait) {
+        assert!(Instant::now() < deadline, "init_transactions: {error}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    producer.begin_transaction().expect("begin_transaction");
+    for value in ["a", "b", "c"] {
+        producer
+            .send(BaseRecord::<(), str>::to(topic).payload(value).partition(0))
+            .unwrap_or_else(|(e, _)| panic!("enqueue {value}: {e}"));
+    }
+    producer.flush(wait).expect("flush");
+
+    let ongoing = listed(&bootstrap, &[]);
+    assert_eq!(ongoing.len(), 1, "{ongoing:?}");
+    let (id, state, producer_id) = ongoing[0].clone();
+    assert_eq!((id.as_str(), state.as_str()), ("cli-tx", "Ongoing"));
+    let pid = producer_id.to_string();
+    assert_eq!(
+        listed(&bootstrap, &["--state", "Ongoing", "--producer-id", &pid]).len(),
+        1
+    );
+    assert!(listed(&bootstrap, &["--state", "CompleteAbort"]).is_empty());
+    assert!(listed(&bootstrap, &["--producer-id", "999999"]).is_empty());
+
+    let (code, described, stderr) = inlet_json(&bootstrap, &["txn", "describe", "cli-tx"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(described["state"], "Ongoing", "{described}");
+    assert_eq!(described["producer_id"].as_i64(), Some(producer_id));
+    assert_eq!(described["partitions"], serde_json::json!([[topic, 0]]));
+
+    // The open transaction started at offset 0 of the partition.
+    let (code, producers, stderr) = inlet_json(&bootstrap, &["txn", "producers", topic]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        producers[0]["producer_id"].as_i64(),
+        Some(producer_id),
+        "{producers}"
+    );
+    assert_eq!(producers[0]["current_txn_start_offset"], 0, "{producers}");
+    assert_eq!(producers[0]["last_sequence"], 2, "{producers}");
+
+    producer
+        .commit_transaction(wait)
+        .expect("commit_transaction");
+    let deadline = Instant::now() + wait;
+    loop {
+        let (_, described, _) = inlet_json(&bootstrap, &["txn", "describe", "cli-tx"]);
+        if described["state"] == "CompleteCommit" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never CompleteCommit: {described}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, producers, _) = inlet_json(&bootstrap, &["txn", "producers", topic]);
+    assert_eq!(producers[0]["current_txn_start_offset"], -1, "{producers}");
+    assert!(
+        producers[0]["coordinator_epoch"].as_i64() >= Some(0),
+        "{producers}"
+    );
+
+    let (code, _, stderr) = inlet_json(&bootstrap, &["txn", "describe", "no-such-tx"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no-such-tx"), "{stderr}");
+    let (code, _, stderr) = inlet_json(&bootstrap, &["txn", "list", "--state", "Bogus"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("Bogus"), "{stderr}");
 }
