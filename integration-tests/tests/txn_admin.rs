@@ -1,7 +1,8 @@
 //! Transaction admin on a real broker: DescribeProducers shows an idempotent librdkafka
 //! producer's state per partition (and refuses unknown partitions as Kafka does), `inlet txn
-//! producers` prints the same, and a TxnOffsetCommit stays invisible to OffsetFetch (and
-//! UNSTABLE_OFFSET_COMMIT with `require_stable`) while its transaction is open.
+//! producers` prints the same, a TxnOffsetCommit is verified against the open transaction and
+//! stays invisible to OffsetFetch (UNSTABLE_OFFSET_COMMIT with `require_stable`) while it is
+//! open, and `inlet txn list/describe/producers` follow a librdkafka transaction.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,8 +19,10 @@ use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    DescribeProducersRequest, FindCoordinatorRequest, GroupId, OffsetFetchRequest, ProducerId,
-    TopicName, TransactionalId, TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, DescribeProducersRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
+    InitProducerIdResponse, OffsetFetchRequest, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -175,21 +178,45 @@ async fn fetch_v7(client: &mut Client, group: &str, require_stable: bool) -> (i1
     (p.error_code, p.committed_offset)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_transactions_offsets_are_unstable_and_invisible() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, TOPIC, 1).await;
-    let mut client = Client::connect(&bootstrap, "txn-admin-test")
-        .await
-        .expect("connect");
-    let group = "txn-offsets";
-    wait_for_coordinator(&mut client, group).await;
+/// Sends `request` until its answer is not a retriable coordinator error (the coordinators load
+/// their partitions after the internal topics are created); the final answer's error code.
+async fn until_settled<R, F>(
+    client: &mut Client,
+    request: R,
+    version: i16,
+    code: F,
+) -> (i16, R::Response)
+where
+    R: kafka_protocol::protocol::Request + kafka_protocol::protocol::Message + Clone,
+    F: Fn(&R::Response) -> i16,
+{
+    let retriable = [
+        ResponseError::NotCoordinator.code(),
+        ResponseError::CoordinatorLoadInProgress.code(),
+        ResponseError::CoordinatorNotAvailable.code(),
+        ResponseError::ConcurrentTransactions.code(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client
+            .send_capped(request.clone(), version)
+            .await
+            .expect("a response");
+        let answer = code(&response);
+        if !retriable.contains(&answer) || Instant::now() >= deadline {
+            return (answer, response);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// TxnOffsetCommit v3 of offset 17 for partition 0 of [`TOPIC`]; its error code.
+async fn txn_offset_commit(client: &mut Client, group: &str, producer_id: i64, epoch: i16) -> i16 {
     let commit = TxnOffsetCommitRequest::default()
         .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
-        .with_group_id(GroupId(StrBytes::from_static_str(group)))
-        .with_producer_id(ProducerId(4242))
-        .with_producer_epoch(0)
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
         .with_generation_id(-1)
         .with_topics(vec![TxnOffsetCommitRequestTopic::default()
             .with_name(name(TOPIC))
@@ -197,26 +224,66 @@ async fn an_open_transactions_offsets_are_unstable_and_invisible() {
                 .with_partition_index(0)
                 .with_committed_offset(17)
                 .with_committed_leader_epoch(-1)])]);
-    // FindCoordinator answers once the offsets topic exists; its partition may still be
-    // loading (NOT_COORDINATOR until the image is applied, then LOAD_IN_PROGRESS): retry.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = client
-            .send_capped(commit.clone(), 3)
-            .await
-            .expect("TxnOffsetCommit");
-        let code = response.topics[0].partitions[0].error_code;
-        if code == 0 {
-            break;
-        }
-        let retriable = [
-            ResponseError::NotCoordinator.code(),
-            ResponseError::CoordinatorLoadInProgress.code(),
-        ];
-        assert!(retriable.contains(&code), "{response:?}");
-        assert!(Instant::now() < deadline, "{response:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_settled(client, commit, 3, |r: &TxnOffsetCommitResponse| {
+        r.topics[0].partitions[0].error_code
+    })
+    .await
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transactions_offsets_are_verified_unstable_and_invisible() {
+    let broker = Broker::start_with(inlet_integration_tests::BrokerOptions {
+        extra_args: vec!["--transaction-state-log-num-partitions".into(), "2".into()],
+        ..Default::default()
+    });
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, TOPIC, 1).await;
+    let mut client = Client::connect(&bootstrap, "txn-admin-test")
+        .await
+        .expect("connect");
+    let group = "txn-offsets";
+    wait_for_coordinator(&mut client, group).await;
+    let find = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_static_str("tx"))
+        .with_key_type(1);
+    let (code, _) = until_settled(&mut client, find, 3, |r: &FindCoordinatorResponse| {
+        r.error_code
+    })
+    .await;
+    assert_eq!(code, 0);
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let (code, init) = until_settled(&mut client, init, 4, |r: &InitProducerIdResponse| {
+        r.error_code
+    })
+    .await;
+    assert_eq!(code, 0, "{init:?}");
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+
+    // Before AddOffsetsToTxn the offsets partition is not in the transaction.
+    assert_eq!(
+        txn_offset_commit(&mut client, group, pid, epoch).await,
+        ResponseError::InvalidTxnState.code()
+    );
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(StrBytes::from_static_str(group)));
+    let (code, _) = until_settled(&mut client, add, 3, |r: &AddOffsetsToTxnResponse| {
+        r.error_code
+    })
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        txn_offset_commit(&mut client, group, pid, epoch + 1).await,
+        ResponseError::InvalidProducerEpoch.code()
+    );
+    assert_eq!(txn_offset_commit(&mut client, group, pid, epoch).await, 0);
 
     assert_eq!(fetch_v7(&mut client, group, false).await, (0, -1));
     assert_eq!(

@@ -128,7 +128,8 @@ impl Replayed {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, %group, %topic, partition, "skipping an unreadable offset")
+                    tracing::warn!(%error, %group, %topic, partition,
+                        "skipping an unreadable offset");
                 }
             },
             (

@@ -189,7 +189,8 @@ impl GroupCoordinator {
                 (topic, partition, Ok(()))
             })
             .collect();
-        tracing::debug!(group = %group_id, producer_id = who.producer_id, "pending transactional offsets");
+        tracing::debug!(group = %group_id, producer_id = who.producer_id,
+            "pending transactional offsets");
         (results, Some(appended))
     }
 

@@ -3,6 +3,11 @@
 //! `__consumer_offsets` partition as the producer's transactional batch and stay invisible to
 //! OffsetFetch until the transaction's marker lands there (see `group::txn_offsets`). v3 carries
 //! the consumer's generation and member id (KIP-447), checked as OffsetCommit checks them.
+//!
+//! First the transaction coordinator verifies (KIP-890) that the producer is the transactional
+//! id's current one and that the group's offsets partition is in its open transaction
+//! (AddOffsetsToTxn), as Kafka does with `transaction.partition.verification.enable`: a commit
+//! outside the transaction would otherwise stay pending with no marker to end it.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -15,6 +20,8 @@ use super::errors::group_code;
 use crate::broker::{now_ms, Broker};
 use crate::group::state::CommittedOffset;
 use crate::group::txn_offsets::TxnCommitter;
+use crate::group::OFFSETS_TOPIC;
+use crate::metadata::image::MetadataImage;
 
 /// How long a commit waits for the offsets partition's in-sync replicas
 /// (`offsets.commit.timeout.ms`).
@@ -69,6 +76,9 @@ pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffs
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
     };
+    if let Err(code) = verify(broker, &request).await {
+        refused.extend(offsets.drain(..).map(|(t, p, _)| (t, p, code.code())));
+    }
     let (mut results, appended) = if offsets.is_empty() {
         (Vec::new(), None)
     } else {
@@ -100,4 +110,35 @@ pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffs
         }
     }
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The transaction coordinator's check that the group's offsets partition is in the producer's
+/// open transaction. Without the offsets topic there is nothing to verify: the group
+/// coordinator answers NOT_COORDINATOR. Ids coordinated on another broker pass (see
+/// `TransactionCoordinator::verify`).
+async fn verify(broker: &Broker, request: &TxnOffsetCommitRequest) -> Result<(), ResponseError> {
+    let image = broker.controller.image();
+    let Some(count) = image
+        .topic(OFFSETS_TOPIC)
+        .and_then(|t| i32::try_from(t.partitions.len()).ok())
+    else {
+        return Ok(());
+    };
+    let partition = MetadataImage::offsets_partition_for(&request.group_id, count);
+    broker
+        .txns
+        .verify(
+            &request.transactional_id,
+            request.producer_id.0,
+            request.producer_epoch,
+            OFFSETS_TOPIC,
+            partition,
+        )
+        .await
+        .map_err(|code| match code {
+            // Verify's retriable answer for Produce; a commit's retriable one is this
+            // (Kafka's storeOffsets mapping of NOT_ENOUGH_REPLICAS).
+            ResponseError::NotEnoughReplicas => ResponseError::CoordinatorNotAvailable,
+            other => other,
+        })
 }
