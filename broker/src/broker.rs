@@ -15,6 +15,7 @@ use crate::controller::Controller;
 use crate::group::GroupCoordinator;
 use crate::lake::Lake;
 use crate::replica::ReplicaManager;
+use crate::txn::TransactionCoordinator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -57,6 +58,9 @@ pub struct Broker {
     /// The consumer groups of the `__consumer_offsets` partitions this broker leads, with their
     /// committed offsets (loaded and unloaded by the replica manager's image applications).
     pub groups: Arc<GroupCoordinator>,
+    /// The transactional ids of the `__transaction_state` partitions this broker leads
+    /// (followed by `txn::driver::run`).
+    pub txns: Arc<TransactionCoordinator>,
     /// The object-store tier, unless `lake.enable` is off.
     pub lake: Option<Lake>,
     /// Produce and fetch byte rates per client, against the image's client quotas.
@@ -78,6 +82,7 @@ impl Broker {
         // Groups are loaded from the offsets partitions this broker leads once the image is
         // applied (before anything is served: see `server::run`).
         let groups = Arc::new(GroupCoordinator::new(config.group_config()));
+        let txns = Arc::new(TransactionCoordinator::new(config.txn_config()));
         let lake = Lake::open(&config)?;
         let node_id = config.node_id;
         let quotas = crate::quota::QuotaManager::new(
@@ -96,6 +101,7 @@ impl Broker {
             controller,
             replicas: ReplicaManager::new(node_id),
             groups,
+            txns,
         };
         if broker.lake.is_none() {
             // With the lake off, offsets only the lake holds cannot be served: clients must be

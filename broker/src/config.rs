@@ -70,6 +70,16 @@ pub struct BrokerConfig {
     /// Replication factor of `__consumer_offsets` (`offsets.topic.replication.factor`), capped at
     /// the live brokers when it is created, so that a single broker needs no setup.
     pub offsets_topic_replication_factor: i16,
+    /// Partitions of `__transaction_state` when it is created
+    /// (`transaction.state.log.num.partitions`); a transactional id's coordinator is the leader
+    /// of partition `hash(id) % n`.
+    pub transaction_state_log_num_partitions: i32,
+    /// The longest `transaction.timeout.ms` a producer may ask for
+    /// (`transaction.max.timeout.ms`); longer ones get INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout_ms: i32,
+    /// How long a transactional id's state is kept after its last transaction ended
+    /// (`transactional.id.expiration.ms`); then it is forgotten (a tombstone is written).
+    pub transactional_id_expiration_ms: i64,
     /// How often compacted topics are checked for compaction (`log.cleaner.backoff.ms`).
     pub log_cleaner_backoff_ms: u64,
     /// How long a producer id's state is kept after its last append (`producer.id.expiration.ms`,
@@ -213,6 +223,9 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
+            transaction_state_log_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
             log_cleaner_backoff_ms: 15_000,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
             producer_id_expiration_check_interval_ms: 10 * 60 * 1000,
@@ -369,6 +382,18 @@ impl BrokerConfig {
                 "offsets_topic_replication_factor",
                 self.offsets_topic_replication_factor.max(0) as u64,
             ),
+            (
+                "transaction_state_log_num_partitions",
+                self.transaction_state_log_num_partitions.max(0) as u64,
+            ),
+            (
+                "transaction_max_timeout_ms",
+                self.transaction_max_timeout_ms.max(0) as u64,
+            ),
+            (
+                "transactional_id_expiration_ms",
+                self.transactional_id_expiration_ms.max(0) as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { key });
@@ -499,6 +524,14 @@ impl BrokerConfig {
                 as i64,
             min_session_timeout_ms: self.group_min_session_timeout_ms,
             max_session_timeout_ms: self.group_max_session_timeout_ms,
+        }
+    }
+
+    pub fn txn_config(&self) -> crate::txn::TxnConfig {
+        crate::txn::TxnConfig {
+            max_timeout_ms: self.transaction_max_timeout_ms,
+            id_expiration_ms: self.transactional_id_expiration_ms,
+            num_partitions: self.transaction_state_log_num_partitions,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod quota;
 pub mod replica;
 pub mod replication;
 pub mod server;
+pub mod txn;
 
 pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;

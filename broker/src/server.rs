@@ -152,6 +152,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
         broker.clone(),
         stop_rx.clone(),
     ));
+    let txn_driver = tokio::spawn(crate::txn::driver::run(broker.clone(), stop_rx.clone()));
     let tiering = tokio::spawn(crate::lake::run_tiering(broker.clone(), stop_rx.clone()));
     let replicas = tokio::spawn(crate::replica::run(broker.clone(), stop_rx.clone()));
     let isr = tokio::spawn(crate::replication::isr::run(
@@ -242,6 +243,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future
     }
     let _ = maintenance.await;
     let _ = group_timers.await;
+    let _ = txn_driver.await;
     let _ = tiering.await;
     let _ = replicas.await;
     let _ = isr.await;

@@ -1,6 +1,6 @@
 //! `inlet`: one binary to run a broker (`inlet serve`) and to administer any Kafka-compatible
-//! cluster (topics, produce/consume, groups, configs, load generation). Each verb lives in the
-//! module of its name. Errors reach the operator as one line with context and exit code 1 (clap
+//! cluster (topics, produce/consume, groups, transactions, configs, load generation). Each verb
+//! lives in the module of its name. Errors reach the operator as one line with context and exit code 1 (clap
 //! exits 2 for usage errors), never a panic.
 
 mod cluster;
@@ -16,6 +16,7 @@ mod reassign;
 mod serve;
 mod topic;
 mod topic_describe;
+mod txn;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -48,7 +49,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list, describe, delete and configure topics.
     Topic(topic::TopicArgs),
     /// Produce records from stdin (one per line) or a file.
@@ -57,6 +58,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// List, describe, reset and delete consumer groups.
     Group(group::GroupArgs),
+    /// List and describe transactions, and show the producers of a topic's partitions.
+    Txn(txn::TxnArgs),
     /// Describe the cluster: brokers and their state, the controller quorum, cluster id.
     Cluster(cluster::ClusterArgs),
     /// Describe topic or broker configuration.
@@ -79,11 +82,12 @@ fn main() -> std::process::ExitCode {
         output: cli.output,
     };
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Topic(args) => connect::block_on(topic::run(&context, args)),
         Command::Produce(args) => connect::block_on(produce::run(&context, args)),
         Command::Consume(args) => connect::block_on(consume::run(&context, args)),
         Command::Group(args) => connect::block_on(group::run(&context, args)),
+        Command::Txn(args) => connect::block_on(txn::run(&context, args)),
         Command::Cluster(args) => connect::block_on(cluster::run_cluster(&context, args)),
         Command::Config(args) => connect::block_on(cluster::run_config(&context, args)),
         Command::Quota(args) => connect::block_on(quota::run(&context, args)),

@@ -69,6 +69,18 @@ pub struct ServeArgs {
     /// (`offsets.topic.replication.factor`, default 3).
     #[arg(long, env = "INLET_OFFSETS_TOPIC_REPLICATION_FACTOR", value_parser = clap::value_parser!(i16).range(1..))]
     offsets_topic_replication_factor: Option<i16>,
+    /// Partitions of `__transaction_state` when it is first created
+    /// (`transaction.state.log.num.partitions`, default 50).
+    #[arg(long, env = "INLET_TRANSACTION_STATE_LOG_NUM_PARTITIONS", value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    transaction_state_log_num_partitions: Option<i32>,
+    /// The longest transaction timeout a producer may ask for, in ms
+    /// (`transaction.max.timeout.ms`, default 900000).
+    #[arg(long, env = "INLET_TRANSACTION_MAX_TIMEOUT_MS", value_parser = clap::value_parser!(i32).range(1..))]
+    transaction_max_timeout_ms: Option<i32>,
+    /// How long a transactional id is kept after its last transaction, in ms
+    /// (`transactional.id.expiration.ms`, default 604800000).
+    #[arg(long, env = "INLET_TRANSACTIONAL_ID_EXPIRATION_MS", value_parser = clap::value_parser!(i64).range(1..))]
+    transactional_id_expiration_ms: Option<i64>,
     /// How long an idle producer id's state is kept after its last append, in ms
     /// (`producer.id.expiration.ms`).
     #[arg(long, env = "INLET_PRODUCER_ID_EXPIRATION_MS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -341,6 +353,15 @@ impl ServeArgs {
         }
         if let Some(n) = self.offsets_topic_replication_factor {
             config.offsets_topic_replication_factor = n;
+        }
+        if let Some(n) = self.transaction_state_log_num_partitions {
+            config.transaction_state_log_num_partitions = n;
+        }
+        if let Some(ms) = self.transaction_max_timeout_ms {
+            config.transaction_max_timeout_ms = ms;
+        }
+        if let Some(ms) = self.transactional_id_expiration_ms {
+            config.transactional_id_expiration_ms = ms;
         }
         if let Some(ms) = self.producer_id_expiration_check_interval_ms {
             config.producer_id_expiration_check_interval_ms = ms;

@@ -61,6 +61,9 @@ pub(super) struct Inner {
     pub epochs: HashMap<i32, i32>,
     /// Number of the last load started.
     pub loads: u64,
+    /// Transaction markers written to a partition while it was being replayed: (producer id,
+    /// commit), applied once its groups are installed (see `complete_transaction`).
+    pub completed_while_loading: HashMap<i32, Vec<(i64, bool)>>,
 }
 
 /// A partition led here: being replayed (by the load numbered so, so that a load overtaken by a

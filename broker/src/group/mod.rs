@@ -8,10 +8,12 @@
 //!   changes in it.
 //! * [`membership`] holds the JoinGroup / SyncGroup / Heartbeat / LeaveGroup rules on top of it.
 //! * [`log_format`] is how groups and offsets are written to `__consumer_offsets`, and [`store`]
-//!   writes them through the ordinary partition log and replays them on startup.
+//!   writes them through the ordinary partition log and replays them on startup (`replay`:
+//!   record by record, transactions' offsets pending until their markers).
 //! * [`coordinator`] owns all groups behind one lock, parks JoinGroup and SyncGroup requests until
 //!   their rebalance completes, and runs the timers (session, rebalance, initial-join delay);
-//!   [`offsets`] adds OffsetCommit / OffsetFetch / OffsetDelete to it.
+//!   [`offsets`] adds OffsetCommit / OffsetFetch / OffsetDelete to it, and [`txn_offsets`]
+//!   TxnOffsetCommit, whose offsets wait for their transaction's marker.
 //! * [`ownership`] follows the metadata image: it creates the offsets topic through the
 //!   controller on first need, loads a partition's groups when this broker becomes its leader and
 //!   unloads them when it stops leading it.
@@ -26,9 +28,11 @@ pub mod offsets;
 pub mod ownership;
 #[cfg(test)]
 mod ownership_tests;
+mod replay;
 mod restore;
 pub mod state;
 pub mod store;
+pub mod txn_offsets;
 
 pub use coordinator::GroupCoordinator;
 pub use ownership::{ensure_offsets_topic, Replay};
@@ -75,6 +79,9 @@ pub enum GroupError {
     NonEmptyGroup(String),
     #[error("the group's members are subscribed to topic {0}")]
     GroupSubscribedToTopic(String),
+    /// A TxnOffsetCommit of a producer epoch older than the log knows (a fenced producer).
+    #[error("the producer's epoch is older than the offsets partition knows")]
+    InvalidProducerEpoch,
     #[error("cannot write to {OFFSETS_TOPIC}: {0}")]
     Storage(String),
 }

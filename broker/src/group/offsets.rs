@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::coordinator::{FetchedOffsets, GroupCoordinator, PartitionResult};
+use super::coordinator::{FetchedOffsets, GroupCoordinator, Inner, PartitionResult};
 use super::log_format::{encode_key, encode_offset, RecordKey};
 use super::membership;
-use super::state::{CommittedOffset, Group, GroupState};
+use super::state::{CommittedOffset, Group, GroupState, LoggedOffset};
 use super::store::Appended;
 use super::GroupError;
 use crate::broker::now_ms;
@@ -76,10 +76,13 @@ impl GroupCoordinator {
                 return all(error);
             }
         };
+        // One record per offset, in order, ending just before `appended.end`.
+        let first = appended.end - offsets.len() as i64;
         let results = offsets
             .into_iter()
-            .map(|(topic, partition, value)| {
-                group.offsets.insert((topic.clone(), partition), value);
+            .zip(first..)
+            .map(|((topic, partition, offset), position)| {
+                group.set_committed(&topic, partition, LoggedOffset { offset, position });
                 (topic, partition, Ok(()))
             })
             .collect();
@@ -93,7 +96,14 @@ impl GroupCoordinator {
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<FetchedOffsets, GroupError> {
-        let inner = self.lock();
+        Self::fetch_locked(&self.lock(), group_id, wanted)
+    }
+
+    pub(super) fn fetch_locked(
+        inner: &Inner,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, GroupError> {
         inner.store_for(group_id)?;
         let committed = inner.groups.get(group_id).map(|g| &g.offsets);
         let lookup = |topic: &str, partition: i32| {
@@ -158,7 +168,7 @@ impl GroupCoordinator {
         store.append(&tombstones)?;
         for (topic, partition, result) in &results {
             if result.is_ok() {
-                group.offsets.remove(&(topic.clone(), *partition));
+                group.remove_offset(topic, *partition);
             }
         }
         Ok(results)

@@ -160,6 +160,7 @@ impl GroupCoordinator {
             loaded += 1;
         }
         inner.led.insert(partition, Led::Loaded(store));
+        inner.apply_completions_of_load(partition);
         tracing::info!(
             partition,
             groups = loaded,
@@ -173,6 +174,7 @@ impl GroupCoordinator {
         if matches!(inner.led.get(&partition), Some(Led::Loading(l)) if *l == load) {
             inner.led.remove(&partition);
             inner.epochs.remove(&partition);
+            inner.completed_while_loading.remove(&partition);
         }
     }
 }
@@ -192,6 +194,7 @@ fn unload(inner: &mut Inner, partition: i32) {
         }
     }
     inner.epochs.remove(&partition);
+    inner.completed_while_loading.remove(&partition);
     if inner.led.remove(&partition).is_some() {
         tracing::info!(
             partition,
@@ -201,19 +204,28 @@ fn unload(inner: &mut Inner, partition: i32) {
     }
 }
 
-/// Groups as replay found them: stored metadata first, then committed offsets (a group with
-/// offsets but no stored metadata is an Empty group that only stores offsets).
+/// Groups as replay found them: stored metadata first, then committed offsets and the pending
+/// ones of open transactions (a group with offsets but no stored metadata is an Empty group that
+/// only stores offsets).
 fn rebuild_groups(replayed: Replayed, now: i64) -> HashMap<String, Group> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     for (id, stored) in replayed.groups {
         groups.insert(id.clone(), restore_group(&id, stored, now));
     }
-    for ((group_id, topic, partition), offset) in replayed.offsets {
+    for ((group_id, topic, partition), logged) in replayed.offsets {
         groups
             .entry(group_id.clone())
             .or_insert_with(|| Group::new(&group_id, now))
-            .offsets
-            .insert((topic, partition), offset);
+            .set_committed(&topic, partition, logged);
+    }
+    // Transactions still open at the end of the log: their markers come later.
+    for (producer_id, pending) in replayed.pending {
+        for ((group_id, topic, partition), logged) in pending {
+            groups
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(&group_id, now))
+                .add_pending(producer_id, &topic, partition, logged);
+        }
     }
     groups
 }

@@ -99,6 +99,13 @@ pub struct CommittedOffset {
     pub commit_timestamp_ms: i64,
 }
 
+/// An offset as written to `__consumer_offsets`: the value and the log offset of its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedOffset {
+    pub offset: CommittedOffset,
+    pub position: i64,
+}
+
 #[derive(Debug)]
 pub struct Group {
     pub id: String,
@@ -113,6 +120,12 @@ pub struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED that have not joined yet, with expiry time.
     pub pending_members: HashMap<String, i64>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Where in `__consumer_offsets` each committed offset was written: a transaction's offset
+    /// replaces a committed one only if written after it (Kafka's `olderThan`).
+    pub offset_positions: HashMap<(String, i32), i64>,
+    /// TxnOffsetCommit offsets waiting for their transaction's marker, by producer id (Kafka's
+    /// `pendingTransactionalOffsetCommits`); see `txn_offsets`.
+    pub pending_txn: BTreeMap<i64, BTreeMap<(String, i32), LoggedOffset>>,
     /// PreparingRebalance: when the join phase ends at the latest.
     pub join_deadline_ms: i64,
     /// PreparingRebalance of an empty group: the initial-join delay's hard limit.
@@ -137,6 +150,8 @@ impl Group {
             static_members: HashMap::new(),
             pending_members: HashMap::new(),
             offsets: BTreeMap::new(),
+            offset_positions: HashMap::new(),
+            pending_txn: BTreeMap::new(),
             join_deadline_ms: 0,
             initial_delay_limit_ms: None,
             sync_deadline_ms: 0,

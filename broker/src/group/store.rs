@@ -7,21 +7,23 @@
 //! an `acks=1` produce: the bytes are in the page cache at once (a killed process loses nothing)
 //! and on disk per the topic's flush policy.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use inlet_protocol::batch::BatchIter;
-use inlet_protocol::records::{decode_batch, simple_batch};
+use inlet_protocol::batch::{increment_sequence, BatchHeader, BatchIter, MAGIC_V2};
+use inlet_protocol::records::{decode_batch, encode_batch, simple_batch, Record};
+use inlet_storage::StorageError;
 
-use super::log_format::{decode_group, decode_key, decode_offset, RecordKey, StoredGroup};
-use super::state::CommittedOffset;
+pub use super::replay::Replayed;
 use super::{GroupError, OFFSETS_TOPIC};
-use crate::cluster::partition::{Partition, ReadLimit};
+use crate::cluster::partition::{Partition, PartitionError, ReadLimit};
 use crate::cluster::topic_config::TopicConfig;
 
 /// Segment size of the offsets topic: small, so compaction has closed segments to clean early.
 const OFFSETS_SEGMENT_BYTES: &str = "16777216";
+/// Kafka's transactional bit in a batch's attributes.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
 /// How much of the log one replay read asks for.
 const REPLAY_CHUNK: usize = 1 << 20;
 
@@ -33,17 +35,13 @@ pub enum LoadError {
     Read { offset: i64, reason: String },
 }
 
-/// Everything replay found: the latest value of every key.
-#[derive(Debug, Default)]
-pub struct Replayed {
-    pub offsets: BTreeMap<(String, String, i32), CommittedOffset>,
-    pub groups: BTreeMap<String, StoredGroup>,
-}
-
 /// One partition of the offsets topic; cheap to clone.
 #[derive(Clone)]
 pub struct OffsetsStore {
     partition: Arc<Partition>,
+    /// The last (epoch, sequence) this coordinator wrote for each transactional producer: its
+    /// batches carry the producer's id, so the log checks their sequences like a producer's.
+    sequences: Arc<Mutex<HashMap<i64, (i16, i32)>>>,
 }
 
 /// The offsets topic's configuration.
@@ -86,7 +84,10 @@ impl Appended {
 
 impl OffsetsStore {
     pub fn new(partition: Arc<Partition>) -> OffsetsStore {
-        OffsetsStore { partition }
+        OffsetsStore {
+            partition,
+            sequences: Arc::default(),
+        }
     }
 
     /// The partition's index in the offsets topic.
@@ -117,6 +118,59 @@ impl OffsetsStore {
             .append(batch.as_mut_slice())
             .map_err(|e| GroupError::Storage(e.to_string()))?;
         Ok(self.appended(outcome.last_offset + 1, epoch))
+    }
+
+    /// Appends TxnOffsetCommit records as one transactional batch of `producer_id` at
+    /// `producer_epoch` (Kafka writes them so, and the transaction's marker later ends them).
+    /// Returns the log offset of the first record and the write to wait for. An epoch older
+    /// than the partition knows for the producer is INVALID_PRODUCER_EPOCH (a zombie).
+    pub fn append_transactional(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        records: &[(Bytes, Option<Bytes>)],
+    ) -> Result<(i64, Appended), GroupError> {
+        let epoch = self.partition.leader_epoch();
+        let count = i32::try_from(records.len())
+            .map_err(|_| GroupError::Storage("too many offsets in one commit".into()))?;
+        let records: Vec<Record> = records
+            .iter()
+            .zip(0..)
+            .map(|((key, value), i)| Record::new(i, 0, Some(key.clone()), value.clone()))
+            .collect();
+        let mut sequences = self.lock_sequences();
+        let mut sequence = match sequences.get(&producer_id) {
+            Some(&(known, last)) if known == producer_epoch => increment_sequence(last, 1),
+            _ => 0,
+        };
+        // The sequence this coordinator remembers may be behind the log's (a batch written by an
+        // earlier leader and compacted away): the log then names the one it expects.
+        for _ in 0..3 {
+            let mut batch = transactional_batch(producer_id, producer_epoch, sequence, &records)?;
+            match self.partition.append(batch.as_mut_slice()) {
+                Ok(outcome) if !outcome.duplicate => {
+                    let last = increment_sequence(sequence, count.saturating_sub(1));
+                    sequences.insert(producer_id, (producer_epoch, last));
+                    let appended = self.appended(outcome.last_offset + 1, epoch);
+                    return Ok((outcome.base_offset, appended));
+                }
+                // Taken for a retry of an earlier batch: a sequence far off makes the log say
+                // which one it expects.
+                Ok(_) => sequence = increment_sequence(sequence, 1 << 30),
+                Err(PartitionError::Storage(StorageError::OutOfOrderSequence {
+                    expected, ..
+                })) => sequence = expected,
+                Err(error) => return Err(append_error(error)),
+            }
+        }
+        Err(GroupError::Storage(format!(
+            "no sequence of producer {producer_id} accepted"
+        )))
+    }
+
+    fn lock_sequences(&self) -> MutexGuard<'_, HashMap<i64, (i16, i32)>> {
+        // Plain data: a panic elsewhere cannot leave it half-updated.
+        self.sequences.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn appended(&self, end: i64, epoch: i32) -> Appended {
@@ -151,10 +205,8 @@ impl OffsetsStore {
                 next = header.last_offset() + 1;
                 let (_, batch_records) =
                     decode_batch(&bytes.slice(range)).map_err(|e| read_error(e.to_string()))?;
-                for record in batch_records {
-                    records += 1;
-                    apply(&mut replayed, record.key, record.value);
-                }
+                records += batch_records.len() as u64;
+                replayed.apply_batch(&header, batch_records);
             }
         }
         tracing::info!(
@@ -162,59 +214,49 @@ impl OffsetsStore {
             records,
             groups = replayed.groups.len(),
             offsets = replayed.offsets.len(),
+            open_transactions = replayed.pending.len(),
             "replayed {OFFSETS_TOPIC}"
         );
+        self.lock_sequences().clone_from(&replayed.producers);
         Ok(replayed)
     }
 }
 
-/// Applies one record; records this broker cannot parse are logged and skipped, so one bad
-/// record cannot keep the broker from starting.
-fn apply(replayed: &mut Replayed, key: Option<Bytes>, value: Option<Bytes>) {
-    let Some(key) = key else { return };
-    let key = match decode_key(key) {
-        Ok(key) => key,
-        Err(error) => {
-            tracing::warn!(%error, "skipping an unreadable key in {OFFSETS_TOPIC}");
-            return;
-        }
+/// One uncompressed transactional batch of `records` (Kafka's `withTransactionalRecords`).
+fn transactional_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records: &[Record],
+) -> Result<Vec<u8>, GroupError> {
+    let now = crate::broker::now_ms();
+    let header = BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        magic: MAGIC_V2,
+        crc: 0,
+        attributes: TRANSACTIONAL_ATTRIBUTE,
+        last_offset_delta: i32::try_from(records.len().saturating_sub(1)).unwrap_or(i32::MAX),
+        base_timestamp: now,
+        max_timestamp: now,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        records_count: 0,
     };
-    match (key, value) {
-        (
-            RecordKey::Offset {
-                group,
-                topic,
-                partition,
-            },
-            Some(value),
-        ) => match decode_offset(value) {
-            Ok(offset) => {
-                replayed.offsets.insert((group, topic, partition), offset);
-            }
-            Err(error) => {
-                tracing::warn!(%error, %group, %topic, partition, "skipping an unreadable offset")
-            }
-        },
-        (
-            RecordKey::Offset {
-                group,
-                topic,
-                partition,
-            },
-            None,
-        ) => {
-            replayed.offsets.remove(&(group, topic, partition));
+    encode_batch(&header, records).map_err(|e| GroupError::Storage(e.to_string()))
+}
+
+fn append_error(error: PartitionError) -> GroupError {
+    match error {
+        PartitionError::Storage(StorageError::InvalidProducerEpoch { .. }) => {
+            GroupError::InvalidProducerEpoch
         }
-        (RecordKey::Group(group), Some(value)) => match decode_group(value) {
-            Ok(stored) => {
-                replayed.groups.insert(group, stored);
-            }
-            Err(error) => tracing::warn!(%error, %group, "skipping unreadable group metadata"),
-        },
-        (RecordKey::Group(group), None) => {
-            replayed.groups.remove(&group);
-            replayed.offsets.retain(|(g, _, _), _| *g != group);
+        PartitionError::NotLeader { .. } | PartitionError::Closed { .. } => {
+            GroupError::NotCoordinator
         }
+        other => GroupError::Storage(other.to_string()),
     }
 }
 

@@ -51,6 +51,7 @@ pub fn group_error(error: &GroupError) -> ResponseError {
         GroupError::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
         GroupError::GroupSubscribedToTopic(_) => ResponseError::GroupSubscribedToTopic,
+        GroupError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         // The offsets topic could not be written: the client retries, as after a coordinator move.
         GroupError::Storage(_) => ResponseError::CoordinatorNotAvailable,
     }

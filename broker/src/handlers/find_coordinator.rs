@@ -3,8 +3,9 @@
 //! image says; COORDINATOR_NOT_AVAILABLE while that partition has no leader. The offsets topic is
 //! created through the controller on the first group lookup, as Kafka creates it lazily (if that
 //! fails, or the topic is not in this broker's image yet, clients are told
-//! COORDINATOR_NOT_AVAILABLE and retry). Transactions do not exist yet, so transaction keys are answered with COORDINATOR_NOT_AVAILABLE and a message that
-//! says why (a client retrying it learns nothing new, but fails clearly instead of hanging on us).
+//! COORDINATOR_NOT_AVAILABLE and retry). A transactional id's coordinator (key type 1) is the
+//! leader of its `__transaction_state` partition, the same way, and that topic is created on the
+//! first transactional lookup.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -13,6 +14,9 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::group::{ensure_offsets_topic, OFFSETS_TOPIC};
+use crate::metadata::image::MetadataImage;
+use crate::txn::store::ensure_txn_topic;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -30,6 +34,13 @@ pub async fn handle(
     if wants_group {
         if let Err((code, message)) = ensure_offsets_topic(broker).await {
             tracing::warn!(?code, %message, "cannot create {OFFSETS_TOPIC}");
+        }
+    }
+    let wants_txn = request.key_type == KEY_TYPE_TRANSACTION
+        && (!request.key.is_empty() || request.coordinator_keys.iter().any(|k| !k.is_empty()));
+    if wants_txn {
+        if let Err((code, message)) = ensure_txn_topic(broker).await {
+            tracing::warn!(?code, %message, "cannot create {TRANSACTION_STATE_TOPIC}");
         }
     }
     if version >= BATCHED_FROM {
@@ -70,29 +81,50 @@ fn coordinator(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
                     "the offsets topic is being created",
                 );
             }
-            let coordinator = image.group_coordinator(&key).and_then(|id| {
-                let registered = image.brokers.get(&id).filter(|b| !b.fenced)?;
-                registered.listeners.first().map(|l| (id, l))
-            });
-            match coordinator {
-                Some((id, listener)) => Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(id))
-                    .with_host(StrBytes::from_string(listener.host.clone()))
-                    .with_port(i32::from(listener.port)),
+            match leader_listener(&image, image.group_coordinator(&key)) {
+                Some(found) => found.with_key(key),
                 None => refuse(
                     ResponseError::CoordinatorNotAvailable,
                     "the group's offsets partition has no leader",
                 ),
             }
         }
-        KEY_TYPE_TRANSACTION => refuse(
-            ResponseError::CoordinatorNotAvailable,
-            "this broker does not support transactions",
+        KEY_TYPE_TRANSACTION if key.is_empty() => refuse(
+            ResponseError::InvalidRequest,
+            "the transactional id is empty",
         ),
+        KEY_TYPE_TRANSACTION => {
+            let image = broker.controller.image();
+            if image.topic(TRANSACTION_STATE_TOPIC).is_none() {
+                return refuse(
+                    ResponseError::CoordinatorNotAvailable,
+                    "the transaction state topic is being created",
+                );
+            }
+            match leader_listener(&image, image.transaction_coordinator(&key)) {
+                Some(found) => found.with_key(key),
+                None => refuse(
+                    ResponseError::CoordinatorNotAvailable,
+                    "the transactional id's state partition has no leader",
+                ),
+            }
+        }
         _ => refuse(
             ResponseError::InvalidRequest,
             "unknown coordinator key type",
         ),
     }
+}
+
+/// The coordinator `id` (if any) with its listener, when it is registered and not fenced.
+fn leader_listener(image: &MetadataImage, id: Option<i32>) -> Option<Coordinator> {
+    let id = id?;
+    let registered = image.brokers.get(&id).filter(|b| !b.fenced)?;
+    let listener = registered.listeners.first()?;
+    Some(
+        Coordinator::default()
+            .with_node_id(BrokerId(id))
+            .with_host(StrBytes::from_string(listener.host.clone()))
+            .with_port(i32::from(listener.port)),
+    )
 }

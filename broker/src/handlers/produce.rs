@@ -3,7 +3,9 @@
 //! leader's append returns; acks=all once the high watermark passes the batch, i.e. every in-sync
 //! replica has it (the request's task parks meanwhile, no thread waits), refused up front with
 //! NOT_ENOUGH_REPLICAS when the ISR is smaller than `min.insync.replicas`. acks=0 gets no
-//! response at all (the connection layer drops it).
+//! response at all (the connection layer drops it). Transactional batches are accepted only from
+//! a request naming the transactional id whose open transaction holds the partition
+//! (`TransactionCoordinator::verify`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -35,17 +37,24 @@ pub async fn append(broker: &Broker, request: ProduceRequest) -> Appended {
             "acks must be 0, 1 or -1",
         ));
     }
-    if request.transactional_id.is_some() {
+    // Kafka refuses transactional batches from a request without a transactional id as a whole.
+    let transactional_batches = request.topic_data.iter().any(|t| {
+        t.partition_data
+            .iter()
+            .any(|p| p.records.as_deref().is_some_and(has_transactional_batch))
+    });
+    if transactional_batches && request.transactional_id.is_none() {
         return Appended::Rejected(reject_all(
             request,
-            ResponseError::InvalidRequest,
-            "transactions are not supported yet",
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactional batches need a transactional id",
         ));
     }
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.to_string());
     // 0. Topics the cluster lacks are created first (auto-creation), through the controller.
     let mut refused = Vec::new();
     for topic_data in &request.topic_data {
-        if topic_data.name.as_str() == crate::group::OFFSETS_TOPIC {
+        if is_internal(&topic_data.name) {
             continue;
         }
         if let Err(code) = broker.ensure_topic(&topic_data.name).await {
@@ -67,8 +76,8 @@ pub async fn append(broker: &Broker, request: ProduceRequest) -> Appended {
                 .into_iter()
                 .map(|data| {
                     let response = PartitionProduceResponse::default().with_index(data.index);
-                    if topic_data.name.as_str() == crate::group::OFFSETS_TOPIC {
-                        // Only the group coordinator writes there (Kafka refuses this too).
+                    if is_internal(&topic_data.name) {
+                        // Only the coordinators write there (Kafka refuses this too).
                         return Slot::Done(failed(
                             response,
                             ResponseError::InvalidTopicException,
@@ -97,6 +106,25 @@ pub async fn append(broker: &Broker, request: ProduceRequest) -> Appended {
                             "no records",
                         ));
                     };
+                    if has_control_batch(&records) {
+                        // Only the coordinators write markers (Kafka's LogValidator).
+                        return Slot::Done(failed(
+                            response,
+                            ResponseError::InvalidRecord,
+                            "clients cannot write control batches",
+                        ));
+                    }
+                    if let Some(id) = &transactional_id {
+                        if let Err(code) =
+                            verify_transactional(broker, id, &topic_data.name, data.index, &records)
+                        {
+                            return Slot::Done(failed(
+                                response,
+                                code,
+                                "the partition is not in the producer's open transaction",
+                            ));
+                        }
+                    }
                     let max_batch = topic.config().max_message_bytes(broker.topics.defaults());
                     if let Some(size) = oversized_batch(&records, max_batch) {
                         let reason =
@@ -358,6 +386,53 @@ fn validate_all<'a>(
     // Every index was taken exactly once: sorted, the results line up with the jobs.
     finished.sort_unstable_by_key(|(i, _)| *i);
     finished.into_iter().map(|(_, result)| result).collect()
+}
+
+/// The coordinators' internal topics, which clients cannot produce to.
+fn is_internal(topic: &str) -> bool {
+    topic == crate::group::OFFSETS_TOPIC || topic == crate::txn::TRANSACTION_STATE_TOPIC
+}
+
+/// Whether `records` hold a batch with the transactional attribute.
+fn has_transactional_batch(records: &[u8]) -> bool {
+    BatchIter::new(records)
+        .filter_map(Result::ok)
+        .any(|(header, _)| header.is_transactional())
+}
+
+/// Whether `records` hold a control batch (a transaction marker).
+fn has_control_batch(records: &[u8]) -> bool {
+    BatchIter::new(records)
+        .filter_map(Result::ok)
+        .any(|(header, _)| header.is_control())
+}
+
+/// Checks a partition's transactional batches with the transaction coordinator: their producer
+/// must be `transactional_id`'s current one, in an open transaction holding the partition
+/// (Kafka's errors: INVALID_PRODUCER_ID_MAPPING, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE;
+/// NOT_ENOUGH_REPLICAS, retriable, while the coordinator is loading).
+fn verify_transactional(
+    broker: &Broker,
+    transactional_id: &str,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> Result<(), ResponseError> {
+    let mut checked = None;
+    for (header, _) in BatchIter::new(records).filter_map(Result::ok) {
+        if !header.is_transactional() {
+            continue;
+        }
+        let producer = (header.producer_id, header.producer_epoch);
+        if checked == Some(producer) {
+            continue;
+        }
+        broker
+            .txns
+            .verify_now(transactional_id, producer.0, producer.1, topic, partition)?;
+        checked = Some(producer);
+    }
+    Ok(())
 }
 
 /// The size of the first batch larger than `max`, if any.

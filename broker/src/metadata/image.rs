@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 /// Kafka's name for the topic that holds committed offsets (and chooses group coordinators).
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The internal topic holding the transaction coordinator's state.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 
 /// The whole cluster metadata, as of log index `last_applied`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -135,6 +137,19 @@ impl MetadataImage {
         }
         let partition = Self::offsets_partition_for(group_id, count);
         let leader = self.partition(OFFSETS_TOPIC, partition)?.leader;
+        (leader >= 0).then_some(leader)
+    }
+
+    /// The broker coordinating `transactional_id`: the leader of its `__transaction_state`
+    /// partition (Kafka's `TransactionStateManager.partitionFor`, the same hashing as groups).
+    pub fn transaction_coordinator(&self, transactional_id: &str) -> Option<i32> {
+        let topic = self.topics.get(TRANSACTION_STATE_TOPIC)?;
+        let count = i32::try_from(topic.partitions.len()).ok()?;
+        if count == 0 {
+            return None;
+        }
+        let partition = Self::offsets_partition_for(transactional_id, count);
+        let leader = self.partition(TRANSACTION_STATE_TOPIC, partition)?.leader;
         (leader >= 0).then_some(leader)
     }
 
