@@ -5,8 +5,9 @@
 //! offset range (`recordsCount == lastOffsetDelta + 1`), records that are really there (walked
 //! one by one, decompressed within a bound, see `inlet_protocol::record_walk`), record
 //! timestamps within `message.timestamp.before.max.ms` / `after.max.ms` of the broker's clock,
-//! as Kafka's `LogValidator` demands, and the whole request fits in one segment. One bad batch
-//! refuses the whole request: a partition's batches of one request are stored all or nothing.
+//! as Kafka's `LogValidator` demands, no control batch (only the broker writes those: Kafka's
+//! INVALID_RECORD), and the whole request fits in one segment. One bad batch refuses the whole
+//! request: a partition's batches of one request are stored all or nothing.
 
 use std::ops::Range;
 
@@ -89,6 +90,12 @@ pub(crate) fn validate(
     while let Some(item) = iter.next() {
         let (header, range) = item.map_err(|e| corrupt(iter.position(), e.to_string()))?;
         let batch = &records[range.clone()];
+        if header.is_control() {
+            // Kafka's LogValidator: only the broker writes control batches (markers).
+            return Err(StorageError::ControlBatchFromClient {
+                position: range.start,
+            });
+        }
         verify_crc(batch).map_err(|e| corrupt(range.start, e.to_string()))?;
         if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
             let reason = format!(

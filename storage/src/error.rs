@@ -1,6 +1,7 @@
 //! The errors storage returns. Each variant carries what the broker needs to pick a Kafka error
 //! code (`CORRUPT_MESSAGE`, `OFFSET_OUT_OF_RANGE`, `OUT_OF_ORDER_SEQUENCE_NUMBER`,
-//! `INVALID_PRODUCER_EPOCH`, `RECORD_LIST_TOO_LARGE`, `MESSAGE_TOO_LARGE`, `INVALID_TIMESTAMP`,
+//! `INVALID_PRODUCER_EPOCH`, `INVALID_RECORD`, `TRANSACTION_COORDINATOR_FENCED`,
+//! `INVALID_TXN_STATE`, `RECORD_LIST_TOO_LARGE`, `MESSAGE_TOO_LARGE`, `INVALID_TIMESTAMP`,
 //! `KAFKA_STORAGE_ERROR`).
 
 use std::io;
@@ -41,6 +42,26 @@ pub enum StorageError {
         current: i16,
         received: i16,
     },
+    /// A client sent a control batch (Kafka's `InvalidRecordException`, INVALID_RECORD): only
+    /// the broker writes transaction markers.
+    #[error(
+        "the batch at byte {position} is a control batch; clients may not write control records"
+    )]
+    ControlBatchFromClient { position: usize },
+    /// A transaction marker from a coordinator older than the last one that wrote a marker for
+    /// this producer (TRANSACTION_COORDINATOR_FENCED).
+    #[error("transaction marker for producer {producer_id} from coordinator epoch {received}, older than {current}")]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        current: i32,
+        received: i32,
+    },
+    /// A non-transactional batch from a producer with a transaction open on this partition
+    /// (Kafka's `InvalidTxnStateException`, INVALID_TXN_STATE).
+    #[error(
+        "producer {producer_id} wrote a non-transactional batch while its transaction is open"
+    )]
+    InvalidTxnState { producer_id: i64 },
     /// A follower append whose batch does not start where the log (or the previous batch)
     /// ends: Kafka's `UnexpectedAppendOffsetException`. The replication layer truncates the
     /// log (or fetches from its end) first.

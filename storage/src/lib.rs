@@ -43,6 +43,8 @@ pub mod scan;
 pub mod segment;
 pub mod snapshot;
 pub mod tier;
+pub mod txn;
+pub mod txn_index;
 
 pub use append::{validate_for_append, AppendOutcome, ValidatedRequest};
 pub use compaction::CompactionOutcome;

@@ -95,6 +95,11 @@ pub struct Log {
     /// its checkpoint file.
     high_watermark: i64,
     high_watermark_written: Option<i64>,
+    /// The aborted-transaction index of every segment (see `txn_index`).
+    txn_index: crate::txn_index::TxnIndexes,
+    /// Transactions whose marker is not yet below the high watermark: until it is, the LSO
+    /// stays at their first offset (a new leader without the marker would have them open).
+    unreplicated_txns: Vec<crate::txn::CompletedTxn>,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -118,6 +123,12 @@ impl Log {
         compaction::finish_interrupted(dir)?;
         let recovered = recovery::recover(dir, &config, now)?;
         let replica = replica::ReplicaState::load(dir, &recovered.segments);
+        let (txn_index, unreplicated_txns) = txn::load_txn_state(
+            dir,
+            &recovered.segments,
+            &recovered.replayed_txns,
+            replica.high_watermark,
+        )?;
         tracing::info!(dir = %dir.display(), segments = recovered.segments.len(),
             log_end_offset = recovered.segments.last().map_or(0, Segment::next_offset),
             damaged_segments = recovered.damaged_segments,
@@ -139,6 +150,8 @@ impl Log {
             epochs_dirty: replica.epochs_dirty,
             high_watermark: replica.high_watermark,
             high_watermark_written: replica.high_watermark_written,
+            txn_index,
+            unreplicated_txns,
         })
     }
 
@@ -216,21 +229,8 @@ impl Log {
             .max()
             .unwrap_or(-1);
 
-        // 3. A new leader epoch is checkpointed before its first batch is written (see
-        //    `replica`). Roll if the append does not fit or the segment is old; then write all
-        //    batches as one write, so a failure (ENOSPC) stores none of them and the producer
-        //    state is left as it was: the producer's retry then stores each batch exactly once.
-        let epochs_changed = self.epochs.assign(leader_epoch, batches[0].0.base_offset);
-        self.note_epochs_changed(epochs_changed)?;
-        let written = self.roll_and_write(records, &batches, max_timestamp, next - 1);
-        if let Err(error) = written {
-            self.undo_epochs_past_end();
-            return Err(error);
-        }
-        self.unflushed_messages += batches
-            .iter()
-            .map(|(h, _)| h.records_count as u64)
-            .sum::<u64>();
+        // 3. Write, then apply the producer updates.
+        self.write_batches(records, &batches, leader_epoch, max_timestamp, next - 1)?;
         self.producers.apply(updates);
         Ok(AppendOutcome {
             base_offset: batches[0].0.base_offset,
@@ -239,6 +239,37 @@ impl Log {
             duplicate: false,
             log_start_offset: self.log_start_offset(),
         })
+    }
+
+    /// Writes checked `batches` (their offsets assigned, the last one ending at
+    /// `last_offset`) of a leader's append. A new leader epoch is checkpointed before its first
+    /// batch is written (see `replica`). Rolls if the append does not fit or the segment is
+    /// old; then writes all batches as one write, so a failure (ENOSPC) stores none of them and
+    /// the caller leaves the producer state as it was: a producer's retry then stores each
+    /// batch exactly once.
+    pub(crate) fn write_batches(
+        &mut self,
+        records: &[u8],
+        batches: &[(inlet_protocol::batch::BatchHeader, std::ops::Range<usize>)],
+        leader_epoch: i32,
+        max_timestamp: i64,
+        last_offset: i64,
+    ) -> Result<(), StorageError> {
+        let Some((first, _)) = batches.first() else {
+            return Ok(());
+        };
+        let epochs_changed = self.epochs.assign(leader_epoch, first.base_offset);
+        self.note_epochs_changed(epochs_changed)?;
+        let written = self.roll_and_write(records, batches, max_timestamp, last_offset);
+        if let Err(error) = written {
+            self.undo_epochs_past_end();
+            return Err(error);
+        }
+        self.unflushed_messages += batches
+            .iter()
+            .map(|(h, _)| h.records_count as u64)
+            .sum::<u64>();
+        Ok(())
     }
 
     fn roll_and_write(
@@ -471,11 +502,25 @@ impl Log {
         snapshot::delete_above(&self.dir, self.log_end_offset())
             .and_then(|()| sync_dir(&self.dir))
             .context(|| format!("deleting producer snapshots in {}", self.dir.display()))?;
-        self.producers = rebuild_producers(&self.dir, &self.segments)?;
+        if fully {
+            self.txn_index.clear()
+        } else {
+            self.txn_index.truncate(self.log_end_offset())
+        }
+        .context(|| format!("cutting the transaction index of {}", self.dir.display()))?;
+        let rebuilt = rebuild_producers(&self.dir, &self.segments)?;
+        self.producers = rebuilt.producers;
         if fully {
             self.epochs_dirty |= self.epochs.clear();
         }
         self.fit_replica_state_to_log()?;
+        let hw = self.high_watermark;
+        self.unreplicated_txns = rebuilt
+            .txns
+            .iter()
+            .map(|r| r.txn)
+            .filter(|t| t.last_offset >= hw)
+            .collect();
         let point = self.closed_end();
         if self.recovery_point > point {
             // Offsets above it may be written again, unsynced: they must be checked after a crash.
@@ -490,6 +535,9 @@ impl Log {
         for segment in &mut self.segments {
             segment.flush()?;
         }
+        self.txn_index
+            .sync()
+            .context(|| format!("syncing the transaction index of {}", self.dir.display()))?;
         if self.dir_dirty {
             sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
             self.dir_dirty = false;
@@ -606,6 +654,12 @@ impl Log {
             segment.delete()?;
         }
         if count > 0 {
+            let start = self.log_start_offset();
+            self.txn_index
+                .drop_below(start)
+                .context(|| format!("deleting transaction indexes of {}", self.dir.display()))?;
+        }
+        if count > 0 {
             self.dir_dirty = true;
             tracing::info!(dir = %self.dir.display(), segments = count, log_start_offset = self.log_start_offset(), "retention deleted segments");
             self.fit_replica_state_or_warn();
@@ -642,8 +696,13 @@ impl Log {
             return Ok(None);
         };
         // The replaced segments' files are gone; readers keep their mappings.
+        let (start, end) = (done.segment.base_offset(), done.segment.next_offset());
         self.segments.drain(..done.replaced);
         self.segments.insert(0, done.segment);
+        // Their aborted transactions move to the new segment's index.
+        self.txn_index
+            .merge(start, end)
+            .context(|| format!("merging transaction indexes of {}", self.dir.display()))?;
         // Compaction keeps every batch's offset range and the log start, so which epoch wrote
         // which offsets is unchanged: the cache stays as it is (as Kafka's cleaner leaves it).
         self.fit_replica_state_or_warn();
@@ -718,6 +777,9 @@ impl Log {
 
 #[path = "log_replica.rs"]
 mod replica;
+
+#[path = "log_txn.rs"]
+mod txn;
 pub use replica::HIGH_WATERMARK_FILE;
 
 #[cfg(test)]

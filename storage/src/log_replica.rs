@@ -171,8 +171,12 @@ impl Log {
             self.undo_epochs_past_end();
             return Err(error);
         }
-        for (header, _) in run {
-            self.producers.replay(header);
+        for (header, range) in run {
+            // A leader's marker ends the transaction here too, so a follower that becomes
+            // leader has the same LSO and aborted-transaction index.
+            if let Some(txn) = self.producers.replay(header, &records[range.clone()]) {
+                self.note_completed_txn(txn);
+            }
             self.unflushed_messages += header.records_count.max(0) as u64;
         }
         Ok(())
@@ -284,6 +288,10 @@ impl Log {
     /// checkpoint is written by the next [`Log::flush`] or [`Log::close`].
     pub fn set_high_watermark(&mut self, offset: i64) -> i64 {
         self.high_watermark = offset.clamp(self.log_start_offset(), self.log_end_offset());
+        let hw = self.high_watermark;
+        if !self.unreplicated_txns.is_empty() {
+            self.unreplicated_txns.retain(|t| t.last_offset >= hw);
+        }
         self.high_watermark
     }
 }

@@ -40,6 +40,7 @@ use crate::producer_state::ProducerStateTable;
 use crate::scan::scan;
 use crate::segment::{aside_path, segment_path, sync_dir, Segment};
 use crate::snapshot;
+use crate::txn::CompletedTxn;
 
 /// Written by [`Log::close`](crate::Log::close); its presence means the last segment's file ends
 /// exactly at its logical end and every byte was synced.
@@ -68,6 +69,8 @@ pub struct Recovered {
     /// empty; all closed except possibly the last.
     pub segments: Vec<Segment>,
     pub producers: ProducerStateTable,
+    /// Transactions ended by the markers replayed to rebuild `producers` (see [`Rebuilt`]).
+    pub replayed_txns: Vec<ReplayedTxn>,
     /// Segments found damaged: cut to their valid prefix or set aside.
     pub damaged_segments: usize,
 }
@@ -167,10 +170,11 @@ pub fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered,
     sync_dir(dir).context(ctx)?;
 
     // 5. Producer state.
-    let producers = rebuild_producers(dir, &segments)?;
+    let rebuilt = rebuild_producers(dir, &segments)?;
     Ok(Recovered {
         segments,
-        producers,
+        producers: rebuilt.producers,
+        replayed_txns: rebuilt.txns,
         damaged_segments: damaged,
     })
 }
@@ -194,26 +198,62 @@ pub fn write_recovery_point(dir: &Path, offset: i64) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// A transaction a replayed marker ended: in which segment the marker is, and the LSO right
+/// after it (what the aborted-transaction index records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayedTxn {
+    pub segment: i64,
+    pub txn: CompletedTxn,
+    pub last_stable_offset: i64,
+}
+
+/// A producer table rebuilt from a snapshot and a replay.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub producers: ProducerStateTable,
+    /// Where the replay started (the snapshot's offset, 0 without one).
+    pub from: i64,
+    pub txns: Vec<ReplayedTxn>,
+}
+
 /// Rebuilds the producer table: deletes snapshots above the log end, loads the newest usable
 /// one and replays the batch headers from its offset on (the whole log without a snapshot).
-pub fn rebuild_producers(
-    dir: &Path,
-    segments: &[Segment],
-) -> Result<ProducerStateTable, StorageError> {
+pub fn rebuild_producers(dir: &Path, segments: &[Segment]) -> Result<Rebuilt, StorageError> {
     let ctx = || format!("loading producer snapshots in {}", dir.display());
     let end = segments.last().map_or(0, Segment::next_offset);
     snapshot::delete_above(dir, end).context(ctx)?;
-    let (from, mut producers) = snapshot::load_latest(dir, end)
+    let (from, producers) = snapshot::load_latest(dir, end)
         .context(ctx)?
         .unwrap_or_default();
+    Ok(replay_from(producers, from, segments))
+}
+
+/// Replays every batch of `segments` from offset `from` on into `producers`.
+pub fn replay_from(mut producers: ProducerStateTable, from: i64, segments: &[Segment]) -> Rebuilt {
+    let mut txns = Vec::new();
     for segment in segments.iter().filter(|s| s.next_offset() > from) {
-        for (header, _) in BatchIter::new(segment.bytes()).map_while(Result::ok) {
-            if header.base_offset >= from {
-                producers.replay(&header);
+        let bytes = segment.bytes();
+        for (header, range) in BatchIter::new(bytes).map_while(Result::ok) {
+            if header.base_offset < from {
+                continue;
+            }
+            if let Some(txn) = producers.replay(&header, &bytes[range]) {
+                let after = txn.last_offset + 1;
+                txns.push(ReplayedTxn {
+                    segment: segment.base_offset(),
+                    txn,
+                    last_stable_offset: producers
+                        .first_open_txn_offset()
+                        .map_or(after, |f| f.min(after)),
+                });
             }
         }
     }
-    Ok(producers)
+    Rebuilt {
+        producers,
+        from,
+        txns,
+    }
 }
 
 /// Base offsets of the `.log` files in `dir`, after removing temp files and orphan indexes.

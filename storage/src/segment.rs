@@ -626,7 +626,8 @@ impl Segment {
 
     /// Removes the segment's files. Open readers keep their mapping alive.
     pub fn delete(self) -> Result<(), StorageError> {
-        for ext in ["log", "index", "timeindex"] {
+        // The transaction index goes with its segment (retention, truncation, compaction).
+        for ext in ["log", "index", "timeindex", crate::txn_index::EXTENSION] {
             let path = segment_path(&self.dir, self.base_offset(), ext);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {

@@ -14,16 +14,19 @@
 //!
 //! | size | field                                                            |
 //! |-----:|------------------------------------------------------------------|
-//! |    4 | magic `IPS2`                                                     |
+//! |    4 | magic `IPS3`                                                     |
 //! |    8 | `offset` i64                                                     |
 //! |    4 | `producer_count` u32                                             |
 //! |  ... | per producer: `producer_id` i64, `epoch` i16, `last_timestamp` i64, |
 //! |      | `batch_count` u8, then per batch `first_seq` i32, `last_seq` i32, |
-//! |      | `base_offset` i64, `last_offset` i64                             |
+//! |      | `base_offset` i64, `last_offset` i64, then `coordinator_epoch` i32 |
+//! |      | and `txn_first_offset` i64 (-1: no open transaction)             |
 //! |    4 | CRC-32 (IEEE) of everything before it                            |
 //!
-//! `IPS1` snapshots (before expiry) lack `last_timestamp`; their producers are taken as last
-//! seen when the snapshot was written (its file's modification time).
+//! Older formats are still read: `IPS2` (before transactions) lacks the last two fields (no
+//! marker seen, no transaction open: there were none); `IPS1` (before expiry) also lacks
+//! `last_timestamp`, and its producers are taken as last seen when the snapshot was written
+//! (its file's modification time).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -31,8 +34,10 @@ use std::path::Path;
 use crate::producer_state::{BatchMetadata, ProducerStateTable};
 use crate::segment::segment_path;
 
-const MAGIC: &[u8; 4] = b"IPS2";
-/// The format without `last_timestamp`, still read.
+const MAGIC: &[u8; 4] = b"IPS3";
+/// The format without transaction state, still read.
+const MAGIC_V2: &[u8; 4] = b"IPS2";
+/// The format without `last_timestamp` nor transaction state, still read.
 const MAGIC_V1: &[u8; 4] = b"IPS1";
 /// How many snapshots are kept.
 pub const KEEP: usize = 3;
@@ -53,6 +58,9 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
             out.extend_from_slice(&b.base_offset.to_be_bytes());
             out.extend_from_slice(&b.last_offset.to_be_bytes());
         }
+        let (coordinator_epoch, txn_first_offset) = table.txn_state(pid).unwrap_or((-1, None));
+        out.extend_from_slice(&coordinator_epoch.to_be_bytes());
+        out.extend_from_slice(&txn_first_offset.unwrap_or(-1).to_be_bytes());
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
@@ -84,11 +92,13 @@ pub fn decode(bytes: &[u8], written_ms: i64) -> Option<(i64, ProducerStateTable)
         return None;
     }
     let mut r = Reader(body);
-    let has_timestamps = match &r.take::<4>()? {
-        MAGIC => true,
-        MAGIC_V1 => false,
+    let version = match &r.take::<4>()? {
+        MAGIC => 3,
+        MAGIC_V2 => 2,
+        MAGIC_V1 => 1,
         _ => return None,
     };
+    let has_timestamps = version >= 2;
     let offset = r.i64()?;
     let count = u32::from_be_bytes(r.take()?);
     let mut table = ProducerStateTable::new();
@@ -109,6 +119,11 @@ pub fn decode(bytes: &[u8], written_ms: i64) -> Option<(i64, ProducerStateTable)
             });
         }
         table.restore(pid, epoch, last_timestamp, batches);
+        if version >= 3 {
+            let coordinator_epoch = r.i32()?;
+            let first = r.i64()?;
+            table.restore_txn(pid, coordinator_epoch, (first >= 0).then_some(first));
+        }
     }
     r.0.is_empty().then_some((offset, table))
 }
@@ -184,7 +199,7 @@ mod tests {
                 ..Default::default()
             }
             .build(&[(b"", b"v")]);
-            t.replay(&BatchHeader::parse(&b).unwrap());
+            t.replay(&BatchHeader::parse(&b).unwrap(), &b);
         }
         t
     }
@@ -247,6 +262,54 @@ mod tests {
         assert_eq!((offset, old.len()), (4, 3));
         assert_eq!(old.expire(2_000_999, 1_000), 0);
         assert_eq!(old.expire(2_001_000, 1_000), 3);
+    }
+
+    #[test]
+    fn open_transactions_and_coordinator_epochs_survive_and_v2_snapshots_still_load() {
+        let mut t = table();
+        let b = TestBatchBuilder {
+            producer_id: 2,
+            producer_epoch: 3,
+            base_sequence: 6,
+            base_offset: 3,
+            transactional: true,
+            ..Default::default()
+        }
+        .build(&[(b"", b"v")]);
+        t.replay(&BatchHeader::parse(&b).unwrap(), &b);
+        let marker = crate::txn::TxnMarker {
+            producer_id: 1,
+            producer_epoch: 3,
+            coordinator_epoch: 9,
+            commit: true,
+        };
+        let m = marker.encode(4, 0, 0);
+        t.replay(&BatchHeader::parse(&m).unwrap(), &m);
+        assert_eq!(t.first_open_txn_offset(), Some(3));
+        let (_, decoded) = decode(&encode(&t, 5), 0).unwrap();
+        assert_eq!(decoded, t);
+        assert_eq!(decoded.txn_state(1), Some((9, None)));
+        assert_eq!(decoded.txn_state(2), Some((-1, Some(3))));
+        assert_eq!(decoded.first_open_txn_offset(), Some(3));
+
+        // The same table as IPS2 wrote it (no transaction fields): loads with none open.
+        let plain = table();
+        let v3 = encode(&plain, 4);
+        let mut v2 = MAGIC_V2.to_vec();
+        let mut r = Reader(&v3[4..v3.len() - 4]);
+        v2.extend_from_slice(&r.take::<12>().unwrap());
+        for _ in 0..plain.len() {
+            v2.extend_from_slice(&r.take::<18>().unwrap());
+            let [n] = r.take::<1>().unwrap();
+            v2.push(n);
+            for _ in 0..n {
+                v2.extend_from_slice(&r.take::<24>().unwrap());
+            }
+            r.take::<12>().unwrap();
+        }
+        let crc = crc32fast::hash(&v2);
+        v2.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(decode(&v2, 0), Some((4, plain)));
     }
 
     #[test]

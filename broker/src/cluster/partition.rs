@@ -28,6 +28,9 @@ use tokio::sync::watch;
 pub enum ReadLimit {
     /// Consumers see only what every in-sync replica has.
     HighWatermark,
+    /// `read_committed` consumers see only what is below the last stable offset: no record of
+    /// a transaction still open (nor of one whose marker is not yet replicated).
+    LastStable,
     /// Follower replicas copy up to the log end.
     LogEnd,
 }
@@ -36,6 +39,8 @@ pub enum ReadLimit {
 pub struct PartitionOffsets {
     pub log_start: i64,
     pub high_watermark: i64,
+    /// Kafka's last stable offset (at most the high watermark).
+    pub last_stable: i64,
     pub log_end: i64,
 }
 
@@ -224,6 +229,7 @@ impl Partition {
             let offsets = self.offsets_of(log);
             let end = match limit {
                 ReadLimit::HighWatermark => offsets.high_watermark,
+                ReadLimit::LastStable => offsets.last_stable,
                 ReadLimit::LogEnd => offsets.log_end,
             };
             if offset >= end && offset <= offsets.log_end {
@@ -233,6 +239,7 @@ impl Partition {
         })?;
         let visible = match limit {
             ReadLimit::HighWatermark => cut_at(&records, offsets.high_watermark),
+            ReadLimit::LastStable => cut_at(&records, offsets.last_stable),
             ReadLimit::LogEnd => records,
         };
         Ok((visible, offsets))
@@ -248,9 +255,13 @@ impl Partition {
             None => log.lake_extent().map(|e| e.start),
         }
         .unwrap_or(local_start);
+        let high_watermark = self.high_watermark.load(Ordering::Acquire);
         PartitionOffsets {
             log_start: local_start.min(lake_start),
-            high_watermark: self.high_watermark.load(Ordering::Acquire),
+            high_watermark,
+            // The log's high watermark is the same value (both are set together, under the
+            // log's lock); the min keeps the LSO from passing the one readers see.
+            last_stable: log.last_stable_offset().min(high_watermark),
             log_end: log.log_end_offset(),
         }
     }
@@ -432,3 +443,6 @@ pub use replica::{FollowerPosition, IsrChange, RoleChange};
 
 #[path = "partition_epochs.rs"]
 mod epochs;
+
+#[path = "partition_txn.rs"]
+mod txn;

@@ -16,6 +16,11 @@ pub fn storage_error(error: &StorageError) -> ResponseError {
         StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
+        StorageError::ControlBatchFromClient { .. } => ResponseError::InvalidRecord,
+        StorageError::TransactionCoordinatorFenced { .. } => {
+            ResponseError::TransactionCoordinatorFenced
+        }
+        StorageError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
         _ => ResponseError::KafkaStorageError,
     }
 }

@@ -4,6 +4,12 @@
 //! `min_bytes` are ready the request parks until one of its partitions changes (log end, high
 //! watermark or role) or `max_wait_ms` passes, then answers with whatever is there.
 //!
+//! A `read_committed` fetch (`isolation_level` 1, KIP-98) reads only below the last stable offset
+//! and is told, in `aborted_transactions`, the aborted transactions overlapping the batches it
+//! gets (from the partition's aborted-transaction index), so the client drops their records;
+//! it wakes when the LSO moves (a marker or the high watermark moving notifies the partition).
+//! Every answer carries the LSO, as Kafka's does (`read_uncommitted` reads as before).
+//!
 //! A fetch with `replica_id` >= 0 comes from a follower replica (`replication::fetcher`): it
 //! must name a broker that is a replica of each partition, reads up to the log end (never from
 //! the lake), and its fetch offset tells the leader what that replica has, which moves the high
@@ -17,8 +23,9 @@ use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
@@ -27,7 +34,11 @@ use tokio::time::Instant;
 use super::errors::{check_current_leader_epoch, partition_error};
 use crate::broker::{now_ms, Broker};
 use crate::cluster::partition::{Partition, PartitionError, PartitionOffsets, ReadLimit};
+use inlet_protocol::batch::BatchIter;
 use inlet_storage::StorageError;
+
+/// Kafka's `IsolationLevel.READ_COMMITTED`.
+const READ_COMMITTED: i8 = 1;
 
 /// Each requested partition, by topic then partition as in the request: the local partition to
 /// read, or the error to answer with.
@@ -154,6 +165,8 @@ async fn read_once(
 ) -> (FetchResponse, usize) {
     let limit = if replica.is_some() {
         ReadLimit::LogEnd
+    } else if request.isolation_level == READ_COMMITTED {
+        ReadLimit::LastStable
     } else {
         ReadLimit::HighWatermark
     };
@@ -202,7 +215,15 @@ async fn read_once(
                 Ok((records, offsets)) => {
                     total += records.len();
                     remaining = remaining.saturating_sub(records.len());
-                    with_records(wanted, records, offsets.high_watermark, offsets.log_start)
+                    let aborted = match limit {
+                        ReadLimit::LastStable => aborted_in(partition, wanted, &records),
+                        _ => Ok(None),
+                    };
+                    match aborted {
+                        Ok(aborted) => with_records(wanted, records, &offsets)
+                            .with_aborted_transactions(aborted),
+                        Err(error) => failed(wanted, partition_error(&error)),
+                    }
                 }
                 Err(error) => {
                     let offsets = partition.offsets().ok();
@@ -210,7 +231,7 @@ async fn read_once(
                     match offsets {
                         Some(o) => data
                             .with_high_watermark(o.high_watermark)
-                            .with_last_stable_offset(o.high_watermark)
+                            .with_last_stable_offset(o.last_stable)
                             .with_log_start_offset(match (&error, replica) {
                                 // A follower restarts its log at the leader's local start.
                                 (
@@ -266,17 +287,44 @@ async fn read(
     }
 }
 
+/// For a `read_committed` answer holding `records` from `wanted.fetch_offset`: the aborted
+/// transactions overlapping them (Kafka's `collectAbortedTxns` up to the offset after the
+/// last batch), an empty list when there are no records (as Kafka answers).
+fn aborted_in(
+    partition: &Partition,
+    wanted: &FetchPartition,
+    records: &Bytes,
+) -> Result<Option<Vec<AbortedTransaction>>, PartitionError> {
+    let Some(upper) = BatchIter::new(records)
+        .map_while(Result::ok)
+        .last()
+        .map(|(header, _)| header.last_offset() + 1)
+    else {
+        return Ok(Some(Vec::new()));
+    };
+    let aborted = partition.aborted_transactions(wanted.fetch_offset, upper)?;
+    Ok(Some(
+        aborted
+            .into_iter()
+            .map(|t| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(t.producer_id))
+                    .with_first_offset(t.first_offset)
+            })
+            .collect(),
+    ))
+}
+
 fn with_records(
     wanted: &FetchPartition,
     records: Bytes,
-    high_watermark: i64,
-    log_start: i64,
+    offsets: &PartitionOffsets,
 ) -> PartitionData {
     PartitionData::default()
         .with_partition_index(wanted.partition)
-        .with_high_watermark(high_watermark)
-        .with_last_stable_offset(high_watermark)
-        .with_log_start_offset(log_start)
+        .with_high_watermark(offsets.high_watermark)
+        .with_last_stable_offset(offsets.last_stable)
+        .with_log_start_offset(offsets.log_start)
         .with_records(Some(records))
 }
 
@@ -285,7 +333,7 @@ fn empty(
     offsets: &Result<PartitionOffsets, PartitionError>,
 ) -> PartitionData {
     match offsets {
-        Ok(o) => with_records(wanted, Bytes::new(), o.high_watermark, o.log_start),
+        Ok(o) => with_records(wanted, Bytes::new(), o),
         Err(error) => failed(wanted, partition_error(error)),
     }
 }
@@ -296,4 +344,51 @@ fn failed(wanted: &FetchPartition, error: ResponseError) -> PartitionData {
         .with_error_code(error.code())
         .with_high_watermark(-1)
         .with_records(Some(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inlet_protocol::batch::TestBatchBuilder;
+    use inlet_storage::txn::TxnMarker;
+
+    #[test]
+    fn a_read_committed_answer_names_the_aborts_overlapping_its_batches_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            inlet_storage::Log::open(dir.path(), inlet_storage::LogConfig::default()).unwrap();
+        let p = Partition::new("t", 0, log);
+        let txn = |pid| {
+            TestBatchBuilder {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: 0,
+                transactional: true,
+                ..Default::default()
+            }
+            .build(&[(b"k", b"v")])
+        };
+        let abort = |pid| TxnMarker {
+            producer_id: pid,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: false,
+        };
+        p.append(&txn(1)).unwrap(); // 0
+        p.append_txn_marker(&abort(1)).unwrap(); // 1
+        p.append(&txn(2)).unwrap(); // 2
+        p.append_txn_marker(&abort(2)).unwrap(); // 3
+        let wanted = FetchPartition::default().with_fetch_offset(0);
+        let (records, offsets) = p.read(0, 1, ReadLimit::LastStable).unwrap();
+        assert_eq!(offsets.last_stable, 4);
+        let data = with_records(&wanted, records.clone(), &offsets)
+            .with_aborted_transactions(aborted_in(&p, &wanted, &records).unwrap());
+        assert_eq!(data.last_stable_offset, 4);
+        let aborted = data.aborted_transactions.unwrap();
+        // One batch returned (offset 0): only producer 1's abort overlaps it.
+        assert_eq!(aborted.len(), 1);
+        assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (1, 0));
+        let none = aborted_in(&p, &wanted, &Bytes::new()).unwrap();
+        assert_eq!(none, Some(Vec::new()));
+    }
 }

@@ -7,8 +7,10 @@
 //! names (v4+; FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH, KIP-320). Consumers see up to the high
 //! watermark: LATEST is the high watermark, a timestamp found at or past it is "none", and while
 //! a new leader's high watermark has not reached the start of its epoch both answer
-//! OFFSET_NOT_AVAILABLE (KIP-207), so an offset never goes backwards. The partition's replicas
-//! (`replica_id` >= 0, e.g. a follower resetting after OFFSET_OUT_OF_RANGE) see up to the log end.
+//! OFFSET_NOT_AVAILABLE (KIP-207), so an offset never goes backwards. A `read_committed`
+//! consumer (`isolation_level` 1) sees up to the last stable offset instead: LATEST is the LSO.
+//! The partition's replicas (`replica_id` >= 0, e.g. a follower resetting after
+//! OFFSET_OUT_OF_RANGE) see up to the log end.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -32,6 +34,7 @@ pub async fn handle(
     let mut topics = Vec::with_capacity(request.topics.len());
     let image = broker.controller.image();
     let requester = Requester::from_replica_id(request.replica_id.0);
+    let view = View::of(requester, request.isolation_level);
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in &topic.partitions {
@@ -48,7 +51,6 @@ pub async fn handle(
             );
             partitions.push(match led {
                 Ok(partition) => {
-                    let view = View::of(requester);
                     lookup(
                         broker,
                         &partition,
@@ -72,18 +74,23 @@ pub async fn handle(
 }
 
 /// How far a requester may see (Kafka's isolation level: consumers read-uncommitted up to the
-/// high watermark, replicas none: the log end).
+/// high watermark, read-committed up to the last stable offset, replicas none: the log end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum View {
     Consumer,
+    Committed,
     Replica,
 }
+
+/// Kafka's `IsolationLevel.READ_COMMITTED`.
+const READ_COMMITTED: i8 = 1;
 
 impl View {
     /// A replica id counts only from the partition's replicas: `partition_at_epoch` refused
     /// any other broker id already.
-    fn of(requester: Requester) -> View {
+    fn of(requester: Requester, isolation_level: i8) -> View {
         match requester {
+            Requester::Client if isolation_level == READ_COMMITTED => View::Committed,
             Requester::Client => View::Consumer,
             Requester::Replica(_) => View::Replica,
         }
@@ -93,6 +100,7 @@ impl View {
     fn last_fetchable(self, offsets: &PartitionOffsets) -> i64 {
         match self {
             View::Consumer => offsets.high_watermark,
+            View::Committed => offsets.last_stable,
             View::Replica => offsets.log_end,
         }
     }
@@ -144,7 +152,7 @@ async fn find(broker: &Broker, partition: &Partition, view: View, timestamp: i64
     let failed = |error: PartitionError| partition_error(&error);
     let offsets = partition.offsets().map_err(failed)?;
     let last_fetchable = view.last_fetchable(&offsets);
-    let lagging = view == View::Consumer
+    let lagging = view != View::Replica
         && partition.leader_epoch_start_offset().map_err(failed)? > offsets.high_watermark;
     match timestamp {
         LATEST => {
@@ -205,13 +213,19 @@ mod tests {
     const OFFSETS: PartitionOffsets = PartitionOffsets {
         log_start: 0,
         high_watermark: 7,
+        last_stable: 5,
         log_end: 10,
     };
 
     #[test]
-    fn consumers_see_the_high_watermark_and_replicas_the_log_end() {
-        assert_eq!(View::of(Requester::Client).last_fetchable(&OFFSETS), 7);
-        assert_eq!(View::of(Requester::Replica(2)).last_fetchable(&OFFSETS), 10);
+    fn consumers_see_the_high_watermark_or_the_lso_and_replicas_the_log_end() {
+        assert_eq!(View::of(Requester::Client, 0).last_fetchable(&OFFSETS), 7);
+        assert_eq!(View::of(Requester::Client, 1).last_fetchable(&OFFSETS), 5);
+        assert_eq!(
+            View::of(Requester::Replica(2), 1).last_fetchable(&OFFSETS),
+            10
+        );
+        assert_eq!(visible_found(Some((5, 100)), 5, false), Ok(None));
         assert_eq!(visible_latest(7, false), Ok(7));
     }
 
