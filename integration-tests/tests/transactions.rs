@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use inlet_integration_tests::kafka::{client_config, create_topic};
+use inlet_integration_tests::kafka::{client_config, consume_all, create_topic};
 use inlet_integration_tests::{cluster, Broker, BrokerOptions};
 use inlet_protocol::batch::BatchIter;
 use inlet_protocol::client::Client;
@@ -133,6 +133,16 @@ async fn commit_and_abort_leave_markers_and_a_new_producer_fences_the_old() {
         let found = wait_for_markers(&b, "txn-out", 2);
         assert_eq!(found.len(), 2, "one marker per transaction: {found:?}");
         assert!(found[0].1 && !found[1].1, "commit then abort: {found:?}");
+        // librdkafka reads read_committed by default: the aborted records never show.
+        let read: Vec<String> = consume_all(&b, "txn-out", 1, 3, WAIT)
+            .into_iter()
+            .filter_map(|r| r.value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        assert_eq!(
+            read,
+            ["c1", "c2", "c3"],
+            "read_committed sees the committed records only"
+        );
 
         // Fencing: a second producer with the same id; the first fails at its next call.
         let first = transactional_producer(&b, "tx-fence", 10_000);

@@ -17,43 +17,7 @@ use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-// TEMPORARY until branch txs (inlet_storage::txn::TxnMarker, Partition::append_txn_marker)
-// is merged: the contract's shapes, writing nothing.
-use shim::AppendTxnMarker as _;
-pub use shim::TxnMarker;
-mod shim {
-    use crate::cluster::partition::{Partition, PartitionError};
-    use inlet_storage::AppendOutcome;
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct TxnMarker {
-        pub producer_id: i64,
-        pub producer_epoch: i16,
-        pub coordinator_epoch: i32,
-        pub commit: bool,
-    }
-    pub trait AppendTxnMarker {
-        fn append_txn_marker(&self, marker: &TxnMarker) -> Result<AppendOutcome, PartitionError>;
-    }
-    impl AppendTxnMarker for Partition {
-        fn append_txn_marker(&self, marker: &TxnMarker) -> Result<AppendOutcome, PartitionError> {
-            let key = [0u8, 0, 0, u8::from(marker.commit)];
-            let mut value = vec![0u8, 0];
-            value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
-            let mut batch = inlet_protocol::batch::TestBatchBuilder {
-                producer_id: marker.producer_id,
-                producer_epoch: marker.producer_epoch,
-                transactional: true,
-                base_timestamp: crate::broker::now_ms(),
-                ..Default::default()
-            }
-            .build(&[(&key[..], &value[..])]);
-            batch[22] |= 0x20;
-            let crc = inlet_protocol::batch::compute_crc(&batch).unwrap_or(0);
-            batch[17..21].copy_from_slice(&crc.to_be_bytes());
-            self.append(&batch)
-        }
-    }
-}
+pub use inlet_storage::txn::TxnMarker;
 
 use crate::broker::Broker;
 use crate::cluster::partition::Partition;
@@ -151,6 +115,8 @@ pub async fn write_markers(
     for (topic, index) in local {
         match append_local_marker(broker, &topic, index, marker) {
             Ok(appended) => waits.push(((topic, index), appended)),
+            // A newer producer epoch already wrote there: this marker is moot.
+            Err(ResponseError::InvalidProducerEpoch) => {}
             Err(code) => {
                 tracing::debug!(
                     topic,
