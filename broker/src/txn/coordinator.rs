@@ -7,7 +7,7 @@
 //! PrepareAbort are queued for [`super::driver`], which writes their markers and completes them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::state::{InitTransit, TxnMetadata, TxnState};
@@ -136,11 +136,22 @@ impl TransactionCoordinator {
 
     /// Steps 2 and 3 of a change: waits for the replicas, then installs `next` (or forgets the
     /// pending mark if the write failed). PrepareCommit / PrepareAbort are queued for markers.
+    /// Runs as its own task: a request dropped meanwhile (its client went away) must not leave
+    /// the id marked pending forever.
     pub(super) async fn finish(
-        &self,
+        self: &Arc<Self>,
         next: TxnMetadata,
         appended: Appended,
     ) -> Result<(), TxnError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.settle(next, appended).await })
+            .await
+            .unwrap_or(Err(TxnError::CoordinatorNotAvailable(
+                "the state change was interrupted",
+            )))
+    }
+
+    async fn settle(&self, next: TxnMetadata, appended: Appended) -> Result<(), TxnError> {
         let replicated = appended.replicated(WRITE_TIMEOUT).await;
         let mut inner = self.lock();
         let id = next.transactional_id.clone();
@@ -194,7 +205,7 @@ impl TransactionCoordinator {
     /// An open transaction of an earlier producer is aborted first (CONCURRENT_TRANSACTIONS
     /// until that is done; the client retries).
     pub async fn init_producer_id(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
@@ -258,7 +269,7 @@ impl TransactionCoordinator {
 
     /// AddPartitionsToTxn (and AddOffsetsToTxn with the group's offsets partition).
     pub async fn add_partitions(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
@@ -280,7 +291,7 @@ impl TransactionCoordinator {
     /// EndTxn: PrepareCommit / PrepareAbort is written and replicated before the answer; the
     /// markers and the completion follow in the background.
     pub async fn end_txn(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
