@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list, describe, delete and configure topics.
     Topic(topic::TopicArgs),
     /// Produce records from stdin (one per line) or a file.
@@ -75,7 +75,7 @@ fn main() -> std::process::ExitCode {
         output: cli.output,
     };
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Topic(args) => connect::block_on(topic::run(&context, args)),
         Command::Produce(args) => connect::block_on(produce::run(&context, args)),
         Command::Consume(args) => connect::block_on(consume::run(&context, args)),
