@@ -93,8 +93,8 @@ impl TransactionCoordinator {
         self.list_running_for(states, producer_ids, -1, now_ms())
     }
 
-    /// [`Self::list`] keeping only transactions open for more than `min_duration_ms` at `now`
-    /// when it is not negative (ListTransactions v1's duration filter, KIP-994).
+    /// [`Self::list`] keeping only ids whose transaction started more than `min_duration_ms`
+    /// before `now` when it is not negative (ListTransactions v1's duration filter, KIP-994).
     pub fn list_running_for(
         &self,
         states: &[String],
@@ -111,10 +111,8 @@ impl TransactionCoordinator {
             .filter(|m| states.is_empty() || states.iter().any(|s| s == m.state.name()))
             .filter(|m| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
             .filter(|m| {
-                min_duration_ms < 0
-                    || (m.state.is_pending_transaction()
-                        && m.start_ms >= 0
-                        && now.saturating_sub(m.start_ms) > min_duration_ms)
+                // Kafka's test, on the start time alone (-1 for an id with no transaction).
+                min_duration_ms < 0 || now.saturating_sub(m.start_ms) > min_duration_ms
             })
             .map(|m| TxnListing {
                 transactional_id: m.transactional_id.clone(),
@@ -124,6 +122,15 @@ impl TransactionCoordinator {
             .collect();
         list.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         list
+    }
+
+    /// Whether a state partition led here is still being replayed (ListTransactions then
+    /// answers COORDINATOR_LOAD_IN_PROGRESS, as Kafka does).
+    pub fn is_loading(&self) -> bool {
+        self.lock()
+            .led
+            .values()
+            .any(|led| matches!(led, super::coordinator::Led::Loading(_)))
     }
 
     /// DescribeTransactions for one id.
