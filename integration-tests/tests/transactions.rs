@@ -5,13 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use inlet_integration_tests::kafka::{client_config, create_topic};
+use inlet_integration_tests::kafka::{client_config, consume_all, create_topic};
 use inlet_integration_tests::{cluster, Broker, BrokerOptions};
 use inlet_protocol::batch::BatchIter;
 use inlet_protocol::client::Client;
 use inlet_protocol::records::decode_batch;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{FetchRequest, TopicName};
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, FetchRequest, ListTransactionsRequest, TopicName, TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -104,6 +106,43 @@ fn markers_of(bootstrap: &str, topic: &str, partition: i32) -> Option<Vec<(i64, 
     })
 }
 
+/// DescribeTransactions' state of `id` (it must be known) and ListTransactions' ids.
+fn admin_view(bootstrap: &str, id: &str) -> (String, Vec<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut client = Client::connect(bootstrap, "txn-admin")
+            .await
+            .expect("connect");
+        let described = client
+            .send_version(
+                DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                    TransactionalId(StrBytes::from_string(id.to_string())),
+                ]),
+                0,
+            )
+            .await
+            .expect("DescribeTransactions");
+        let state = &described.transaction_states[0];
+        assert_eq!(state.error_code, 0, "DescribeTransactions error");
+        let listed = client
+            .send_version(ListTransactionsRequest::default(), 0)
+            .await
+            .expect("ListTransactions");
+        assert_eq!(listed.error_code, 0, "ListTransactions error");
+        (
+            state.transaction_state.to_string(),
+            listed
+                .transaction_states
+                .iter()
+                .map(|t| t.transactional_id.to_string())
+                .collect(),
+        )
+    })
+}
+
 /// Waits until partition 0 of `topic` holds `count` markers; returns them.
 fn wait_for_markers(bootstrap: &str, topic: &str, count: usize) -> Vec<(i64, bool)> {
     let deadline = Instant::now() + WAIT;
@@ -133,6 +172,29 @@ async fn commit_and_abort_leave_markers_and_a_new_producer_fences_the_old() {
         let found = wait_for_markers(&b, "txn-out", 2);
         assert_eq!(found.len(), 2, "one marker per transaction: {found:?}");
         assert!(found[0].1 && !found[1].1, "commit then abort: {found:?}");
+        // librdkafka reads read_committed by default: the aborted records never show.
+        let read: Vec<String> = consume_all(&b, "txn-out", 1, 3, WAIT)
+            .into_iter()
+            .filter_map(|r| r.value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        assert_eq!(
+            read,
+            ["c1", "c2", "c3"],
+            "read_committed sees the committed records only"
+        );
+
+        // The admin view (KIP-664) of the id: its last transaction aborted.
+        // (Completed just after its markers are written: polled.)
+        let deadline = Instant::now() + WAIT;
+        let (described, listed) = loop {
+            let view = admin_view(&b, "tx-basic");
+            if view.0 == "CompleteAbort" || Instant::now() > deadline {
+                break view;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(described, "CompleteAbort");
+        assert!(listed.contains(&"tx-basic".to_string()), "{listed:?}");
 
         // Fencing: a second producer with the same id; the first fails at its next call.
         let first = transactional_producer(&b, "tx-fence", 10_000);

@@ -7,6 +7,7 @@ use kafka_protocol::messages::{
     ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::broker::{now_ms, Broker};
 use crate::txn::state::TxnState;
@@ -18,6 +19,9 @@ pub fn handle(broker: &Broker, request: ListTransactionsRequest) -> ListTransact
         .into_iter()
         .partition(|s| TxnState::from_name(s).is_some());
     let response = ListTransactionsResponse::default().with_unknown_state_filters(unknown.clone());
+    if broker.txns.is_loading() {
+        return response.with_error_code(ResponseError::CoordinatorLoadInProgress.code());
+    }
     if known.is_empty() && !unknown.is_empty() {
         // Only unknown states asked for: nothing can match.
         return response;

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::errors::partition_error;
 use crate::broker::Broker;
 use crate::cluster::partition::{Partition, PartitionError};
+use crate::txn::produce_check::{has_control_batch, has_transactional_batch, verify_transactional};
 
 /// Checks and appends a Produce request's batches, in request order; what remains (the acks=all
 /// wait, then the response) is [`Appended::respond`], which holds no request bytes and borrows
@@ -391,48 +392,6 @@ fn validate_all<'a>(
 /// The coordinators' internal topics, which clients cannot produce to.
 fn is_internal(topic: &str) -> bool {
     topic == crate::group::OFFSETS_TOPIC || topic == crate::txn::TRANSACTION_STATE_TOPIC
-}
-
-/// Whether `records` hold a batch with the transactional attribute.
-fn has_transactional_batch(records: &[u8]) -> bool {
-    BatchIter::new(records)
-        .filter_map(Result::ok)
-        .any(|(header, _)| header.is_transactional())
-}
-
-/// Whether `records` hold a control batch (a transaction marker).
-fn has_control_batch(records: &[u8]) -> bool {
-    BatchIter::new(records)
-        .filter_map(Result::ok)
-        .any(|(header, _)| header.is_control())
-}
-
-/// Checks a partition's transactional batches with the transaction coordinator: their producer
-/// must be `transactional_id`'s current one, in an open transaction holding the partition
-/// (Kafka's errors: INVALID_PRODUCER_ID_MAPPING, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE;
-/// NOT_ENOUGH_REPLICAS, retriable, while the coordinator is loading).
-fn verify_transactional(
-    broker: &Broker,
-    transactional_id: &str,
-    topic: &str,
-    partition: i32,
-    records: &[u8],
-) -> Result<(), ResponseError> {
-    let mut checked = None;
-    for (header, _) in BatchIter::new(records).filter_map(Result::ok) {
-        if !header.is_transactional() {
-            continue;
-        }
-        let producer = (header.producer_id, header.producer_epoch);
-        if checked == Some(producer) {
-            continue;
-        }
-        broker
-            .txns
-            .verify_now(transactional_id, producer.0, producer.1, topic, partition)?;
-        checked = Some(producer);
-    }
-    Ok(())
 }
 
 /// The size of the first batch larger than `max`, if any.

@@ -38,7 +38,10 @@ pub const MIGRATED_MARKER: &str = "metadata-migrated";
 
 pub struct ReplicaManager {
     /// Serialises reconciliations: the image task and handlers that just changed the image.
-    applying: Mutex<()>,
+    /// Holds the `last_applied` of the newest image applied: an older image arriving late (the
+    /// image task's copy, taken before a handler's proposal was applied) is skipped, or it
+    /// would delete the topic that proposal just created.
+    applying: Mutex<u64>,
     fetchers: FetcherManager,
 }
 
@@ -60,7 +63,7 @@ fn local_config(topic: &TopicImage) -> Result<TopicConfig, TopicError> {
 impl ReplicaManager {
     pub fn new(node_id: i32) -> ReplicaManager {
         ReplicaManager {
-            applying: Mutex::new(()),
+            applying: Mutex::new(0),
             fetchers: FetcherManager::new(node_id),
         }
     }
@@ -80,7 +83,11 @@ impl ReplicaManager {
     /// [`Self::apply`], replaying newly led offsets partitions as `replay` says (start-up loads
     /// them before the broker serves).
     pub fn apply_with(&self, broker: &Broker, image: &MetadataImage, replay: Replay) {
-        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let mut applied = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        if image.last_applied < *applied {
+            return;
+        }
+        *applied = image.last_applied;
         let me = broker.node_id();
         let wanted: Vec<&TopicImage> = image.topics.values().filter(|t| hosts(t, me)).collect();
         let wanted_ids: BTreeSet<Uuid> = wanted.iter().map(|t| t.id).collect();

@@ -7,12 +7,9 @@
 //! PrepareAbort are queued for [`super::driver`], which writes their markers and completes them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use kafka_protocol::ResponseError;
-
-use super::log_format::grouped;
 use super::state::{InitTransit, TxnMetadata, TxnState};
 use super::store::{Appended, TxnStore};
 use super::{TxnConfig, TxnError};
@@ -22,26 +19,6 @@ use crate::metadata::image::MetadataImage;
 /// How long a state change may take to reach the in-sync replicas before the request fails
 /// (with a retriable error: the client tries again).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One transactional id as ListTransactions shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnListing {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub state: String,
-}
-
-/// One transactional id as DescribeTransactions shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnDescription {
-    pub transactional_id: String,
-    pub state: String,
-    pub timeout_ms: i32,
-    pub start_ms: i64,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub partitions: Vec<(String, Vec<i32>)>,
-}
 
 pub struct TransactionCoordinator {
     pub(super) config: TxnConfig,
@@ -103,7 +80,7 @@ impl Inner {
     }
 
     /// The id's settled state: CONCURRENT_TRANSACTIONS while a change is being written.
-    fn settled(&self, transactional_id: &str) -> Result<Option<&TxnMetadata>, TxnError> {
+    pub(super) fn settled(&self, transactional_id: &str) -> Result<Option<&TxnMetadata>, TxnError> {
         match self.ids.get(transactional_id) {
             Some(Entry {
                 pending: Some(_), ..
@@ -159,11 +136,22 @@ impl TransactionCoordinator {
 
     /// Steps 2 and 3 of a change: waits for the replicas, then installs `next` (or forgets the
     /// pending mark if the write failed). PrepareCommit / PrepareAbort are queued for markers.
+    /// Runs as its own task: a request dropped meanwhile (its client went away) must not leave
+    /// the id marked pending forever.
     pub(super) async fn finish(
-        &self,
+        self: &Arc<Self>,
         next: TxnMetadata,
         appended: Appended,
     ) -> Result<(), TxnError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.settle(next, appended).await })
+            .await
+            .unwrap_or(Err(TxnError::CoordinatorNotAvailable(
+                "the state change was interrupted",
+            )))
+    }
+
+    async fn settle(&self, next: TxnMetadata, appended: Appended) -> Result<(), TxnError> {
         let replicated = appended.replicated(WRITE_TIMEOUT).await;
         let mut inner = self.lock();
         let id = next.transactional_id.clone();
@@ -217,7 +205,7 @@ impl TransactionCoordinator {
     /// An open transaction of an earlier producer is aborted first (CONCURRENT_TRANSACTIONS
     /// until that is done; the client retries).
     pub async fn init_producer_id(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
@@ -281,7 +269,7 @@ impl TransactionCoordinator {
 
     /// AddPartitionsToTxn (and AddOffsetsToTxn with the group's offsets partition).
     pub async fn add_partitions(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
@@ -303,7 +291,7 @@ impl TransactionCoordinator {
     /// EndTxn: PrepareCommit / PrepareAbort is written and replicated before the answer; the
     /// markers and the completion follow in the background.
     pub async fn end_txn(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
@@ -320,124 +308,6 @@ impl TransactionCoordinator {
             (next, appended)
         };
         self.finish(next, appended).await
-    }
-
-    /// Produce's check of a transactional batch: Ok when the producer is the id's current one
-    /// and the partition is in its open transaction. Ids coordinated on another broker are not
-    /// checked here (as Kafka before KIP-890 part 1, or with
-    /// `transaction.partition.verification.enable=false`): the partition's producer state still
-    /// refuses stale epochs.
-    pub async fn verify(
-        &self,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(), ResponseError> {
-        self.verify_now(
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            topic,
-            partition,
-        )
-    }
-
-    /// [`Self::verify`] without the future: it never waits (one look under the lock).
-    pub fn verify_now(
-        &self,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(), ResponseError> {
-        let inner = self.lock();
-        match inner.store_for(transactional_id) {
-            Ok(_) => {}
-            Err(TxnError::NotCoordinator) => return Ok(()),
-            // Retriable for every producer version (Kafka's mapping for Produce).
-            Err(_) => return Err(ResponseError::NotEnoughReplicas),
-        }
-        let Some(entry) = inner.ids.get(transactional_id) else {
-            return Err(ResponseError::InvalidProducerIdMapping);
-        };
-        let meta = &entry.meta;
-        if meta.producer_id != producer_id {
-            return Err(ResponseError::InvalidProducerIdMapping);
-        }
-        if meta.producer_epoch != producer_epoch {
-            return Err(ResponseError::InvalidProducerEpoch);
-        }
-        if meta.state != TxnState::Ongoing
-            || !meta.partitions.contains(&(topic.to_string(), partition))
-        {
-            return Err(ResponseError::InvalidTxnState);
-        }
-        Ok(())
-    }
-
-    /// ListTransactions: the ids coordinated here, filtered by state names and producer ids
-    /// (empty filters match everything).
-    pub fn list(&self, states: &[String], producer_ids: &[i64]) -> Vec<TxnListing> {
-        self.list_running_for(states, producer_ids, -1, now_ms())
-    }
-
-    /// [`Self::list`] keeping only transactions open for more than `min_duration_ms` at `now`
-    /// when it is not negative (ListTransactions v1's duration filter, KIP-994).
-    pub fn list_running_for(
-        &self,
-        states: &[String],
-        producer_ids: &[i64],
-        min_duration_ms: i64,
-        now: i64,
-    ) -> Vec<TxnListing> {
-        let inner = self.lock();
-        let mut list: Vec<TxnListing> = inner
-            .ids
-            .values()
-            .map(|e| &e.meta)
-            .filter(|m| m.producer_epoch >= 0 || m.state != TxnState::Empty)
-            .filter(|m| states.is_empty() || states.iter().any(|s| s == m.state.name()))
-            .filter(|m| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
-            .filter(|m| {
-                min_duration_ms < 0
-                    || (m.state.is_pending_transaction()
-                        && m.start_ms >= 0
-                        && now.saturating_sub(m.start_ms) > min_duration_ms)
-            })
-            .map(|m| TxnListing {
-                transactional_id: m.transactional_id.clone(),
-                producer_id: m.producer_id,
-                state: m.state.name().to_string(),
-            })
-            .collect();
-        list.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
-        list
-    }
-
-    /// DescribeTransactions for one id.
-    pub fn describe(&self, transactional_id: &str) -> Result<TxnDescription, TxnError> {
-        let inner = self.lock();
-        inner.store_for(transactional_id)?;
-        let meta = inner
-            .ids
-            .get(transactional_id)
-            .map(|e| &e.meta)
-            .ok_or_else(|| TxnError::TransactionalIdNotFound(transactional_id.to_string()))?;
-        Ok(TxnDescription {
-            transactional_id: meta.transactional_id.clone(),
-            state: meta.state.name().to_string(),
-            timeout_ms: meta.timeout_ms,
-            start_ms: meta.start_ms,
-            producer_id: meta.producer_id,
-            producer_epoch: meta.producer_epoch,
-            partitions: grouped(&meta.partitions)
-                .into_iter()
-                .map(|(t, p)| (t.to_string(), p))
-                .collect(),
-        })
     }
 
     /// The partitions whose ids this broker serves (loaded), in order.

@@ -23,6 +23,13 @@ fn registry(dir: &std::path::Path) -> TopicRegistry {
 
 /// A coordinator leading the one partition of the local state topic, as broker 1.
 fn leading(topics: &TopicRegistry) -> Arc<TransactionCoordinator> {
+    let txns = Arc::new(TransactionCoordinator::new(TxnConfig::default()));
+    follow_leading(&txns, topics);
+    txns
+}
+
+/// Makes `txns` lead the one partition of the local state topic (created if missing).
+fn follow_leading(txns: &Arc<TransactionCoordinator>, topics: &TopicRegistry) {
     if topics.get(TRANSACTION_STATE_TOPIC).is_none() {
         topics
             .create_with_id(
@@ -59,7 +66,6 @@ fn leading(topics: &TopicRegistry) -> Arc<TransactionCoordinator> {
             partitions: vec![placed],
         },
     );
-    let txns = Arc::new(TransactionCoordinator::new(TxnConfig::default()));
     let local_log = |id: Uuid, index: i32| {
         topics
             .get(TRANSACTION_STATE_TOPIC)
@@ -68,7 +74,6 @@ fn leading(topics: &TopicRegistry) -> Arc<TransactionCoordinator> {
     };
     txns.follow(1, &image, local_log, Replay::Inline);
     assert_eq!(txns.loaded_partitions(), vec![0]);
-    txns
 }
 
 fn parts(list: &[(&str, i32)]) -> BTreeSet<(String, i32)> {
@@ -181,4 +186,29 @@ async fn produce_is_verified_against_the_open_transaction() {
         (described.state.as_str(), described.producer_epoch),
         ("PrepareAbort", 1)
     );
+}
+
+#[tokio::test]
+async fn a_state_log_replaced_under_the_coordinator_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = registry(dir.path());
+    let txns = leading(&topics);
+    txns.init_producer_id("tx", 60_000, None, Some(3))
+        .await
+        .unwrap();
+    // An image application deleted and re-created the local log (same topic id and epoch).
+    topics.delete(TRANSACTION_STATE_TOPIC).unwrap();
+    follow_leading(&txns, &topics);
+    assert!(
+        matches!(
+            txns.describe("tx"),
+            Err(TxnError::TransactionalIdNotFound(_))
+        ),
+        "replayed from the new (empty) log"
+    );
+    let (pid, _) = txns
+        .init_producer_id("tx", 60_000, None, Some(4))
+        .await
+        .unwrap();
+    assert_eq!(pid, 4, "writes go to the new log");
 }

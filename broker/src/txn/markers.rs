@@ -63,6 +63,9 @@ pub fn append_local_marker(
     let outcome = log
         .append_txn_marker(marker)
         .map_err(|error| partition_error(&error))?;
+    // Merge point: for `__consumer_offsets` partitions, the group coordinator's
+    // `complete_transaction(partition, producer_id, commit)` goes here (branch txg), after the
+    // append succeeded, so pending TxnOffsetCommit offsets become visible or are dropped.
     tracing::debug!(
         topic,
         partition,
@@ -115,6 +118,8 @@ pub async fn write_markers(
     for (topic, index) in local {
         match append_local_marker(broker, &topic, index, marker) {
             Ok(appended) => waits.push(((topic, index), appended)),
+            // A newer producer epoch already wrote there: this marker is moot.
+            Err(ResponseError::InvalidProducerEpoch) => {}
             Err(code) => {
                 tracing::debug!(
                     topic,

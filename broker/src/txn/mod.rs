@@ -6,9 +6,10 @@
 //! * [`log_format`] is Kafka's `__transaction_state` record format; [`store`] appends through
 //!   the partition log, replays on becoming leader, and creates the topic through the controller.
 //! * [`coordinator`] keeps the ids behind one lock and serves InitProducerId,
-//!   AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, the admin views and Produce's check
-//!   ([`TransactionCoordinator::verify`]); [`ownership`] follows the leadership of the topic's
-//!   partitions in the metadata image (load / unload).
+//!   AddPartitionsToTxn, AddOffsetsToTxn and EndTxn; [`views`] adds the admin views and
+//!   Produce's check ([`TransactionCoordinator::verify`]), which [`produce_check`] applies to a
+//!   request's batches; [`ownership`] follows the leadership of the topic's partitions in the
+//!   metadata image (load / unload).
 //! * [`markers`] writes the end-of-transaction markers: locally through
 //!   [`markers::append_local_marker`], or with WriteTxnMarkers to the partition's leader;
 //!   [`driver`] is the background task that sends them, completes transactions, aborts those
@@ -21,15 +22,18 @@ pub mod driver;
 pub mod log_format;
 pub mod markers;
 pub mod ownership;
+pub mod produce_check;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
 pub mod store;
+pub mod views;
 
 use kafka_protocol::ResponseError;
 
 pub use crate::metadata::image::TRANSACTION_STATE_TOPIC;
-pub use coordinator::{TransactionCoordinator, TxnDescription, TxnListing};
+pub use coordinator::TransactionCoordinator;
+pub use views::{TxnDescription, TxnListing};
 
 /// What a transactional request can fail with; each maps to one Kafka error code
 /// ([`TxnError::code`]).

@@ -64,11 +64,19 @@ impl TransactionCoordinator {
                 }
                 inner.topic = topic;
             }
+            // Not led any more, led again at a new epoch, or loaded from a local log that has
+            // since been replaced (deleted and re-created by an image application).
+            let replaced = |p: i32, led: &Led| match (led, topic) {
+                (Led::Loaded(store), Some((id, _))) => {
+                    local(id, p).is_none_or(|log| !store.writes_to(&log))
+                }
+                _ => false,
+            };
             let lost: Vec<i32> = inner
                 .led
-                .keys()
-                .copied()
-                .filter(|p| wanted.get(p) != inner.epochs.get(p))
+                .iter()
+                .filter(|(p, led)| wanted.get(p) != inner.epochs.get(p) || replaced(**p, led))
+                .map(|(p, _)| *p)
                 .collect();
             for partition in lost {
                 unload(&mut inner, partition);

@@ -70,6 +70,11 @@ impl TxnStore {
         TxnStore { partition }
     }
 
+    /// Whether this store writes to `partition` (and not to a log since deleted or re-created).
+    pub fn writes_to(&self, partition: &Arc<Partition>) -> bool {
+        Arc::ptr_eq(&self.partition, partition)
+    }
+
     pub fn index(&self) -> i32 {
         self.partition.index
     }
