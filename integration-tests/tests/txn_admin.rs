@@ -459,10 +459,9 @@ fn stable_offset(bootstrap: &str, group: &str, topic: &str) -> i64 {
     })
 }
 
-/// Needs the marker writer to call `GroupCoordinator::complete_transaction` for
-/// `__consumer_offsets` partitions (wired in `txn::markers::append_local_marker` at merge time).
+/// The marker writer completes the group's pending offsets (`txn::markers::append_local_marker`
+/// calls `GroupCoordinator::complete_transaction` for `__consumer_offsets` partitions).
 #[test]
-#[ignore = "needs complete_transaction wired into txn::markers::append_local_marker"]
 fn send_offsets_to_transaction_commits_offsets_with_the_transaction_and_abort_drops_them() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -1,6 +1,6 @@
 //! DeleteTopics: by name (all versions) or by topic id (v6+), proposed to the controller; every
 //! broker then deletes its local copy when it applies the change. The internal
-//! `__consumer_offsets` cannot be deleted.
+//! `__consumer_offsets` and `__transaction_state` cannot be deleted.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
@@ -43,7 +43,7 @@ pub async fn handle(
             responses.push(result.with_error_code(ResponseError::UnknownTopicId.code()));
             continue;
         };
-        if name.as_str() == crate::group::OFFSETS_TOPIC {
+        if crate::handlers::metadata::is_internal(name.as_str()) {
             // The group coordinator lives in it; deleting it would lose every group's offsets.
             responses.push(
                 result

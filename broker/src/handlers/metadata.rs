@@ -139,5 +139,5 @@ fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic 
 
 /// Kafka's internal topics, flagged `is_internal` in answers.
 pub(crate) fn is_internal(name: &str) -> bool {
-    name == OFFSETS_TOPIC
+    name == OFFSETS_TOPIC || name == crate::metadata::image::TRANSACTION_STATE_TOPIC
 }

@@ -63,9 +63,14 @@ pub fn append_local_marker(
     let outcome = log
         .append_txn_marker(marker)
         .map_err(|error| partition_error(&error))?;
-    // Merge point: for `__consumer_offsets` partitions, the group coordinator's
-    // `complete_transaction(partition, producer_id, commit)` goes here (branch txg), after the
-    // append succeeded, so pending TxnOffsetCommit offsets become visible or are dropped.
+    // Pending TxnOffsetCommit offsets become visible (commit) or are dropped (abort) with the
+    // marker in their partition's log. Like plain commits, the coordinator's memory moves on
+    // the leader's append; a new leader replays the log, where an unreplicated marker is not.
+    if topic == crate::group::OFFSETS_TOPIC {
+        broker
+            .groups
+            .complete_transaction(partition, marker.producer_id, marker.commit);
+    }
     tracing::debug!(
         topic,
         partition,
