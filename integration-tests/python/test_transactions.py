@@ -135,7 +135,7 @@ try:
     producer.init_transactions(30)
     consumer.subscribe([source])
     while True:
-        messages = [m for m in consumer.consume(num_messages=25, timeout=0.5) if m.error() is None]
+        messages = [m for m in consumer.consume(num_messages=20, timeout=0.5) if m.error() is None]
         if not messages:
             continue
         producer.begin_transaction()
@@ -144,7 +144,7 @@ try:
         producer.send_offsets_to_transaction(
             consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30)
         producer.commit_transaction(30)
-        time.sleep(0.05)  # spread the work over several worker lifetimes
+        time.sleep(0.1)  # spread the work over several worker lifetimes
 except KafkaException as e:
     # Any failure (a broker restart mid-transaction, a fenced epoch): exit and be restarted, as a
     # stream processor's supervisor would; the next instance aborts what this one left open.
