@@ -19,6 +19,32 @@ const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// Kafka's `offset.metadata.max.bytes` default.
 const MAX_METADATA_BYTES: usize = 4096;
 
+/// One partition's offset to commit (plain or transactional), or why it is refused: a partition
+/// the topic does not have, metadata over `offset.metadata.max.bytes`.
+pub(super) fn checked_offset(
+    topic: Option<&crate::metadata::image::TopicImage>,
+    partition: i32,
+    metadata: Option<&StrBytes>,
+    (offset, leader_epoch): (i64, i32),
+    now: i64,
+) -> Result<CommittedOffset, ResponseError> {
+    let metadata = metadata.map(|m| m.to_string()).unwrap_or_default();
+    let exists =
+        topic.is_some_and(|t| usize::try_from(partition).is_ok_and(|i| i < t.partitions.len()));
+    if !exists {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    if metadata.len() > MAX_METADATA_BYTES {
+        return Err(ResponseError::OffsetMetadataTooLarge);
+    }
+    Ok(CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms: now,
+    })
+}
+
 pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let now = now_ms();
     let mut refused: Vec<(String, i32, i16)> = Vec::new();
@@ -28,33 +54,16 @@ pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetComm
         let image = broker.controller.image();
         let known = image.topic(&name);
         for p in &topic.partitions {
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            let exists = known.is_some_and(|t| {
-                usize::try_from(p.partition_index).is_ok_and(|i| i < t.partitions.len())
-            });
-            let error = if !exists {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > MAX_METADATA_BYTES {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                None
-            };
-            match error {
-                Some(error) => refused.push((name.clone(), p.partition_index, error.code())),
-                None => offsets.push((
-                    name.clone(),
-                    p.partition_index,
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: now,
-                    },
-                )),
+            let committed = checked_offset(
+                known,
+                p.partition_index,
+                p.committed_metadata.as_ref(),
+                (p.committed_offset, p.committed_leader_epoch),
+                now,
+            );
+            match committed {
+                Err(error) => refused.push((name.clone(), p.partition_index, error.code())),
+                Ok(offset) => offsets.push((name.clone(), p.partition_index, offset)),
             }
         }
     }

@@ -17,8 +17,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::group_code;
+use super::offset_commit::checked_offset;
 use crate::broker::{now_ms, Broker};
-use crate::group::state::CommittedOffset;
 use crate::group::txn_offsets::TxnCommitter;
 use crate::group::OFFSETS_TOPIC;
 use crate::metadata::image::MetadataImage;
@@ -26,9 +26,6 @@ use crate::metadata::image::MetadataImage;
 /// How long a commit waits for the offsets partition's in-sync replicas
 /// (`offsets.commit.timeout.ms`).
 const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Kafka's `offset.metadata.max.bytes` default.
-const MAX_METADATA_BYTES: usize = 4096;
 
 pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let now = now_ms();
@@ -39,33 +36,16 @@ pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffs
         let name = topic.name.to_string();
         let known = image.topic(&name);
         for p in &topic.partitions {
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            let exists = known.is_some_and(|t| {
-                usize::try_from(p.partition_index).is_ok_and(|i| i < t.partitions.len())
-            });
-            let error = if !exists {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > MAX_METADATA_BYTES {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                None
-            };
-            match error {
-                Some(error) => refused.push((name.clone(), p.partition_index, error.code())),
-                None => offsets.push((
-                    name.clone(),
-                    p.partition_index,
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: now,
-                    },
-                )),
+            let committed = checked_offset(
+                known,
+                p.partition_index,
+                p.committed_metadata.as_ref(),
+                (p.committed_offset, p.committed_leader_epoch),
+                now,
+            );
+            match committed {
+                Err(error) => refused.push((name.clone(), p.partition_index, error.code())),
+                Ok(offset) => offsets.push((name.clone(), p.partition_index, offset)),
             }
         }
     }
