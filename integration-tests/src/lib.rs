@@ -547,3 +547,19 @@ pub fn inlet_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// Runs the `inlet` CLI against `bootstrap` with `args`, asserts it succeeded, and returns what
+/// it printed.
+pub fn inlet(bootstrap: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(inlet_bin())
+        .args(["--bootstrap-server", bootstrap])
+        .args(args)
+        .output()
+        .expect("run inlet");
+    assert!(
+        output.status.success(),
+        "inlet {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -6,31 +6,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use inlet_integration_tests::cluster::{runtime, start_cluster_with, wait_for};
 use inlet_integration_tests::history::{bootstrap, partitions};
 use inlet_integration_tests::kafka::{consume_all, create_replicated_topic, producer_config};
-use inlet_integration_tests::{inlet_bin, Broker};
+use inlet_integration_tests::{inlet, Broker};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "balanced";
-
-fn inlet(bootstrap: &str, args: &[&str]) -> String {
-    let output = Command::new(inlet_bin())
-        .args(["--bootstrap-server", bootstrap])
-        .args(args)
-        .output()
-        .expect("run inlet");
-    assert!(
-        output.status.success(),
-        "inlet {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Per partition: (leader, preferred leader, ISR size), as `via` tells it; all six or None.
 fn leaders(via: &Broker) -> Option<BTreeMap<i32, (i32, i32, usize)>> {

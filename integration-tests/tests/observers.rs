@@ -7,7 +7,6 @@
 //! back once, in order, and each partition's replicas are byte-identical up to the high watermark.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 use inlet_integration_tests::cluster::{start_cluster_with, start_observer, wait_for};
 use inlet_integration_tests::history::{
@@ -15,24 +14,10 @@ use inlet_integration_tests::history::{
     wait_acked, wait_all_in_sync, History, Recorded,
 };
 use inlet_integration_tests::kafka::producer_config;
-use inlet_integration_tests::{inlet_bin, Broker};
+use inlet_integration_tests::{inlet, Broker};
 
 const TOPIC: &str = "growing";
 const PARTITIONS: i32 = 2;
-
-fn inlet(bootstrap: &str, args: &[&str]) -> String {
-    let output = Command::new(inlet_bin())
-        .args(["--bootstrap-server", bootstrap])
-        .args(args)
-        .output()
-        .expect("run inlet");
-    assert!(
-        output.status.success(),
-        "inlet {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Kills the node, deletes its whole data directory and starts it again with the same id.
 fn replace_disk(broker: &mut Broker) {

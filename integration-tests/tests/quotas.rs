@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use inlet_integration_tests::cluster::runtime;
 use inlet_integration_tests::kafka::{client_config, create_topic};
-use inlet_integration_tests::{inlet_bin, Broker, BrokerOptions};
+use inlet_integration_tests::{inlet, inlet_bin, Broker, BrokerOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -18,20 +18,6 @@ use rdkafka::{Offset, TopicPartitionList};
 const QUOTA: u64 = 512 * 1024;
 const TOTAL: usize = 3 << 20;
 const RECORD: usize = 16 * 1024;
-
-fn inlet(bootstrap: &str, args: &[&str]) -> String {
-    let output = Command::new(inlet_bin())
-        .args(["--bootstrap-server", bootstrap])
-        .args(args)
-        .output()
-        .expect("run inlet");
-    assert!(
-        output.status.success(),
-        "inlet {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Produces `TOTAL` bytes as client `client_id`, acks=1, as fast as allowed; returns the time.
 fn produce(bootstrap: &str, topic: &str, client_id: &str) -> Duration {
