@@ -57,6 +57,10 @@ pub struct ProduceArgs {
     /// another small request behind them instead of joining a batch.
     #[arg(long)]
     max_in_flight: Option<u32>,
+    /// Produce in transactions (a transactional producer, `transactional.id` inlet-loadgen),
+    /// committing one every this many ms; 0: no transactions.
+    #[arg(long, default_value_t = 0)]
+    transaction_ms: u64,
 }
 
 #[derive(Args)]
@@ -165,6 +169,9 @@ fn producer(bootstrap: &str, args: &ProduceArgs) -> anyhow::Result<ThreadedProdu
     if let Some(max) = args.max_in_flight {
         config.set("max.in.flight.requests.per.connection", max.to_string());
     }
+    if args.transaction_ms > 0 {
+        config.set("transactional.id", "inlet-loadgen");
+    }
     config
         .set("bootstrap.servers", bootstrap)
         .set("acks", &args.acks)
@@ -175,6 +182,14 @@ fn producer(bootstrap: &str, args: &ProduceArgs) -> anyhow::Result<ThreadedProdu
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(acks)
         .context("creating the producer")
+        .and_then(|producer: ThreadedProducer<Acks>| {
+            if args.transaction_ms > 0 {
+                producer
+                    .init_transactions(Duration::from_secs(30))
+                    .context("init_transactions")?;
+            }
+            Ok(producer)
+        })
 }
 
 /// Sends for `args.seconds`, paced by `args.rate_mb` if set; returns (records sent, elapsed).
@@ -186,7 +201,28 @@ fn send_for(producer: &ThreadedProducer<Acks>, topic: &str, args: &ProduceArgs) 
     let duration = Duration::from_secs(args.seconds);
     let bytes_per_sec = args.rate_mb * 1024.0 * 1024.0;
     let mut sent = 0u64;
+    let transactions =
+        (args.transaction_ms > 0).then(|| Duration::from_millis(args.transaction_ms));
+    let mut transaction_started = Instant::now();
+    if transactions.is_some() {
+        if let Err(error) = producer.begin_transaction() {
+            eprintln!("begin_transaction failed: {error}");
+            return (0, start.elapsed());
+        }
+    }
     while start.elapsed() < duration {
+        if let Some(every) = transactions {
+            if transaction_started.elapsed() >= every {
+                let commit = producer
+                    .commit_transaction(Duration::from_secs(60))
+                    .and_then(|()| producer.begin_transaction());
+                if let Err(error) = commit {
+                    eprintln!("committing a transaction failed: {error}");
+                    return (sent, start.elapsed());
+                }
+                transaction_started = Instant::now();
+            }
+        }
         if bytes_per_sec > 0.0 {
             let due = Duration::from_secs_f64(sent as f64 * record_size as f64 / bytes_per_sec);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
@@ -213,6 +249,11 @@ fn send_for(producer: &ThreadedProducer<Acks>, topic: &str, args: &ProduceArgs) 
         }
         sent += 1;
     }
+    if transactions.is_some() {
+        if let Err(error) = producer.commit_transaction(Duration::from_secs(60)) {
+            eprintln!("committing the last transaction failed: {error}");
+        }
+    }
     (sent, start.elapsed())
 }
 
@@ -237,6 +278,7 @@ pub fn produce(
     let bytes = acked * args.record_size as u64;
     Ok(json!({
         "mode": "produce", "acks": args.acks, "compression": args.compression,
+        "transaction_ms": args.transaction_ms,
         "record_size": args.record_size, "replication_factor": args.replication_factor,
         "sent": sent, "acked": acked, "failed": failed,
         "seconds": elapsed, "records_per_sec": acked as f64 / elapsed,
