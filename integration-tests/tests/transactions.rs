@@ -340,3 +340,122 @@ async fn markers_reach_partitions_led_by_other_brokers() {
     .await
     .expect("the test body");
 }
+
+/// The coordinator of a transactional id is the leader of its `__transaction_state` partition,
+/// so it moves when that broker dies: after kill -9 of the coordinator, a new producer with the
+/// same `transactional.id` initialises against the new leader (which replayed the state), the
+/// transaction the dead one left open is aborted, and committed ones stay committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_coordinator_moves_with_its_state_partition_when_its_broker_dies() {
+    use inlet_integration_tests::kafka::create_replicated_topic;
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let mut brokers = cluster::start_cluster_with(&["--transaction-state-log-num-partitions", "1"]);
+    let bootstrap = brokers
+        .iter()
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    create_replicated_topic(
+        &bootstrap,
+        "txn-moving",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+        WAIT,
+    )
+    .await;
+    async fn coordinator(bootstrap: &str) -> Option<i32> {
+        for one in bootstrap.split(',') {
+            let Ok(mut client) = Client::connect(one, "txn-test").await else {
+                continue;
+            };
+            let request = FindCoordinatorRequest::default()
+                .with_key_type(1)
+                .with_key(StrBytes::from_static_str("tx-moving"));
+            if let Ok(found) = client.send_capped(request, 3).await {
+                if found.error_code == 0 {
+                    return Some(found.node_id.0);
+                }
+            }
+        }
+        None
+    }
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let first = transactional_producer(&b, "tx-moving", 20_000);
+        first.begin_transaction().expect("begin");
+        send(&first, "txn-moving", &["a1", "a2"]);
+        first.commit_transaction(WAIT).expect("commit");
+        first.begin_transaction().expect("begin");
+        send(&first, "txn-moving", &["left-open"]);
+        std::mem::forget(first); // its process "dies" with the broker below
+    })
+    .await
+    .expect("the first producer");
+    let dead = coordinator(&bootstrap).await.expect("a coordinator");
+    brokers[(dead - 1) as usize].kill9();
+    let alive = brokers
+        .iter()
+        .filter(|b| b.node_id() != dead)
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    let b = alive.clone();
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let second: BaseProducer = client_config(&b)
+            .set("transactional.id", "tx-moving")
+            .set("transaction.timeout.ms", "20000")
+            .set("message.timeout.ms", "20000")
+            .set("linger.ms", "5")
+            .create()
+            .expect("create");
+        second
+            .init_transactions(Duration::from_secs(30))
+            .expect("init_transactions at the new coordinator");
+        second.begin_transaction().expect("begin");
+        send(&second, "txn-moving", &["c1"]);
+        second.commit_transaction(WAIT).expect("commit");
+    })
+    .await
+    .expect("the second producer");
+    eprintln!(
+        "a new producer committed {:?} after the coordinator died",
+        started.elapsed()
+    );
+    let moved = coordinator(&alive).await.expect("a new coordinator");
+    assert_ne!(moved, dead);
+
+    let b = alive.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config(&b)
+            .set("group.id", "txn-moving-reader")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset("txn-moving", 0, Offset::Beginning)
+            .expect("assignment");
+        consumer.assign(&assignment).expect("assign");
+        let mut values = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => values
+                    .push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+                Some(Err(KafkaError::PartitionEOF(_))) if values.len() >= 3 => break,
+                _ => {}
+            }
+        }
+        values
+    })
+    .await
+    .expect("the reader");
+    assert_eq!(committed, ["a1", "a2", "c1"]);
+}
