@@ -5,7 +5,8 @@ from outside a real broker process:
   `tables/<topic>/partition=<p>/<base>-<last>.parquet` exactly once, equal to what was produced
   and to what a Kafka consumer reads at the same offset; the local partition keeps only its
   active segment (`local.retention.bytes=0`) while Fetch and ListOffsets still start at 0.
-* DuckDB reads the same files with a glob and agrees with pyarrow.
+* DuckDB reads the same files with a glob and agrees with pyarrow; pandas, pyarrow and Polars
+  read the topic's folder with their defaults (the partition comes from the folder names).
 * S3: with the lake in a bucket of moto's S3 server, across a graceful restart and a SIGKILL,
   every segment has its objects and Parquet file in the bucket, no lake appears on local disk,
   and a consumer reads every record exactly once from offset 0.
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import boto3
 import duckdb
+import pandas
+import polars
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -62,7 +65,6 @@ PARQUET_SCHEMA = pa.schema([
         pa.field("key", pa.string(), nullable=False),
         pa.field("value", pa.binary()),
     ]), nullable=False)), nullable=False),
-    pa.field("partition", pa.int32(), nullable=False),
 ])
 
 
@@ -196,13 +198,13 @@ def batch_codecs(log: bytes):
     return batches
 
 
-def parquet_rows(table: pa.Table, name: str, partition: int):
-    """Rows of one segment's Parquet file, checked against its schema and its name's offsets."""
+def parquet_rows(table: pa.Table, name: str):
+    """Rows of one segment's Parquet file, checked against its schema and its name's offsets (the
+    partition is its folder's, `partition=<p>`, not a column)."""
     assert table.schema.equals(PARQUET_SCHEMA), f"{name}: {table.schema}"
     base, last = (int(n) for n in name.split(".")[0].split("-"))
     rows = table.to_pylist()
     assert [r["offset"] for r in rows] == list(range(base, last + 1)), f"{name}: offsets not dense"
-    assert {r["partition"] for r in rows} == {partition}, name
     return rows
 
 
@@ -296,7 +298,7 @@ def read_local_tables(tiered):
     rows = {p: {} for p in PARTITIONS}
     for path in sorted((tiered.lake / "tables" / tiered.topic).glob("*/*.parquet")):
         p = int(path.parent.name.removeprefix("partition="))
-        for row in parquet_rows(pq.read_table(path), path.name, p):
+        for row in parquet_rows(pq.read_table(path), path.name):
             assert row["offset"] not in rows[p], f"offset {row['offset']} of partition {p} in two files"
             rows[p][row["offset"]] = row
     return rows
@@ -355,11 +357,8 @@ def test_duckdb_reads_the_topic_tables_with_a_glob(tiered):
     print(f"broker log: {tiered.broker.log_path}")
     rows = read_local_tables(tiered)
     glob = f"{tiered.lake}/tables/{tiered.topic}/**/*.parquet"
-    # The files sit in hive-style `partition=<p>` folders and also carry a `partition` column.
-    # DuckDB detects hive partitioning from such paths by default and then replaces the file's
-    # Int32 column with a BIGINT parsed from the folder name. hive_partitioning = false reads the
-    # column the broker wrote; the filename check below ties it to the folder.
-    source = f"read_parquet('{glob}', hive_partitioning = false, filename = true)"
+    # DuckDB's defaults: hive partitioning detected from the `partition=<p>` folders.
+    source = f"read_parquet('{glob}')"
     con = duckdb.connect()
     count, low, high = con.execute(f'SELECT count(*), min("offset"), max("offset") FROM {source}').fetchone()
     all_offsets = [o for p in PARTITIONS for o in rows[p]]
@@ -376,14 +375,24 @@ def test_duckdb_reads_the_topic_tables_with_a_glob(tiered):
         want.append((p, len(r), len(r), 0, max(rows[p]), sum(x["key"] is None for x in r),
                      sum(x["value"] is None for x in r), sum(len(x["value"] or b"") for x in r)))
     assert per_partition == want
-
-    misplaced = con.execute(f"""SELECT count(*) FROM {source}
-                            WHERE filename NOT LIKE '%/partition=' || partition || '/%'""").fetchone()[0]
-    assert misplaced == 0, "rows whose partition column disagrees with their folder"
     null_headers = con.execute(f"""SELECT count(*) FROM (SELECT unnest(headers) AS h FROM {source})
                                WHERE h.value IS NULL""").fetchone()[0]
     assert null_headers == sum(1 for p in PARTITIONS for x in rows[p].values()
                                for h in x["headers"] if h["value"] is None) > 0
+
+
+def test_pandas_pyarrow_and_polars_read_the_topic_folder_with_their_defaults(tiered):
+    """The calls data people make on a folder of Parquet, with no options: each gets every record
+    once, with its partition (from the Hive-style folder names) beside its offset."""
+    rows = read_local_tables(tiered)
+    want = sorted((p, o) for p in PARTITIONS for o in rows[p])
+    folder = tiered.lake / "tables" / tiered.topic
+    frame = pandas.read_parquet(folder)
+    assert sorted(zip(frame["partition"].astype(int), frame["offset"])) == want
+    table = pq.read_table(folder)
+    assert sorted(zip(table.column("partition").to_pylist(), table.column("offset").to_pylist())) == want
+    polars_frame = polars.read_parquet(folder)
+    assert sorted(zip(polars_frame["partition"].to_list(), polars_frame["offset"].to_list())) == want
 
 
 def test_kcat_batches_reach_the_lake_in_the_codec_kcat_was_asked_for(tiered):
@@ -526,7 +535,7 @@ def test_lake_on_s3_across_restarts_serves_every_offset_once(s3, tmp_path):
         for key in sorted(k for k in objects if k.endswith(".parquet")):
             p = int(key.split("/")[-2].removeprefix("partition="))
             data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            for row in parquet_rows(pq.read_table(pa.BufferReader(data)), key.split("/")[-1], p):
+            for row in parquet_rows(pq.read_table(pa.BufferReader(data)), key.split("/")[-1]):
                 check_row(row, produced[p][row["offset"]], f"{key} offset {row['offset']}", (0, now_ms()))
 
         consumed = consume_all(broker.bootstrap, topic, ends)

@@ -8,11 +8,14 @@
 //! * `key`, `value` Binary, nullable (a null value is a tombstone).
 //! * `headers` List<Struct<key Utf8, value Binary nullable>>: in record order, empty when none;
 //!   keys that are not UTF-8 are converted lossily, since analytics engines want strings.
-//! * `partition` Int32: given by the caller, so files of several partitions can be queried as one.
 //!
-//! Control batches (transaction markers) are skipped. Records of aborted transactions are exported
-//! like any other: telling them apart needs the partition's aborted-transaction index, which the
-//! segment's bytes do not carry. Every batch's CRC is checked, so a corrupt segment is an error
+//! The partition is not a column: the files sit in Hive-style `partition=<p>` folders, which
+//! pandas, pyarrow, DuckDB, Polars and Spark read back as a `partition` column with their
+//! defaults (a column of the same name in the files made pandas and pyarrow refuse the folder).
+//!
+//! Control batches (transaction markers) are skipped, and so are the records of the aborted
+//! transactions the caller names (from the partition's aborted-transaction index, which the
+//! segment's bytes do not carry). Every batch's CRC is checked, so a corrupt segment is an error
 //! rather than a file of wrong rows.
 
 use std::io::Write;
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use arrow_array::builder::{
     BinaryBuilder, Int64Builder, OffsetBufferBuilder, StringBuilder, TimestampMillisecondBuilder,
 };
-use arrow_array::{ArrayRef, Int32Array, ListArray, RecordBatch, StructArray};
+use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_schema::{ArrowError, DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::{Buf, Bytes};
 use inlet_protocol::batch::{verify_crc, BatchHeader, BatchIter};
@@ -60,7 +63,6 @@ pub fn schema() -> SchemaRef {
         Field::new("key", DataType::Binary, true),
         Field::new("value", DataType::Binary, true),
         Field::new("headers", DataType::List(header_item()), false),
-        Field::new("partition", DataType::Int32, false),
     ]))
 }
 
@@ -75,10 +77,9 @@ fn header_item() -> FieldRef {
     Arc::new(Field::new("item", DataType::Struct(header_fields()), false))
 }
 
-/// `segment`: the segment's batches (none of an aborted transaction); `partition`: written into
-/// the `partition` column.
-pub fn export_segment(segment: &[u8], partition: i32) -> Result<ParquetExport, TierError> {
-    let (bytes, rows) = export_segment_to(segment, partition, &[], Vec::new())?;
+/// `segment`: the segment's batches (none of an aborted transaction).
+pub fn export_segment(segment: &[u8]) -> Result<ParquetExport, TierError> {
+    let (bytes, rows) = export_segment_to(segment, &[], Vec::new())?;
     Ok(ParquetExport { bytes, rows })
 }
 
@@ -87,7 +88,6 @@ pub fn export_segment(segment: &[u8], partition: i32) -> Result<ParquetExport, T
 /// `read_committed` consumer would); returns the writer and the number of rows.
 pub fn export_segment_to<W: Write + Send>(
     segment: &[u8],
-    partition: i32,
     aborted: &[AbortedTxn],
     out: W,
 ) -> Result<(W, u64), TierError> {
@@ -135,11 +135,11 @@ pub fn export_segment_to<W: Write + Send>(
                 .map_err(|reason| batch_error(&format_args!("record {index}: {reason}")))?;
             rows += 1;
             if columns.rows >= ROWS_PER_GROUP || columns.bytes >= BYTES_PER_GROUP {
-                columns.write_group(&mut writer, &schema, partition)?;
+                columns.write_group(&mut writer, &schema)?;
             }
         }
     }
-    columns.write_group(&mut writer, &schema, partition)?;
+    columns.write_group(&mut writer, &schema)?;
     let out = writer
         .into_inner()
         .map_err(|e| export_error("cannot finish the file", e))?;
@@ -241,13 +241,12 @@ impl Columns {
         &mut self,
         writer: &mut ArrowWriter<W>,
         schema: &SchemaRef,
-        partition: i32,
     ) -> Result<(), TierError> {
         if self.rows == 0 {
             return Ok(());
         }
         let batch = std::mem::take(self)
-            .finish(schema, partition)
+            .finish(schema)
             .map_err(|e| export_error("cannot build a row group", e))?;
         // Closing the row group now keeps the writer's buffers, like ours, to one bounded group.
         writer
@@ -256,7 +255,7 @@ impl Columns {
             .map_err(|e| export_error("cannot write a row group", e))
     }
 
-    fn finish(mut self, schema: &SchemaRef, partition: i32) -> Result<RecordBatch, ArrowError> {
+    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
         let header_columns: Vec<ArrayRef> = vec![
             Arc::new(self.header_key.finish()),
             Arc::new(self.header_value.finish()),
@@ -271,7 +270,6 @@ impl Columns {
             Arc::new(self.key.finish()),
             Arc::new(self.value.finish()),
             Arc::new(headers),
-            Arc::new(Int32Array::from_value(partition, self.rows)),
         ];
         RecordBatch::try_new(schema.clone(), columns)
     }
@@ -280,7 +278,7 @@ impl Columns {
 #[cfg(test)]
 mod tests {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+    use arrow_array::types::{Int64Type, TimestampMillisecondType};
     use arrow_array::{Array, BinaryArray};
     use inlet_protocol::records::{encode_batch, put_varint};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -305,19 +303,16 @@ mod tests {
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
         headers: Vec<Header>,
-        partition: i32,
     }
 
     fn row(offset: i64, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Row {
         let (key, value) = (key.map(<[u8]>::to_vec), value.map(<[u8]>::to_vec));
-        let (headers, partition) = (Vec::new(), 7);
         Row {
             offset,
             timestamp,
             key,
             value,
-            headers,
-            partition,
+            headers: Vec::new(),
         }
     }
 
@@ -391,7 +386,6 @@ mod tests {
             let timestamp = batch.column(1).as_primitive::<TimestampMillisecondType>();
             let (key, value) = (batch.column(2).as_binary(), batch.column(3).as_binary());
             let headers = batch.column(4).as_list::<i32>();
-            let partition = batch.column(5).as_primitive::<Int32Type>();
             for i in 0..batch.num_rows() {
                 let list = headers.value(i);
                 let (h_key, h_value) = (list.as_struct().column(0), list.as_struct().column(1));
@@ -404,7 +398,6 @@ mod tests {
                     headers: (0..list.len())
                         .map(|h| (h_key.value(h).to_string(), binary(h_value, h)))
                         .collect(),
-                    partition: partition.value(i),
                 });
             }
         }
@@ -412,7 +405,7 @@ mod tests {
     }
 
     fn error_of(segment: &[u8]) -> String {
-        match export_segment(segment, 7) {
+        match export_segment(segment) {
             Err(TierError::Parquet(message)) => message,
             other => panic!("expected a Parquet error, got {other:?}"),
         }
@@ -473,7 +466,7 @@ mod tests {
             ],
         );
 
-        let export = export_segment(&segment, 7).unwrap();
+        let export = export_segment(&segment).unwrap();
         assert_eq!(export.rows, expected.len() as u64);
         assert_eq!(read_back(export.bytes), (schema(), expected));
     }
@@ -499,12 +492,12 @@ mod tests {
             first_offset: 0,
             last_offset: 5,
         }];
-        let (bytes, rows) = export_segment_to(&segment, 7, &aborted, Vec::new()).unwrap();
+        let (bytes, rows) = export_segment_to(&segment, &aborted, Vec::new()).unwrap();
         assert_eq!(rows, 2);
         let (_, rows) = read_back(bytes);
         assert_eq!(rows.iter().map(|r| r.offset).collect::<Vec<_>>(), [2, 4]);
         // Without the abort every record is exported.
-        assert_eq!(export_segment(&segment, 7).unwrap().rows, 5);
+        assert_eq!(export_segment(&segment).unwrap().rows, 5);
     }
 
     #[test]
@@ -514,7 +507,7 @@ mod tests {
             Record::new(1, 2, None, Some(Bytes::from("b"))),
         ];
         let segment = encode(LOG_APPEND_TIME, 40, (1_000, 5_000), &records);
-        let (_, rows) = read_back(export_segment(&segment, 7).unwrap().bytes);
+        let (_, rows) = read_back(export_segment(&segment).unwrap().bytes);
         let got: Vec<_> = rows.iter().map(|r| (r.offset, r.timestamp)).collect();
         assert_eq!(got, vec![(40, 5_000), (41, 5_000)]);
     }
@@ -524,14 +517,14 @@ mod tests {
         let mut record = Record::new(0, 0, None, None);
         record.headers = encode_headers(&[(b"k\xff", Some(b"v"))]);
         let segment = encode(NONE, 0, (0, 0), &[record]);
-        let (_, rows) = read_back(export_segment(&segment, 7).unwrap().bytes);
+        let (_, rows) = read_back(export_segment(&segment).unwrap().bytes);
         let expected = vec![("k\u{fffd}".to_string(), Some(b"v".to_vec()))];
         assert_eq!(rows[0].headers, expected);
     }
 
     #[test]
     fn an_empty_segment_gives_a_readable_file_with_no_rows() {
-        let export = export_segment(&[], 7).unwrap();
+        let export = export_segment(&[]).unwrap();
         assert_eq!(export.rows, 0);
         assert_eq!(read_back(export.bytes), (schema(), Vec::new()));
     }
@@ -545,7 +538,7 @@ mod tests {
                 .collect();
             segment.extend(batch(ZSTD, &rows));
         }
-        let export = export_segment(&segment, 7).unwrap();
+        let export = export_segment(&segment).unwrap();
         let file = Bytes::from(export.bytes);
         let reader = ParquetRecordBatchReaderBuilder::try_new(file.clone()).unwrap();
         let groups: Vec<i64> = reader
@@ -601,13 +594,13 @@ mod tests {
         for at in 0..segment.len() {
             let whole_batches = at == 0 || at == first.len();
             assert_eq!(
-                export_segment(&segment[..at], 7).is_ok(),
+                export_segment(&segment[..at]).is_ok(),
                 whole_batches,
                 "cut at {at}"
             );
             let mut flipped = segment.clone();
             flipped[at] ^= 0x5a;
-            let _ = export_segment(&flipped, 7);
+            let _ = export_segment(&flipped);
         }
     }
 }

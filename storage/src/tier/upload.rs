@@ -167,7 +167,6 @@ impl PartitionTier {
     async fn export_parquet(&self, segment: &ClosedSegment) -> Result<Bytes, TierError> {
         let log = segment.log.clone();
         let aborted = segment.aborted.clone();
-        let partition = self.paths.partition;
         let staging = self.staging.clone();
         // Decoding and encoding a whole segment is CPU work: keep it off the I/O threads.
         tokio::task::spawn_blocking(move || {
@@ -177,12 +176,8 @@ impl PartitionTier {
             };
             std::fs::create_dir_all(&staging).map_err(io("creating the staging directory"))?;
             let file = tempfile::tempfile_in(&staging).map_err(io("creating a staging file"))?;
-            let (mut file, _rows) = parquet::export_segment_to(
-                &log,
-                partition,
-                &aborted,
-                std::io::BufWriter::new(file),
-            )?;
+            let (mut file, _rows) =
+                parquet::export_segment_to(&log, &aborted, std::io::BufWriter::new(file))?;
             file.flush().map_err(io("writing a Parquet file"))?;
             let file = file
                 .into_inner()
