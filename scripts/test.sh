@@ -23,10 +23,14 @@ step() { printf '\n==> %s\n' "$*"; }
 # gcc, make, perl, pkg-config, zlib1g-dev: rdkafka-sys builds librdkafka from source.
 # kcat: the kcat smoke test. python3-venv: Debian's python3 cannot make a venv without it.
 # buildah podman runc: the container test (test_container.py) builds and runs the image.
+# nodejs npm: the kafkajs test (test_kafkajs.py), when the machine has no Node.js of its own.
 if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     packages=(gcc make perl pkg-config zlib1g-dev kcat buildah podman runc)
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         packages+=(python3-venv)
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        packages+=(nodejs npm)
     fi
     missing=()
     for pkg in "${packages[@]}"; do
@@ -55,6 +59,10 @@ fi
 step "installing Python test dependencies into $VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r integration-tests/python/requirements.txt
+
+# --- Node.js packages (kafkajs) -----------------------------------------------------------------
+step "installing kafkajs into integration-tests/js"
+(cd integration-tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
 # --- Build -----------------------------------------------------------------------------------
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
