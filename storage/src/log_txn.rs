@@ -173,6 +173,11 @@ impl Log {
             .collect()
     }
 
+    /// Every producer the log's producer state knows (expired ones are not), by id.
+    pub fn producers(&self) -> Vec<crate::producer_state::ProducerSummary> {
+        self.producers.summaries()
+    }
+
     /// Kafka's last stable offset: `read_committed` consumers read below it.
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark();

@@ -41,6 +41,20 @@ use crate::txn::{CompletedTxn, TxnMarker};
 /// How many recent batches per producer are remembered for duplicate detection (Kafka: 5).
 pub const CACHED_BATCHES: usize = 5;
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence of its newest batch (-1 before any).
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// Of its last transaction marker (-1 before any).
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction on this partition.
+    pub txn_first_offset: Option<i64>,
+}
+
 /// Sequence range and assigned offsets of one appended batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMetadata {
@@ -297,6 +311,25 @@ impl ProducerStateTable {
             .map(|(&pid, e)| (pid, e.epoch, e.last_timestamp, &e.batches))
     }
 
+    /// What DescribeProducers shows of every producer (Kafka's `ProducerStateManager` view),
+    /// by producer id.
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut all: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ProducerSummary {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                txn_first_offset: e.txn_first_offset,
+            })
+            .collect();
+        all.sort_by_key(|p| p.producer_id);
+        all
+    }
+
     /// Sets one producer's state (loading a snapshot). Keeps the last five batches given.
     pub fn restore(
         &mut self,
@@ -483,6 +516,28 @@ mod tests {
         let updates = staged.into_updates();
         table.apply(updates);
         Ok(r)
+    }
+
+    #[test]
+    fn summaries_show_each_producers_epoch_and_last_sequence_by_id() {
+        let mut t = ProducerStateTable::new();
+        append(&mut t, &header(9, 2, 0, 3, 0)).unwrap();
+        append(&mut t, &header(4, 0, 0, 1, 3)).unwrap();
+        append(&mut t, &header(9, 2, 3, 2, 4)).unwrap();
+        let shown: Vec<_> = t
+            .summaries()
+            .into_iter()
+            .map(|p| {
+                (
+                    p.producer_id,
+                    p.epoch,
+                    p.last_sequence,
+                    p.coordinator_epoch,
+                    p.txn_first_offset,
+                )
+            })
+            .collect();
+        assert_eq!(shown, [(4, 0, 0, -1, None), (9, 2, 4, -1, None)]);
     }
 
     #[test]

@@ -34,6 +34,13 @@ impl Partition {
         self.with_log(|log| Ok(log.open_transactions()))
     }
 
+    /// Every producer the partition's producer state knows, by id (DescribeProducers).
+    pub fn producers(
+        &self,
+    ) -> Result<Vec<inlet_storage::producer_state::ProducerSummary>, PartitionError> {
+        self.with_log(|log| Ok(log.producers()))
+    }
+
     /// The aborted transactions with a marker at or after `from` and a first offset below
     /// `upper`: what a `read_committed` fetch of `[from, upper)` must skip.
     pub fn aborted_transactions(

@@ -153,7 +153,7 @@ pub async fn dispatch(
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, r).await)
         }
         RequestKind::DescribeProducers(r) => {
-            ResponseKind::DescribeProducers(describe_producers::handle(broker, r).await)
+            ResponseKind::DescribeProducers(describe_producers::handle(broker, r))
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offset_fetch::handle(broker, version, r))
