@@ -30,6 +30,10 @@ pub struct ClientQuota {
     pub values: BTreeMap<String, f64>,
 }
 
+/// The longest entity name accepted: names come from the network and live in the metadata image
+/// on every node.
+pub const MAX_ENTITY_NAME: usize = 1024;
+
 /// Why an entity, a key or a value is refused (all INVALID_REQUEST in Kafka).
 pub fn validate_entity(entity: &QuotaEntity) -> Result<(), String> {
     if entity.is_empty() {
@@ -41,6 +45,9 @@ pub fn validate_entity(entity: &QuotaEntity) -> Result<(), String> {
         }
         if name.as_deref().is_some_and(str::is_empty) {
             return Err(format!("empty {kind} name (leave it out for the default)"));
+        }
+        if name.as_ref().is_some_and(|n| n.len() > MAX_ENTITY_NAME) {
+            return Err(format!("{kind} name longer than {MAX_ENTITY_NAME} bytes"));
         }
     }
     if entity.contains_key(IP) && entity.len() > 1 {
@@ -177,6 +184,8 @@ mod tests {
             BTreeMap::from([(IP.to_string(), None), (USER.to_string(), Some("u".into()))]);
         assert!(validate_entity(&mixed).is_err());
         assert!(validate_entity(&BTreeMap::from([("group".to_string(), None)])).is_err());
+        let long = "x".repeat(MAX_ENTITY_NAME + 1);
+        assert!(validate_entity(&BTreeMap::from([(CLIENT_ID.to_string(), Some(long))])).is_err());
         assert!(validate_value(&client, PRODUCER_BYTE_RATE, 1024.0).is_ok());
         assert!(validate_value(&client, PRODUCER_BYTE_RATE, 10.5).is_err());
         assert!(validate_value(&client, PRODUCER_BYTE_RATE, 0.0).is_err());
