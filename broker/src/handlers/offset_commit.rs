@@ -10,7 +10,9 @@ use kafka_protocol::ResponseError;
 
 use super::errors::group_code;
 use crate::broker::{now_ms, Broker};
+use crate::group::coordinator::PartitionResult;
 use crate::group::state::CommittedOffset;
+use crate::group::store::Appended;
 
 /// How long a commit waits for the offsets partition's in-sync replicas
 /// (`offsets.commit.timeout.ms`).
@@ -67,15 +69,43 @@ pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetComm
             }
         }
     }
-    let (mut results, appended) = broker.groups.commit(
+    let (results, appended) = broker.groups.commit(
         &request.group_id,
         request.generation_id_or_member_epoch,
         &request.member_id,
         request.group_instance_id.as_deref(),
         offsets,
     );
-    // Acknowledged once the offsets partition's in-sync replicas have it (Kafka's
-    // `offsets.commit.timeout.ms`).
+    let topics = settle(results, appended, refused)
+        .await
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The answer of a commit (plain or transactional), per topic in answer order: each partition's
+/// error code once the offsets partition's in-sync replicas have the written offsets (Kafka's
+/// `offsets.commit.timeout.ms`; failing that, every written partition gets the error), then the
+/// partitions refused before writing.
+pub(super) async fn settle(
+    mut results: Vec<PartitionResult>,
+    appended: Option<Appended>,
+    refused: Vec<(String, i32, i16)>,
+) -> Vec<(String, Vec<(i32, i16)>)> {
     if let Some(appended) = appended {
         if let Err(error) = appended.replicated(OFFSETS_COMMIT_TIMEOUT).await {
             for (_, _, result) in results.iter_mut().filter(|(_, _, r)| r.is_ok()) {
@@ -87,19 +117,12 @@ pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetComm
         .iter()
         .map(|(t, p, r)| (t.clone(), *p, group_code(r)))
         .chain(refused);
-    let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+    let mut topics: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
     for (topic, partition, code) in answers {
-        let entry = OffsetCommitResponsePartition::default()
-            .with_partition_index(partition)
-            .with_error_code(code);
-        match topics.iter_mut().find(|t| t.name.as_str() == topic) {
-            Some(t) => t.partitions.push(entry),
-            None => topics.push(
-                OffsetCommitResponseTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic)))
-                    .with_partitions(vec![entry]),
-            ),
+        match topics.iter_mut().find(|(name, _)| *name == topic) {
+            Some((_, partitions)) => partitions.push((partition, code)),
+            None => topics.push((topic, vec![(partition, code)])),
         }
     }
-    OffsetCommitResponse::default().with_topics(topics)
+    topics
 }

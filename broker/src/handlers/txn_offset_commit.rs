@@ -16,16 +16,11 @@ use kafka_protocol::messages::{TopicName, TxnOffsetCommitRequest, TxnOffsetCommi
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::errors::group_code;
-use super::offset_commit::checked_offset;
+use super::offset_commit::{checked_offset, settle};
 use crate::broker::{now_ms, Broker};
 use crate::group::txn_offsets::TxnCommitter;
 use crate::group::OFFSETS_TOPIC;
 use crate::metadata::image::MetadataImage;
-
-/// How long a commit waits for the offsets partition's in-sync replicas
-/// (`offsets.commit.timeout.ms`).
-const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let now = now_ms();
@@ -59,36 +54,29 @@ pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffs
     if let Err(code) = verify(broker, &request).await {
         refused.extend(offsets.drain(..).map(|(t, p, _)| (t, p, code.code())));
     }
-    let (mut results, appended) = if offsets.is_empty() {
+    let (results, appended) = if offsets.is_empty() {
         (Vec::new(), None)
     } else {
         broker.groups.txn_commit(&request.group_id, &who, offsets)
     };
-    if let Some(appended) = appended {
-        if let Err(error) = appended.replicated(OFFSETS_COMMIT_TIMEOUT).await {
-            for (_, _, result) in results.iter_mut().filter(|(_, _, r)| r.is_ok()) {
-                *result = Err(error.clone());
-            }
-        }
-    }
-    let answers = results
-        .iter()
-        .map(|(t, p, r)| (t.clone(), *p, group_code(r)))
-        .chain(refused);
-    let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::new();
-    for (topic, partition, code) in answers {
-        let entry = TxnOffsetCommitResponsePartition::default()
-            .with_partition_index(partition)
-            .with_error_code(code);
-        match topics.iter_mut().find(|t| t.name.as_str() == topic) {
-            Some(t) => t.partitions.push(entry),
-            None => topics.push(
-                TxnOffsetCommitResponseTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic)))
-                    .with_partitions(vec![entry]),
-            ),
-        }
-    }
+    let topics = settle(results, appended, refused)
+        .await
+        .into_iter()
+        .map(|(topic, partitions)| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, code)| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
 }
 
