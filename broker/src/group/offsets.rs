@@ -26,13 +26,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> (Vec<PartitionResult>, Option<Appended>) {
-        let all = |error: GroupError| -> (Vec<PartitionResult>, Option<Appended>) {
-            let results = offsets
-                .iter()
-                .map(|(t, p, _)| (t.clone(), *p, Err(error.clone())))
-                .collect();
-            (results, None)
-        };
+        let all = |error: GroupError| refuse_all(&offsets, error);
         let mut inner = self.lock();
         let store = match inner.store_for(group_id) {
             Ok(store) => store,
@@ -58,17 +52,7 @@ impl GroupCoordinator {
         if let Some(member) = group.members.get_mut(member_id) {
             member.last_heartbeat_ms = now;
         }
-        let records: Vec<(Bytes, Option<Bytes>)> = offsets
-            .iter()
-            .map(|(topic, partition, value)| {
-                let key = RecordKey::Offset {
-                    group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                (encode_key(&key), Some(encode_offset(value)))
-            })
-            .collect();
+        let records = offset_records(group_id, &offsets);
         let appended = match store.append(&records) {
             Ok(appended) => appended,
             Err(error) => {
@@ -235,4 +219,34 @@ fn subscribed_topics(group: &Group) -> Vec<String> {
         }
     }
     topics
+}
+
+/// A commit refused as a whole: every partition gets `error`, nothing is written.
+pub(super) fn refuse_all(
+    offsets: &[(String, i32, CommittedOffset)],
+    error: GroupError,
+) -> (Vec<PartitionResult>, Option<Appended>) {
+    let results = offsets
+        .iter()
+        .map(|(t, p, _)| (t.clone(), *p, Err(error.clone())))
+        .collect();
+    (results, None)
+}
+
+/// The `__consumer_offsets` records (key, value) of a group's commit, one per partition.
+pub(super) fn offset_records(
+    group_id: &str,
+    offsets: &[(String, i32, CommittedOffset)],
+) -> Vec<(Bytes, Option<Bytes>)> {
+    offsets
+        .iter()
+        .map(|(topic, partition, value)| {
+            let key = RecordKey::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            (encode_key(&key), Some(encode_offset(value)))
+        })
+        .collect()
 }

@@ -9,11 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
-
 use super::coordinator::{FetchedOffsets, GroupCoordinator, Inner, Led, PartitionResult};
-use super::log_format::{encode_key, encode_offset, RecordKey};
 use super::membership;
+use super::offsets::{offset_records, refuse_all};
 use super::state::{CommittedOffset, Group, GroupState, LoggedOffset};
 use super::store::Appended;
 use super::GroupError;
@@ -130,13 +128,7 @@ impl GroupCoordinator {
         who: &TxnCommitter,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> (Vec<PartitionResult>, Option<Appended>) {
-        let all = |error: GroupError| -> (Vec<PartitionResult>, Option<Appended>) {
-            let results = offsets
-                .iter()
-                .map(|(t, p, _)| (t.clone(), *p, Err(error.clone())))
-                .collect();
-            (results, None)
-        };
+        let all = |error: GroupError| refuse_all(&offsets, error);
         let mut inner = self.lock();
         let store = match inner.store_for(group_id) {
             Ok(store) => store,
@@ -153,17 +145,7 @@ impl GroupCoordinator {
         if let Some(member) = group.members.get_mut(&who.member_id) {
             member.last_heartbeat_ms = now;
         }
-        let records: Vec<(Bytes, Option<Bytes>)> = offsets
-            .iter()
-            .map(|(topic, partition, value)| {
-                let key = RecordKey::Offset {
-                    group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                (encode_key(&key), Some(encode_offset(value)))
-            })
-            .collect();
+        let records = offset_records(group_id, &offsets);
         if records.is_empty() {
             return (Vec::new(), None);
         }
