@@ -266,6 +266,29 @@ pub struct Recorded {
 }
 
 impl History {
+    /// The history runs' common start: creates `topic` through `admin` with replication factor 3
+    /// and `min.insync.replicas=2`, waits until `via` shows every replica in sync, then starts
+    /// an idempotent lz4 acks=all producer (60 s message timeout) and a consumer in `group`,
+    /// both bootstrapped from `clients`.
+    pub fn on_replicated_topic(
+        via: &Broker,
+        admin: &str,
+        clients: &str,
+        topic: &str,
+        partitions: i32,
+        group: &str,
+    ) -> History {
+        create_topic(admin, topic, partitions, 3, "2");
+        wait_all_in_sync(via, topic, partitions);
+        History::start(
+            crate::kafka::producer_config(clients, "lz4").set("message.timeout.ms", "60000"),
+            clients.to_string(),
+            topic,
+            partitions,
+            group,
+        )
+    }
+
     /// Starts [`run_producer`] with `producer` and [`run_consumer`] bootstrapped from
     /// `consumer_bootstrap` in group `group`.
     pub fn start(

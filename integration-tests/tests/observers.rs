@@ -10,10 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use inlet_integration_tests::cluster::{start_cluster_with, start_observer, wait_for};
 use inlet_integration_tests::history::{
-    acked_count, bootstrap, check_acknowledged, check_replica_logs, create_topic, partitions,
-    wait_acked, wait_all_in_sync, History, Recorded,
+    acked_count, bootstrap, check_acknowledged, check_replica_logs, partitions, wait_acked,
+    History, Recorded,
 };
-use inlet_integration_tests::kafka::producer_config;
 use inlet_integration_tests::{inlet, Broker};
 
 const TOPIC: &str = "growing";
@@ -52,11 +51,10 @@ fn wait_in_sync(via: &Broker, replicas: &[i32], what: &str) {
 fn a_broker_joins_beyond_the_voters_and_wiped_brokers_catch_up() {
     let mut nodes = start_cluster_with(&["--replica-lag-time-max-ms", "2000"]);
     let voters = bootstrap(&nodes);
-    create_topic(&voters, TOPIC, PARTITIONS, 3, "2");
-    wait_all_in_sync(&nodes[0], TOPIC, PARTITIONS);
-    let history = History::start(
-        producer_config(&voters, "lz4").set("message.timeout.ms", "60000"),
-        voters.clone(),
+    let history = History::on_replicated_topic(
+        &nodes[0],
+        &voters,
+        &voters,
         TOPIC,
         PARTITIONS,
         "growing-history",

@@ -26,9 +26,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use inlet_integration_tests::cluster::{runtime, wait_for, SESSION_TIMEOUT_MS};
 use inlet_integration_tests::history::{
-    acked_count, bootstrap, check_acknowledged, check_replicas_identical, create_topic, node,
-    placement, record_ack, wait_acked, wait_all_in_sync, Acked, History, Recorded, StderrLog,
-    STREAM,
+    acked_count, bootstrap, check_acknowledged, check_replicas_identical, node, placement,
+    record_ack, wait_acked, wait_all_in_sync, Acked, History, Recorded, StderrLog, STREAM,
 };
 use inlet_integration_tests::kafka::producer_config;
 use inlet_integration_tests::netsplit;
@@ -131,12 +130,10 @@ fn an_isolated_leader_acknowledges_nothing_and_rejoins_after_the_partition_heals
     // The clients that run throughout connect through the proxies: a split puts them with the
     // majority.
     let proxied = net.bootstrap();
-    create_topic(&all, TOPIC, PARTITIONS, 3, "2");
-    wait_all_in_sync(&nodes[0], TOPIC, PARTITIONS);
-
-    let history = History::start(
-        producer_config(&proxied, "lz4").set("message.timeout.ms", "60000"),
-        proxied.clone(),
+    let history = History::on_replicated_topic(
+        &nodes[0],
+        &all,
+        &proxied,
         TOPIC,
         PARTITIONS,
         "netsplit-history",

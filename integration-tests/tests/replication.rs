@@ -24,7 +24,7 @@ use inlet_integration_tests::history::{
     partitions, placement, wait_acked, wait_all_in_sync, History, Recorded,
 };
 use inlet_integration_tests::inlet_bin;
-use inlet_integration_tests::kafka::{client_config, producer_config};
+use inlet_integration_tests::kafka::client_config;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -37,12 +37,10 @@ const LAG_MS: &str = "2000";
 fn acknowledged_records_survive_a_killed_leader_a_stopped_leader_and_a_rolling_restart() {
     let mut nodes = start_cluster_with(&["--replica-lag-time-max-ms", LAG_MS]);
     let all = bootstrap(&nodes);
-    create_topic(&all, TOPIC, PARTITIONS, 3, "2");
-    wait_all_in_sync(&nodes[0], TOPIC, PARTITIONS);
-
-    let history = History::start(
-        producer_config(&all, "lz4").set("message.timeout.ms", "60000"),
-        all.clone(),
+    let history = History::on_replicated_topic(
+        &nodes[0],
+        &all,
+        &all,
         TOPIC,
         PARTITIONS,
         "replication-history",
