@@ -571,13 +571,6 @@ impl Segment {
         self.map.slice(position..end).unwrap_or_default()
     }
 
-    /// Header of the first batch whose max timestamp is `>= timestamp`.
-    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<BatchHeader>, StorageError> {
-        Ok(self
-            .batch_at_timestamp(timestamp)?
-            .map(|(header, _)| header))
-    }
-
     /// The first record with a timestamp `>= timestamp`, as Kafka's `findOffsetByTimestamp`:
     /// the batch is found by its max timestamp, then its records (decompressed if need be) are
     /// searched. A LogAppendTime batch's records all carry the batch's time. Returns (offset,
@@ -595,6 +588,7 @@ impl Segment {
         Ok(Some((offset, at, header.partition_leader_epoch)))
     }
 
+    /// The first batch whose max timestamp is `>= timestamp`, with its byte position.
     fn batch_at_timestamp(
         &self,
         timestamp: i64,
