@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::{now_ms, Broker};
 use crate::handlers::{self, api_versions, Pending, Reply};
+use crate::metadata::quotas::ClientQuota;
 use crate::metrics::CONNECTIONS;
 use crate::quota::QuotaKind;
 
@@ -277,18 +278,29 @@ async fn process(
         return Err(ConnectionError::UnsupportedVersion { api_key, version });
     }
     let request = codec::decode_body(api_key, version, &mut frame)?;
-    let quota = quota_kind(&request);
+    // Measured only for requests a quota can apply to, and only while some quota exists.
+    let quota = quota_kind(&request).and_then(|kind| {
+        let image = broker.controller.image();
+        (!image.client_quotas.is_empty()).then_some((kind, image))
+    });
     let reply = handlers::dispatch(broker, &header, request, peer)
         .await
         .map_err(ConnectionError::Handler)?;
-    let charge = |bytes: u64| match quota {
-        Some(kind) => throttle(broker, &header, kind, bytes, throttled),
+    let charge = |bytes: u64| match &quota {
+        Some((kind, image)) => throttle(
+            broker,
+            &image.client_quotas,
+            &header,
+            *kind,
+            bytes,
+            throttled,
+        ),
         None => 0,
     };
     match reply {
         Reply::Send(mut response) => {
             let bytes = match quota {
-                Some(QuotaKind::Fetch) => fetched_bytes(&response),
+                Some((QuotaKind::Fetch, _)) => fetched_bytes(&response),
                 _ => request_bytes,
             };
             set_throttle_time(&mut response, charge(bytes));
@@ -341,20 +353,15 @@ fn quota_kind(request: &RequestKind) -> Option<QuotaKind> {
 /// throttle time, which is returned (0 otherwise).
 fn throttle(
     broker: &Broker,
+    quotas: &[ClientQuota],
     header: &RequestHeader,
     kind: QuotaKind,
     bytes: u64,
     throttled: &AtomicI64,
 ) -> u32 {
-    let image = broker.controller.image();
-    if image.client_quotas.is_empty() {
-        return 0;
-    }
     let client_id = header.client_id.as_deref().unwrap_or("");
     let now = now_ms();
-    let ms = broker
-        .quotas
-        .record(&image.client_quotas, kind, client_id, bytes, now);
+    let ms = broker.quotas.record(quotas, kind, client_id, bytes, now);
     if ms > 0 {
         throttled.fetch_max(now + i64::from(ms), Ordering::Relaxed);
         CONNECTIONS.throttled.fetch_add(1, Ordering::Relaxed);
