@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::metadata::is_internal;
+use super::metadata::{is_internal, offline_replicas};
 use crate::broker::Broker;
 use crate::cluster::topics::validate_topic_name;
 
@@ -100,12 +100,7 @@ fn describe(
         let partitions: Vec<_> = (start..end)
             .filter_map(|index| {
                 let p = topic.partitions.get(usize::try_from(index).ok()?)?;
-                let offline: Vec<i32> = p
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|&r| !image.is_live(r))
-                    .collect();
+                let offline = offline_replicas(&image, p);
                 Some(
                     DescribeTopicPartitionsResponsePartition::default()
                         .with_partition_index(index)

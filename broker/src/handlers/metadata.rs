@@ -109,12 +109,7 @@ fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic 
         .iter()
         .enumerate()
         .map(|(index, p)| {
-            let offline: Vec<i32> = p
-                .replicas
-                .iter()
-                .copied()
-                .filter(|&r| !image.is_live(r))
-                .collect();
+            let offline = offline_replicas(image, p);
             let error = if p.leader < 0 {
                 ResponseError::LeaderNotAvailable.code()
             } else {
@@ -135,6 +130,20 @@ fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic 
         .with_topic_id(topic.id)
         .with_is_internal(is_internal(&topic.name))
         .with_partitions(partitions)
+}
+
+/// A partition's replicas on brokers that are not live (fenced or unregistered), as Kafka
+/// lists them in `offline_replicas`.
+pub(crate) fn offline_replicas(
+    image: &MetadataImage,
+    partition: &crate::metadata::image::PartitionImage,
+) -> Vec<i32> {
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&r| !image.is_live(r))
+        .collect()
 }
 
 /// Kafka's internal topics, flagged `is_internal` in answers.
