@@ -115,36 +115,14 @@ impl Shared {
         if known.as_deref() == Some(address.as_str()) {
             return Ok(());
         }
-        let added = tokio::time::timeout(
-            SERVE_TIMEOUT,
-            self.raft
-                .add_learner(id, openraft::BasicNode::new(address.clone()), false),
-        )
-        .await;
-        match added {
-            Err(_) => Err(Refusal::Failed("timed out".into())),
-            Ok(Ok(_)) => {
-                tracing::info!(node = self.id, learner = id, %address, "added an observer to the controller quorum");
-                Ok(())
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Refusal::NotLeader(f.leader_id.map(|l| l as i32)))
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(Refusal::Failed(e.to_string())),
-            Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Failed(SHUTDOWN.into())),
-        }
+        let learner = openraft::BasicNode::new(address.clone());
+        leader_write(self.raft.add_learner(id, learner, false)).await?;
+        tracing::info!(node = self.id, learner = id, %address, "added an observer to the controller quorum");
+        Ok(())
     }
 
     async fn write(&self, cmd: Command) -> Result<super::Applied, Refusal> {
-        match tokio::time::timeout(SERVE_TIMEOUT, self.raft.client_write(cmd)).await {
-            Err(_) => Err(Refusal::Failed("timed out".into())),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Refusal::NotLeader(f.leader_id.map(|l| l as i32)))
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(Refusal::Failed(e.to_string())),
-            Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Failed(SHUTDOWN.into())),
-        }
+        Ok(leader_write(self.raft.client_write(cmd)).await?.data)
     }
 
     /// Whether this node leads now; otherwise who does.
@@ -225,5 +203,23 @@ impl Shared {
             voters,
             observers,
         })
+    }
+}
+
+/// Runs a write through the log on this node (a command or a membership change) within
+/// [`SERVE_TIMEOUT`]; a refusal says who leads when this node does not.
+async fn leader_write<T>(
+    write: impl std::future::Future<
+        Output = Result<T, RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>>,
+    >,
+) -> Result<T, Refusal> {
+    match tokio::time::timeout(SERVE_TIMEOUT, write).await {
+        Err(_) => Err(Refusal::Failed("timed out".into())),
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(Refusal::NotLeader(f.leader_id.map(|l| l as i32)))
+        }
+        Ok(Err(RaftError::APIError(e))) => Err(Refusal::Failed(e.to_string())),
+        Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Failed(SHUTDOWN.into())),
     }
 }
