@@ -2,7 +2,7 @@
 //! metadata image, read with Kafka's filter rules and changed through the controller, one entity
 //! at a time, all of an entity's changes or none. Enforcement is in [`crate::quota`].
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use kafka_protocol::messages::alter_client_quotas_response::{
     EntityData as AlteredEntity, EntryData as AlteredEntry,
@@ -146,7 +146,7 @@ pub async fn alter(
             .iter()
             .map(|op| (op.key.to_string(), (!op.remove).then_some(op.value)))
             .collect();
-        let keys: BTreeMap<&str, ()> = changes.iter().map(|(k, _)| (k.as_str(), ())).collect();
+        let keys: BTreeSet<&str> = changes.iter().map(|(k, _)| k.as_str()).collect();
         let result = if duplicate {
             Err((
                 ResponseError::InvalidRequest,
