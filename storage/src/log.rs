@@ -551,6 +551,12 @@ impl Log {
 
     /// Writes all appended data and indexes durably (msync / fsync).
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.flush_data(true)
+    }
+
+    /// [`Log::flush`]; the high-watermark checkpoint only with `with_high_watermark` (else the
+    /// caller writes it outside the lock, see `log_flush.rs`).
+    fn flush_data(&mut self, with_high_watermark: bool) -> Result<(), StorageError> {
         for segment in &mut self.segments {
             segment.flush()?;
         }
@@ -568,24 +574,19 @@ impl Log {
         // The checkpoints can be rebuilt (epochs) or are conservative (an older high watermark),
         // so failing to write them (a full disk) does not fail the flush of the data: the next
         // flush retries.
-        if let Err(error) = self
-            .persist_epochs()
-            .and_then(|()| self.persist_high_watermark())
-        {
+        let checkpoints = self.persist_epochs().and_then(|()| {
+            if with_high_watermark {
+                self.persist_high_watermark()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = checkpoints {
             tracing::warn!(dir = %self.dir.display(), %error,
                 "cannot write a replication checkpoint; the next flush retries");
         }
         self.unflushed_messages = 0;
         self.last_flush_ms = wall_clock_ms();
-        Ok(())
-    }
-
-    /// Flushes if `flush_messages` records are unflushed or `flush_ms` passed since the last flush.
-    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), StorageError> {
-        if self.flush_is_due(now_ms) {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
         Ok(())
     }
 
@@ -828,6 +829,10 @@ mod replica;
 #[path = "log_txn.rs"]
 mod txn;
 pub use replica::HIGH_WATERMARK_FILE;
+
+#[path = "log_flush.rs"]
+mod flush;
+pub use flush::{FlushPlan, PendingHighWatermark};
 
 #[cfg(test)]
 #[path = "log_tests.rs"]

@@ -640,12 +640,21 @@ impl Segment {
         Ok(())
     }
 
-    /// The active segment's written but unflushed bytes, with the mapping they live in, so a
-    /// caller can write them back without holding the log (see `Log::unflushed_data`).
+    /// Written but unflushed bytes, with the mapping they live in, so a caller can write them
+    /// back without holding the log (see `Log::unflushed_data`): the active segment's new bytes,
+    /// or all of a segment closed since the last flush (syncing a shared mapping's range writes
+    /// back the file's dirty pages in it, however they were written). The fsync a later `flush`
+    /// still does then finds the data clean.
     pub fn unflushed(&self) -> Option<(Arc<MappedFile>, std::ops::Range<usize>)> {
         let size = self.size();
-        (self.writer.is_some() && self.flushed < size)
-            .then(|| (Arc::clone(&self.map), self.flushed..size))
+        let range = if self.writer.is_some() {
+            self.flushed..size
+        } else if self.needs_sync {
+            0..size
+        } else {
+            return None;
+        };
+        (!range.is_empty()).then(|| (Arc::clone(&self.map), range))
     }
 
     /// Writes data and indexes durably to disk.

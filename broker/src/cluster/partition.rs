@@ -283,23 +283,28 @@ impl Partition {
         })
     }
 
-    /// Flushes per policy. The dirty data is written back before taking the log's lock for the
-    /// bookkeeping part, so producers and fetches on this partition do not wait on the disk.
+    /// Flushes per policy, holding the log's lock only for the bookkeeping: the dirty data and
+    /// the high-watermark checkpoint are written without it, so producers, followers and fetches
+    /// on this partition do not wait on the disk (the steps are in `inlet_storage`'s
+    /// `log_flush.rs`).
     pub fn maybe_flush(&self, now_ms: i64) -> Result<(), PartitionError> {
-        let pending = self.with_log(|log| {
-            Ok(if log.flush_is_due(now_ms) {
-                log.unflushed_data()
-            } else {
-                Vec::new()
-            })
-        })?;
-        for (map, range) in pending {
-            map.flush_range(range).map_err(|source| StorageError::Io {
-                context: format!("flushing {}-{}", self.topic, self.index),
-                source,
-            })?;
+        let io = |source| StorageError::Io {
+            context: format!("flushing {}-{}", self.topic, self.index),
+            source,
+        };
+        let Some(plan) = self.with_log(|log| Ok(log.flush_plan(now_ms)))? else {
+            return Ok(());
+        };
+        plan.write_back().map_err(io)?;
+        let Some(checkpoint) = self.with_log(|log| log.flush_deferring_high_watermark(now_ms))?
+        else {
+            return Ok(());
+        };
+        checkpoint.prepare().map_err(io)?;
+        if self.with_log(|log| log.install_high_watermark(&checkpoint))? {
+            checkpoint.sync_dir().map_err(io)?;
         }
-        self.with_log(|log| log.maybe_flush(now_ms))
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<(), PartitionError> {
