@@ -14,7 +14,9 @@
 #      `inlet perf consume`)
 #   3. produce as in 1 with acks=all, and with lz4 compression
 #   4. end-to-end latency at a fixed 20 MB/s (linger.ms=0: latency, not batching, is measured;
-#      max.in.flight.requests.per.connection=5, see below)
+#      max.in.flight.requests.per.connection=5, see below), after one untimed record per
+#      partition has been acknowledged, so the timed records do not wait for the producer's
+#      metadata and connections (the steady state is measured, as benchmarks' warm-ups do)
 # Then (unless BENCH_CLUSTER=0) three brokers on loopback (bench/cluster.sh: combined
 # broker+controller nodes, lake off) and the same load generator:
 #   5. produce as in 1 with acks=all to a topic of replication factor 1, then of replication
