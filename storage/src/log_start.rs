@@ -39,8 +39,9 @@ pub(super) fn read_floor(dir: &Path) -> i64 {
 
 impl Log {
     /// Moves the log start offset up to `offset` (Kafka's `deleteRecordsBefore` /
-    /// `maybeIncrementLogStartOffset`): records below it are no longer served. Durable before it
-    /// returns. An offset at or below the current start changes nothing; one past the log end
+    /// `maybeIncrementLogStartOffset`): records below it are no longer served (nor lake records,
+    /// see [`Log::log_start_floor`]). Durable before it returns. An offset at or below the
+    /// current floor changes nothing; one past the log end
     /// is [`StorageError::OffsetOutOfRange`] (the broker also refuses one past the high
     /// watermark). Whole segments below the new start are deleted. Returns the log start.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
@@ -52,7 +53,9 @@ impl Log {
                 log_end: end,
             });
         }
-        if offset <= start {
+        // Compared with the floor, not the local start: a lake may hold offsets below the
+        // local segments, and the floor hides those too.
+        if offset <= self.start_floor {
             return Ok(start);
         }
         self.write_floor(offset)?;

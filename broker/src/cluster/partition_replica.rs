@@ -356,6 +356,22 @@ impl Partition {
         Ok(outcome)
     }
 
+    /// Takes the leader's log start from its Fetch answer (Kafka's follower
+    /// `maybeIncrementLogStartOffset`): records the leader deleted go here too, up to this log's
+    /// end (the rest as it catches up). Cheap when the start did not move.
+    pub fn adopt_leader_log_start(&self, leader_start: i64) -> Result<(), PartitionError> {
+        self.with_log(|log| {
+            if leader_start <= log.log_start_floor() || log.log_start_floor() >= log.log_end_offset() {
+                return Ok(());
+            }
+            log.adopt_leader_log_start(leader_start)?;
+            // The log keeps its high watermark at or above its start.
+            let hw = log.high_watermark();
+            self.store_high_watermark(log, hw);
+            Ok(())
+        })
+    }
+
     /// After the leader answered that this log diverged at `(epoch, end_offset)` (KIP-320):
     /// truncates to the smaller of that and this log's own end for `epoch`. Returns the new end.
     pub fn truncate_to_divergence(
