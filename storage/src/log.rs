@@ -858,8 +858,8 @@ mod txn;
 
 #[path = "log_start.rs"]
 mod start;
-pub use start::LOG_START_FILE;
 pub use replica::HIGH_WATERMARK_FILE;
+pub use start::LOG_START_FILE;
 
 #[cfg(test)]
 #[path = "log_tests.rs"]

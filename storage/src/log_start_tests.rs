@@ -50,10 +50,15 @@ fn a_start_inside_a_segment_refuses_reads_below_and_serves_from_its_batch() {
     ));
     // The batch holding 55 is served whole, as Kafka serves it (clients skip below).
     assert_eq!(first_base(&log), 50);
-    let earliest = log.offset_for_timestamp(crate::log::EARLIEST_TIMESTAMP).unwrap();
+    let earliest = log
+        .offset_for_timestamp(crate::log::EARLIEST_TIMESTAMP)
+        .unwrap();
     assert_eq!(earliest.map(|t| t.offset), Some(55));
     // A timestamp older than everything answers the start, not a deleted record.
-    assert_eq!(log.offset_for_timestamp(0).unwrap().map(|t| t.offset), Some(55));
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap().map(|t| t.offset),
+        Some(55)
+    );
     // Whole segments below are gone.
     assert!(log.segments[0].base_offset() <= 55 && log.segments[0].next_offset() > 55);
     assert!(log.high_watermark() >= 55);

@@ -361,7 +361,9 @@ impl Partition {
     /// end (the rest as it catches up). Cheap when the start did not move.
     pub fn adopt_leader_log_start(&self, leader_start: i64) -> Result<(), PartitionError> {
         self.with_log(|log| {
-            if leader_start <= log.log_start_floor() || log.log_start_floor() >= log.log_end_offset() {
+            if leader_start <= log.log_start_floor()
+                || log.log_start_floor() >= log.log_end_offset()
+            {
                 return Ok(());
             }
             log.adopt_leader_log_start(leader_start)?;
