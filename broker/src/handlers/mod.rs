@@ -107,7 +107,7 @@ pub async fn dispatch(
             ResponseKind::CreateTopics(create_topics::handle(broker, r).await)
         }
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(delete_records::handle(broker, r))
+            ResponseKind::DeleteRecords(delete_records::handle(broker, r).await)
         }
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(delete_topics::handle(broker, version, r).await)
