@@ -70,7 +70,8 @@ pub async fn run(
     }
     match context.output {
         Output::Json => print_json(&json!({ "topic": args.topic, "partitions": rows }))?,
-        Output::Table => table.print()?,
+        Output::Table if failed < results.len() => table.print()?,
+        Output::Table => {}
     }
     if failed > 0 {
         bail!(

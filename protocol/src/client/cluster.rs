@@ -282,10 +282,11 @@ impl Cluster {
             for t in response.topics {
                 for p in t.partitions {
                     let index = p.partition_index;
-                    let result = check(p.error_code, || {
-                        format!("delete records of {}/{index}", topic.name)
-                    })
-                    .map(|()| p.low_watermark);
+                    let result =
+                        check_with_message(p.error_code, delete_records_hint(p.error_code), || {
+                            format!("delete records of {}/{index}", topic.name)
+                        })
+                        .map(|()| p.low_watermark);
                     results.insert(index, result);
                 }
             }
@@ -337,6 +338,20 @@ impl Cluster {
 }
 
 /// A group id for the generated request types.
+/// What a DeleteRecords refusal usually means, for people reading it.
+fn delete_records_hint(code: i16) -> Option<&'static str> {
+    match ResponseError::try_from_code(code)? {
+        ResponseError::OffsetOutOfRange => {
+            Some("the offset is past the partition's high watermark")
+        }
+        ResponseError::PolicyViolation => Some("the topic's cleanup.policy is compact only"),
+        ResponseError::RequestTimedOut => {
+            Some("the leader moved its start, but not every in-sync replica did in time")
+        }
+        _ => None,
+    }
+}
+
 pub fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_string()))
 }
