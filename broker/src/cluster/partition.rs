@@ -485,3 +485,7 @@ mod epochs;
 
 #[path = "partition_txn.rs"]
 mod txn;
+
+#[cfg(test)]
+#[path = "partition_delete_tests.rs"]
+mod delete_tests;
