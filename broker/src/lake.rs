@@ -189,19 +189,23 @@ impl Lake {
         let Some(manifest) = self.manifest(partition).await? else {
             return Ok(None);
         };
+        let floor = manifest.log_start_offset;
         let Some(segment) = manifest
             .segments
             .iter()
             .take_while(|s| s.base_offset < local_start)
+            .filter(|s| s.last_offset >= floor)
             .find(|s| s.max_timestamp >= timestamp)
         else {
             return Ok(None);
         };
         let paths = PartitionPaths::new(&partition.topic, partition.index);
+        // Records below the DeleteRecords start are gone: never answer one of them.
         Ok(self
             .reader
             .offset_for_timestamp(&paths, &manifest.topic_id, segment, timestamp)
-            .await?)
+            .await?
+            .map(|(offset, ts)| (offset.max(floor), ts)))
     }
 
     /// The partition's manifest. Right after a restart the tiering task may not have loaded it
@@ -367,8 +371,23 @@ async fn tier_partition(
             &mut tiers.entry(key).insert_entry((topic.id, tier)).into_mut().1
         }
     };
+    // DeleteRecords moved the start: the manifest records it, then the segments below go.
+    let log_start = partition.log_start_floor()?;
+    let recorded = tier.manifest().log_start_offset;
+    let below_start = tier.apply_log_start(log_start).await?;
+    if tier.manifest().log_start_offset != recorded {
+        partition.set_lake_manifest(tier.manifest().clone())?;
+    }
+    if !below_start.is_empty() {
+        tier.delete_dropped(&below_start).await?;
+        for segment in &below_start {
+            lake.reader
+                .evict(tier.paths(), &topic.id.to_string(), segment);
+        }
+    }
     let mut uploaded = false;
-    while let Some(segment) = partition.closed_segment_from(tier.tiered_end())? {
+    // Nothing below the start is worth copying.
+    while let Some(segment) = partition.closed_segment_from(tier.tiered_end().max(log_start))? {
         let Some(parquet) = lake.upload_parquet(&segment, config.lake_parquet) else {
             break;
         };

@@ -6,6 +6,7 @@
 mod cluster;
 mod connect;
 mod consume;
+mod delete_records;
 mod elect;
 mod group;
 mod output;

@@ -1,4 +1,5 @@
-//! `inlet topic create|list|describe|delete|add-partitions|alter-config`: the topic admin verbs,
+//! `inlet topic create|list|describe|delete|add-partitions|alter-config` (and `delete-records`,
+//! in [`crate::delete_records`]): the topic admin verbs,
 //! each one Kafka request; `describe` lives in [`crate::topic_describe`].
 
 use std::collections::BTreeMap;
@@ -79,6 +80,9 @@ enum TopicCommand {
         #[arg(long, value_name = "KEY")]
         delete: Vec<String>,
     },
+    /// Delete the records below an offset (DeleteRecords): the partition's log start moves
+    /// there. Prints each partition with its new log start (low watermark).
+    DeleteRecords(crate::delete_records::DeleteRecordsArgs),
     /// Move a partition to other brokers (or --cancel a move in progress).
     Reassign(crate::reassign::ReassignArgs),
     /// List the partition moves in progress.
@@ -124,6 +128,9 @@ pub async fn run(context: &Context, args: TopicArgs) -> anyhow::Result<()> {
         }
         TopicCommand::AlterConfig { name, set, delete } => {
             alter_config(context, &mut cluster, &name, set, delete).await
+        }
+        TopicCommand::DeleteRecords(args) => {
+            crate::delete_records::run(context, &mut cluster, args).await
         }
         TopicCommand::Reassign(args) => {
             crate::reassign::reassign(&mut cluster, context.output, args).await

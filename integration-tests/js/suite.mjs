@@ -1,5 +1,5 @@
 // kafkajs against a real Inlet broker: admin (create, describe and alter configs, metadata,
-// offsets by timestamp), an idempotent producer and a consumer group. Run by
+// offsets by timestamp, deleteTopicRecords), an idempotent producer and a consumer group. Run by
 // integration-tests/python/test_kafkajs.py with the broker's bootstrap address; exits non-zero
 // (with the reason) on the first check that fails.
 import assert from 'node:assert/strict';
@@ -90,6 +90,27 @@ await consumer.disconnect();
 const committed = await admin.fetchOffsets({ groupId: 'js-group', topics: [topic] });
 assert.equal(committed[0].partitions.find((p) => p.partition === 0).offset, '20');
 checked.push('consumer group, commitOffsets, fetchOffsets');
+
+// DeleteRecords: the log start moves, and fetchTopicOffsets' low follows; a compact-only topic
+// refuses it.
+const trimmed = 'js-trimmed';
+await admin.createTopics({ waitForLeaders: true, topics: [{ topic: trimmed, numPartitions: 1 }] });
+const trimmer = kafka.producer();
+await trimmer.connect();
+await trimmer.send({ topic: trimmed, acks: -1, messages: Array.from({ length: 10 }, (_, i) => ({ value: `t${i}` })) });
+await trimmer.disconnect();
+// deleteTopicRecords finds leaders in kafkajs' cached metadata: load the new topic's first.
+await admin.fetchTopicMetadata({ topics: [trimmed] });
+await admin.deleteTopicRecords({ topic: trimmed, partitions: [{ partition: 0, offset: '4' }] });
+const trimmedOffsets = await admin.fetchTopicOffsets(trimmed);
+assert.equal(trimmedOffsets[0].low, '4');
+assert.equal(trimmedOffsets[0].high, '10');
+await assert.rejects(
+  admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '1' }] }),
+  // kafkajs wraps the per-partition errors once more.
+  (error) => (error.cause ?? error).partitions?.[0]?.error?.type === 'POLICY_VIOLATION',
+);
+checked.push('deleteTopicRecords');
 
 await admin.disconnect();
 console.log(JSON.stringify({ ok: true, checked }));

@@ -1,5 +1,5 @@
 """kafkajs (Node.js) against a real broker: admin (createTopics, describeConfigs, alterConfigs,
-fetchTopicMetadata, fetchTopicOffsetsByTimestamp, fetchTopicOffsets), an idempotent producer and
+fetchTopicMetadata, fetchTopicOffsetsByTimestamp, fetchTopicOffsets, deleteTopicRecords), an idempotent producer and
 a consumer group with committed offsets. The checks are in `integration-tests/js/suite.mjs`;
 `scripts/test.sh` installs kafkajs there with `npm ci`."""
 
@@ -34,4 +34,4 @@ def test_kafkajs_admin_producer_and_consumer_group(js_broker):
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{js_broker.log_tail()}"
     result = json.loads(run.stdout.strip().splitlines()[-1])
     print(result)
-    assert result["ok"] and len(result["checked"]) == 6
+    assert result["ok"] and len(result["checked"]) == 7

@@ -13,6 +13,7 @@
 //! <dir>/.clean_shutdown                 empty; present only between `close` and the next `open`
 //! <dir>/leader-epoch-checkpoint         leader epochs, see `leader_epoch` and `log_replica`
 //! <dir>/high-watermark                  the high watermark, see `log_replica`
+//! <dir>/log-start-offset                where DeleteRecords moved the start, see `log_start`
 //! ```
 //!
 //! Invariants kept here:
@@ -103,6 +104,8 @@ pub struct Log {
     /// Transactions whose marker is not yet below the high watermark: until it is, the LSO
     /// stays at their first offset (a new leader without the marker would have them open).
     unreplicated_txns: Vec<crate::txn::CompletedTxn>,
+    /// No record below it is served (DeleteRecords; see `log_start.rs`); at most the log end.
+    start_floor: i64,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -137,7 +140,7 @@ impl Log {
             damaged_segments = recovered.damaged_segments,
             high_watermark = replica.high_watermark,
             latest_epoch = replica.epochs.latest_epoch().unwrap_or(-1), "opened log");
-        Ok(Log {
+        let mut log = Log {
             dir: dir.to_path_buf(),
             config,
             segments: recovered.segments,
@@ -155,7 +158,10 @@ impl Log {
             high_watermark_written: replica.high_watermark_written,
             txn_index,
             unreplicated_txns,
-        })
+            start_floor: start::read_floor(dir),
+        };
+        log.fit_floor_after_open()?;
+        Ok(log)
     }
 
     /// How many segments recovery found damaged (cut to their valid prefix or set aside) when
@@ -164,8 +170,13 @@ impl Log {
         self.damaged_at_open
     }
 
+    /// The first offset served: the first segment's base, or the floor DeleteRecords set
+    /// inside it (see `log_start.rs`).
     pub fn log_start_offset(&self) -> i64 {
-        self.segments.first().map_or(0, Segment::base_offset)
+        self.segments
+            .first()
+            .map_or(0, Segment::base_offset)
+            .max(self.start_floor)
     }
 
     /// The offset the next appended record gets.
@@ -432,6 +443,8 @@ impl Log {
         }
         for segment in &self.segments {
             if let Some((offset, timestamp, _)) = segment.record_for_timestamp(timestamp_ms)? {
+                // Records below a DeleteRecords start are gone: the answer is never below it.
+                let offset = offset.max(self.log_start_offset());
                 return Ok(Some(TimestampOffset { timestamp, offset }));
             }
         }
@@ -527,6 +540,7 @@ impl Log {
             self.txn_index.truncate(self.log_end_offset())
         }
         .context(|| format!("cutting the transaction index of {}", self.dir.display()))?;
+        self.fit_floor_after_truncation(fully.then_some(offset))?;
         let rebuilt = rebuild_producers(&self.dir, &self.segments)?;
         self.producers = rebuilt.producers;
         if fully {
@@ -687,8 +701,21 @@ impl Log {
                 tiered: s.next_offset() <= self.lake_extent.end,
             })
             .collect();
-        let count = segments_to_delete(&facts, &self.config, now_ms)
-            .min(self.segments.len().saturating_sub(1));
+        // Segments wholly below the start DeleteRecords set go too (Kafka's
+        // `deleteLogStartOffsetBreachedSegments`).
+        let below_floor = self
+            .segments
+            .iter()
+            .take_while(|s| !s.is_active() && s.next_offset() <= self.start_floor)
+            .count();
+        let count = segments_to_delete(&facts, &self.config, now_ms).max(below_floor);
+        self.delete_leading_segments(count)
+    }
+
+    /// Deletes the first `count` segments (never the last one) and fits the transaction index
+    /// and replication state to the new start.
+    fn delete_leading_segments(&mut self, count: usize) -> Result<RetentionOutcome, StorageError> {
+        let count = count.min(self.segments.len().saturating_sub(1));
         let mut outcome = RetentionOutcome::default();
         for segment in self.segments.drain(..count) {
             outcome.deleted_segments += 1;
@@ -696,7 +723,8 @@ impl Log {
             segment.delete()?;
         }
         if count > 0 {
-            let start = self.log_start_offset();
+            // Keyed by segment base: the first kept segment's, not a floor inside it.
+            let start = self.segments.first().map_or(0, Segment::base_offset);
             let lake = (self.lake_extent.start, self.lake_extent.end);
             self.txn_index
                 .drop_below(start, lake)
@@ -828,7 +856,11 @@ mod replica;
 
 #[path = "log_txn.rs"]
 mod txn;
+
+#[path = "log_start.rs"]
+mod start;
 pub use replica::HIGH_WATERMARK_FILE;
+pub use start::LOG_START_FILE;
 
 #[path = "log_flush.rs"]
 mod flush;

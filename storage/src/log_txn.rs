@@ -181,8 +181,11 @@ impl Log {
     /// Kafka's last stable offset: `read_committed` consumers read below it.
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark();
+        // A DeleteRecords start past an open transaction's first offset keeps the producer
+        // state (as Kafka does), but the LSO never falls below the log start.
         self.first_unstable_offset()
             .map_or(hw, |first| first.min(hw))
+            .max(self.log_start_offset().min(hw))
     }
 }
 

@@ -257,13 +257,39 @@ impl Partition {
         .unwrap_or(local_start);
         let high_watermark = self.high_watermark.load(Ordering::Acquire);
         PartitionOffsets {
-            log_start: local_start.min(lake_start),
+            // Never below where DeleteRecords moved the start, in the lake either.
+            log_start: local_start.min(lake_start).max(log.log_start_floor()),
             high_watermark,
             // The log's high watermark is the same value (both are set together, under the
             // log's lock); the min keeps the LSO from passing the one readers see.
             last_stable: log.last_stable_offset().min(high_watermark),
             log_end: log.log_end_offset(),
         }
+    }
+
+    /// DeleteRecords on the leader (Kafka's `deleteRecordsOnLeader`): moves the log start up to
+    /// `offset` (-1: the high watermark), durably, and returns the new log start (the low
+    /// watermark as this replica sees it). An offset past the high watermark, or negative other
+    /// than -1, is OFFSET_OUT_OF_RANGE; one below the start changes nothing. Waiting fetches
+    /// are woken so that followers learn the new start from their next answer.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
+        let start = self.with_leader_log(|log| {
+            let hw = self.high_watermark.load(Ordering::Acquire);
+            let target = if offset == -1 { hw } else { offset };
+            if target < 0 || target > hw {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start: self.offsets_of(log).log_start,
+                    log_end: hw,
+                });
+            }
+            log.delete_records_before(target)?;
+            Ok(self.offsets_of(log).log_start)
+        })?;
+        tracing::info!(topic = %self.topic, partition = self.index, offset, log_start_offset = start,
+            "deleted records");
+        self.notify();
+        Ok(start)
     }
 
     pub fn offsets(&self) -> Result<PartitionOffsets, PartitionError> {
@@ -340,14 +366,27 @@ impl Partition {
 
     /// Publishes a committed manifest: readers may now be sent to it, and local retention may
     /// delete what it covers.
+    /// A manifest whose DeleteRecords start is past the log's (a previous leader's, which this
+    /// replica missed) moves the log's up too.
     pub fn set_lake_manifest(&self, manifest: Arc<Manifest>) -> Result<(), PartitionError> {
         let end = manifest.end_offset().unwrap_or(0);
         let extent = LakeExtent {
             start: manifest.start_offset().unwrap_or(end),
             end,
         };
+        let lake_start = manifest.log_start_offset;
         *self.lake.lock().unwrap_or_else(|e| e.into_inner()) = Some(manifest);
-        self.with_log(|log| log.set_lake_extent(extent))
+        self.with_log(|log| {
+            if lake_start > log.log_start_floor() {
+                log.adopt_leader_log_start(lake_start)?;
+            }
+            log.set_lake_extent(extent)
+        })
+    }
+
+    /// Where DeleteRecords last moved this log's start (see [`Log::log_start_floor`]).
+    pub fn log_start_floor(&self) -> Result<i64, PartitionError> {
+        self.with_log(|log| Ok(log.log_start_floor()))
     }
 
     /// Publishes a manifest a reader loaded because the tiering task had not yet: only if none
@@ -451,3 +490,7 @@ mod epochs;
 
 #[path = "partition_txn.rs"]
 mod txn;
+
+#[cfg(test)]
+#[path = "partition_delete_tests.rs"]
+mod delete_tests;

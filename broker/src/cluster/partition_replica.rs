@@ -204,14 +204,16 @@ impl Partition {
         }
     }
 
-    /// A follower's fetch from `fetch_offset` (it has everything below): updates what the leader
-    /// knows of it and moves the high watermark. Refused unless this broker leads and `replica`
-    /// is one of the partition's replicas.
+    /// A follower's fetch from `fetch_offset` (it has everything below) with its log starting at
+    /// `log_start`: updates what the leader knows of it and moves the high watermark (and wakes
+    /// a DeleteRecords waiting for the follower's start). Refused unless this broker leads and
+    /// `replica` is one of the partition's replicas.
     pub fn follower_fetched(
         &self,
         me: i32,
         replica: i32,
         fetch_offset: i64,
+        log_start: i64,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
         let mut role = self.role();
@@ -229,6 +231,9 @@ impl Partition {
                 return Ok(());
             }
             state.follower_fetched(replica, fetch_offset, end, now_ms);
+            if state.follower_log_start(replica, log_start) {
+                self.notify();
+            }
             if !self.sole_in_sync.load(Ordering::Acquire) {
                 let hw = state.high_watermark(me, end);
                 if hw > self.high_watermark.load(Ordering::Acquire) {
@@ -310,6 +315,42 @@ impl Partition {
         }
     }
 
+    /// Waits until every in-sync replica's log start reached `offset` while this broker leads
+    /// at `epoch` (Kafka's `DelayedDeleteRecords`): the low watermark then, NOT_LEADER_OR_FOLLOWER
+    /// if leadership moves, REQUEST_TIMED_OUT at `deadline`.
+    pub async fn wait_for_low_watermark(
+        &self,
+        offset: i64,
+        epoch: i32,
+        deadline: Instant,
+    ) -> Result<i64, ResponseError> {
+        let mut changed = self.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let low = {
+                let role = self.role();
+                let Role::Leader(state) = &*role else {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                };
+                if state.leader_epoch != epoch {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                }
+                let start = self
+                    .offsets()
+                    .map_err(|e| crate::handlers::errors::partition_error(&e))?
+                    .log_start;
+                state.low_watermark(start)
+            };
+            if low >= offset {
+                return Ok(low);
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(ResponseError::RequestTimedOut),
+            }
+        }
+    }
+
     // --- the follower's side ---------------------------------------------------------------
 
     /// Where this replica's log stands, for its next fetch from the leader.
@@ -354,6 +395,24 @@ impl Partition {
             self.notify();
         }
         Ok(outcome)
+    }
+
+    /// Takes the leader's log start from its Fetch answer (Kafka's follower
+    /// `maybeIncrementLogStartOffset`): records the leader deleted go here too, up to this log's
+    /// end (the rest as it catches up). Cheap when the start did not move.
+    pub fn adopt_leader_log_start(&self, leader_start: i64) -> Result<(), PartitionError> {
+        self.with_log(|log| {
+            if leader_start <= log.log_start_floor()
+                || log.log_start_floor() >= log.log_end_offset()
+            {
+                return Ok(());
+            }
+            log.adopt_leader_log_start(leader_start)?;
+            // The log keeps its high watermark at or above its start.
+            let hw = log.high_watermark();
+            self.store_high_watermark(log, hw);
+            Ok(())
+        })
     }
 
     /// After the leader answered that this log diverged at `(epoch, end_offset)` (KIP-320):

@@ -134,6 +134,7 @@ fn resolve(broker: &Broker, request: &FetchRequest, replica: Option<i32>) -> Res
                                 broker.node_id(),
                                 replica,
                                 wanted.fetch_offset,
+                                wanted.log_start_offset,
                                 now,
                             )?;
                         }

@@ -320,7 +320,12 @@ fn apply_partition(leader: i32, followed: &Followed, data: PartitionData) -> boo
     let appended =
         partition.append_as_follower(followed.leader_epoch, &records, data.high_watermark);
     match appended {
-        Ok(_) => true,
+        // Records the leader deleted (DeleteRecords) go here too.
+        Ok(_) => log_failure(
+            topic,
+            index,
+            partition.adopt_leader_log_start(data.log_start_offset),
+        ),
         // The log moved under us (a truncation raced this answer): the next fetch starts from
         // the new end.
         Err(PartitionError::Storage(StorageError::UnexpectedAppendOffset { .. })) => true,

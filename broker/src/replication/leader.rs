@@ -14,6 +14,9 @@ pub struct FollowerState {
     pub log_end: i64,
     /// When the follower last had everything the leader had (Kafka's `lastCaughtUpTimeMs`).
     pub last_caught_up_ms: i64,
+    /// The follower's log start offset as its last fetch reported it (-1: unknown); DeleteRecords
+    /// waits for the in-sync followers' to reach the new start.
+    pub log_start: i64,
     /// The leader's log end at the follower's previous fetch, and that fetch's time: a fetch
     /// reaching it proves the follower was caught up then.
     last_fetch_leader_end: i64,
@@ -60,6 +63,7 @@ impl LeaderState {
                     FollowerState {
                         log_end: -1,
                         last_caught_up_ms: caught_up,
+                        log_start: -1,
                         last_fetch_leader_end: -1,
                         last_fetch_ms: 0,
                     },
@@ -88,6 +92,7 @@ impl LeaderState {
             self.followers.entry(id).or_insert(FollowerState {
                 log_end: -1,
                 last_caught_up_ms: 0,
+                log_start: -1,
                 last_fetch_leader_end: -1,
                 last_fetch_ms: 0,
             });
@@ -124,6 +129,28 @@ impl LeaderState {
         follower.last_fetch_leader_end = leader_end;
         follower.last_fetch_ms = now_ms;
         true
+    }
+
+    /// Records the log start a follower's fetch reported; true if it changed.
+    pub fn follower_log_start(&mut self, id: i32, log_start: i64) -> bool {
+        match self.followers.get_mut(&id) {
+            Some(follower) if follower.log_start != log_start => {
+                follower.log_start = log_start;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Kafka's low watermark: the smallest log start among the in-sync replicas (the leader's
+    /// is `leader_start`; every other member is a follower). A follower that has not reported
+    /// one holds it at -1.
+    pub fn low_watermark(&self, leader_start: i64) -> i64 {
+        self.isr
+            .iter()
+            .filter_map(|id| self.followers.get(id))
+            .map(|f| f.log_start)
+            .fold(leader_start, i64::min)
     }
 
     /// The ISR the high watermark is computed over: while an expansion is pending, the larger
@@ -286,5 +313,19 @@ mod tests {
         assert_eq!(state.wanted_isr(ME, 100, 1_001, 30_000, |_| true), None);
         state.update(ME, 8, &[1, 2, 3], &[1, 2]);
         assert_eq!(state.pending_isr, None);
+    }
+
+    #[test]
+    fn low_watermark_is_the_smallest_in_sync_log_start() {
+        let mut state = leader(&[1, 2, 3]);
+        assert_eq!(state.low_watermark(50), -1, "followers not heard from yet");
+        assert!(state.follower_log_start(2, 50));
+        assert!(!state.follower_log_start(2, 50), "unchanged");
+        state.follower_log_start(3, 40);
+        assert_eq!(state.low_watermark(50), 40);
+        // Out of the ISR, a laggard no longer holds it back.
+        state.update(ME, 8, &[1, 2, 3], &[1, 2]);
+        assert_eq!(state.low_watermark(50), 50);
+        assert!(!state.follower_log_start(9, 1), "not a replica");
     }
 }

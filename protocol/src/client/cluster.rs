@@ -7,11 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, GroupId, ListOffsetsRequest, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, DeleteRecordsRequest, GroupId, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -222,6 +226,74 @@ impl Cluster {
         Ok(offsets)
     }
 
+    /// DeleteRecords: moves the log start of each `(partition, offset)` of `topic` up to
+    /// `offset` (-1: the high watermark), asked of each partition's leader. Per partition, the
+    /// new log start (Kafka's low watermark) or the broker's refusal; a partition the metadata
+    /// shows without a leader is refused as LEADER_NOT_AVAILABLE.
+    pub async fn delete_records(
+        &mut self,
+        topic: &TopicInfo,
+        offsets: &[(i32, i64)],
+        timeout_ms: i32,
+    ) -> Result<BTreeMap<i32, Result<i64, ClientError>>, ClientError> {
+        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
+        let mut results = BTreeMap::new();
+        for &(index, offset) in offsets {
+            match topic.partitions.iter().find(|p| p.index == index) {
+                Some(p) if p.leader >= 0 => {
+                    by_leader.entry(p.leader).or_default().push((index, offset))
+                }
+                Some(_) => {
+                    results.insert(
+                        index,
+                        check(ResponseError::LeaderNotAvailable.code(), || {
+                            format!("delete records of {}/{index}", topic.name)
+                        })
+                        .map(|()| -1),
+                    );
+                }
+                None => {
+                    results.insert(
+                        index,
+                        check(ResponseError::UnknownTopicOrPartition.code(), || {
+                            format!("delete records of {}/{index}", topic.name)
+                        })
+                        .map(|()| -1),
+                    );
+                }
+            }
+        }
+        for (leader, wanted) in by_leader {
+            let request = DeleteRecordsRequest::default()
+                .with_timeout_ms(timeout_ms)
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(topic_name(&topic.name))
+                    .with_partitions(
+                        wanted
+                            .iter()
+                            .map(|&(index, offset)| {
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(index)
+                                    .with_offset(offset)
+                            })
+                            .collect(),
+                    )]);
+            let response = self.broker(leader).await?.send(request).await?;
+            for t in response.topics {
+                for p in t.partitions {
+                    let index = p.partition_index;
+                    let result =
+                        check_with_message(p.error_code, delete_records_hint(p.error_code), || {
+                            format!("delete records of {}/{index}", topic.name)
+                        })
+                        .map(|()| p.low_watermark);
+                    results.insert(index, result);
+                }
+            }
+        }
+        Ok(results)
+    }
+
     /// The connection to `group`'s coordinator, found with FindCoordinator on first use.
     pub async fn coordinator(&mut self, group: &str) -> Result<&mut Client, ClientError> {
         if let Some(&node) = self.coordinators.get(group) {
@@ -266,6 +338,20 @@ impl Cluster {
 }
 
 /// A group id for the generated request types.
+/// What a DeleteRecords refusal usually means, for people reading it.
+fn delete_records_hint(code: i16) -> Option<&'static str> {
+    match ResponseError::try_from_code(code)? {
+        ResponseError::OffsetOutOfRange => {
+            Some("the offset is past the partition's high watermark")
+        }
+        ResponseError::PolicyViolation => Some("the topic's cleanup.policy is compact only"),
+        ResponseError::RequestTimedOut => {
+            Some("the leader moved its start, but not every in-sync replica did in time")
+        }
+        _ => None,
+    }
+}
+
 pub fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_string()))
 }

@@ -49,6 +49,10 @@ pub struct Manifest {
     pub topic_id: String,
     pub partition: i32,
     pub segments: Vec<RemoteSegment>,
+    /// The partition's log start as DeleteRecords moved it: no offset below it is served from
+    /// the lake, even inside a segment that holds it. 0 in manifests written before the field.
+    #[serde(default)]
+    pub log_start_offset: i64,
 }
 
 /// The object keys of one partition in the lake.
@@ -116,12 +120,16 @@ impl Manifest {
             topic_id: topic_id.to_string(),
             partition: paths.partition,
             segments: Vec::new(),
+            log_start_offset: 0,
         }
     }
 
-    /// First offset the lake holds.
+    /// First offset the lake serves: its first segment's base, or the DeleteRecords start
+    /// inside it.
     pub fn start_offset(&self) -> Option<i64> {
-        self.segments.first().map(|s| s.base_offset)
+        self.segments
+            .first()
+            .map(|s| s.base_offset.max(self.log_start_offset))
     }
 
     /// One past the last offset the lake holds: where tiering continues.
@@ -130,8 +138,12 @@ impl Manifest {
     }
 
     /// The segment holding `offset`, or else the first one after it (a gap in the lake is
-    /// skipped, as a compacted log skips missing offsets).
+    /// skipped, as a compacted log skips missing offsets). None below the log start: those
+    /// records are deleted.
     pub fn segment_for(&self, offset: i64) -> Option<&RemoteSegment> {
+        if offset < self.log_start_offset {
+            return None;
+        }
         let i = self.segments.partition_point(|s| s.last_offset < offset);
         self.segments.get(i)
     }
@@ -222,6 +234,24 @@ mod tests {
         assert_eq!(m.segment_for(25).map(|s| s.base_offset), Some(30));
         assert_eq!(m.segment_for(40), None);
         assert_eq!((m.start_offset(), m.end_offset()), (Some(0), Some(40)));
+    }
+
+    #[test]
+    fn a_log_start_inside_a_segment_hides_the_offsets_below_it() {
+        let mut m = Manifest::empty(&PartitionPaths::new("t", 0), "id");
+        m.segments = vec![seg(0, 9), seg(10, 19)];
+        m.log_start_offset = 14;
+        assert_eq!(m.segment_for(13), None);
+        assert_eq!(m.segment_for(14).map(|s| s.base_offset), Some(10));
+        assert_eq!(m.start_offset(), Some(14));
+    }
+
+    #[test]
+    fn a_manifest_written_before_the_log_start_field_loads_with_none() {
+        let old = r#"{"version":1,"topic":"t","topic_id":"id","partition":0,"segments":[
+            {"base_offset":0,"last_offset":9,"size_bytes":10,"max_timestamp":0,"parquet":true}]}"#;
+        let m: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!((m.log_start_offset, m.start_offset()), (0, Some(0)));
     }
 
     #[tokio::test]

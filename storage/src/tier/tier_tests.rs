@@ -246,3 +246,32 @@ async fn a_batch_parquet_cannot_decode_goes_to_the_lake_without_its_parquet_file
         );
     }
 }
+
+#[tokio::test]
+async fn a_log_start_in_the_lake_drops_segments_below_it_and_survives_a_reload() {
+    let f = fixture(40);
+    let mut tier = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
+        .await
+        .unwrap();
+    tier_everything(&f, &mut tier).await;
+    let second = tier.manifest().segments[1].clone();
+    let start = second.base_offset + 3;
+    let dropped = tier.apply_log_start(start).await.unwrap();
+    assert_eq!(dropped.len(), 1);
+    tier.delete_dropped(&dropped).await.unwrap();
+    assert!(tier.apply_log_start(start - 1).await.unwrap().is_empty());
+    let reloaded = PartitionTier::open(f.store.clone(), &f.staging, "t", "id", 0)
+        .await
+        .unwrap();
+    let manifest = reloaded.manifest();
+    assert_eq!(manifest.log_start_offset, start);
+    assert_eq!(manifest.start_offset(), Some(start));
+    assert!(manifest.segment_for(start - 1).is_none());
+    assert_eq!(
+        manifest.segment_for(start).map(|s| s.base_offset),
+        Some(second.base_offset)
+    );
+    // The first segment's objects are gone.
+    let first_log = PartitionPaths::new("t", 0).segment_object(0, second.base_offset - 1, "log");
+    assert!(f.store.head(&first_log).await.is_err());
+}

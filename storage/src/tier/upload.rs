@@ -244,6 +244,32 @@ impl PartitionTier {
         Ok(dropped)
     }
 
+    /// Records the partition's DeleteRecords start `log_start` in the manifest (when it moved
+    /// up) and drops the segments wholly below it, returned for
+    /// [`delete_dropped`](Self::delete_dropped) once the manifest is published, as after
+    /// retention.
+    pub async fn apply_log_start(
+        &mut self,
+        log_start: i64,
+    ) -> Result<Vec<RemoteSegment>, TierError> {
+        if log_start <= self.manifest.log_start_offset {
+            return Ok(Vec::new());
+        }
+        let mut next = Manifest::clone(&self.manifest);
+        next.log_start_offset = log_start;
+        let below = next
+            .segments
+            .iter()
+            .take_while(|s| s.last_offset < log_start)
+            .count();
+        let dropped: Vec<RemoteSegment> = next.segments.drain(..below).collect();
+        next.save(self.store.as_ref(), &self.paths).await?;
+        self.manifest = Arc::new(next);
+        tracing::info!(topic = %self.paths.topic, partition = self.paths.partition, log_start,
+            segments = dropped.len(), "the lake's log start moved (DeleteRecords)");
+        Ok(dropped)
+    }
+
     /// Deletes the objects of segments [`apply_retention`](Self::apply_retention) dropped. Ones
     /// left behind by a failure are swept when tiering next starts.
     pub async fn delete_dropped(&self, dropped: &[RemoteSegment]) -> Result<(), TierError> {
