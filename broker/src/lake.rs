@@ -190,22 +190,23 @@ impl Lake {
             return Ok(None);
         };
         let floor = manifest.log_start_offset;
-        let Some(segment) = manifest
+        let paths = PartitionPaths::new(&partition.topic, partition.index);
+        let candidates = manifest
             .segments
             .iter()
             .take_while(|s| s.base_offset < local_start)
-            .filter(|s| s.last_offset >= floor)
-            .find(|s| s.max_timestamp >= timestamp)
-        else {
-            return Ok(None);
-        };
-        let paths = PartitionPaths::new(&partition.topic, partition.index);
-        // Records below the DeleteRecords start are gone: never answer one of them.
-        Ok(self
-            .reader
-            .offset_for_timestamp(&paths, &manifest.topic_id, segment, timestamp)
-            .await?
-            .map(|(offset, ts)| (offset.max(floor), ts)))
+            .filter(|s| s.last_offset >= floor && s.max_timestamp >= timestamp);
+        for segment in candidates {
+            // Records below the DeleteRecords start are gone: never answer one of them.
+            let found = self
+                .reader
+                .offset_for_timestamp(&paths, &manifest.topic_id, segment, timestamp, floor)
+                .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// The partition's manifest. Right after a restart the tiering task may not have loaded it

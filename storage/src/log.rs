@@ -436,15 +436,17 @@ impl Log {
                     return Ok(None);
                 };
                 return Ok(newest
-                    .record_for_timestamp(newest.max_timestamp())?
+                    .record_for_timestamp(newest.max_timestamp(), i64::MIN)?
                     .map(|(offset, timestamp, _)| TimestampOffset { timestamp, offset }));
             }
             _ => {}
         }
+        // Records below a DeleteRecords start are gone: the answer is the first record from it.
+        let from = self.log_start_offset();
         for segment in &self.segments {
-            if let Some((offset, timestamp, _)) = segment.record_for_timestamp(timestamp_ms)? {
-                // Records below a DeleteRecords start are gone: the answer is never below it.
-                let offset = offset.max(self.log_start_offset());
+            if let Some((offset, timestamp, _)) =
+                segment.record_for_timestamp(timestamp_ms, from)?
+            {
                 return Ok(Some(TimestampOffset { timestamp, offset }));
             }
         }

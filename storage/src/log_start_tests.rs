@@ -267,3 +267,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_timestamp_lookup_answers_the_first_record_from_the_start_with_its_own_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(400)).unwrap();
+    // Batch k holds offsets 10k..10k+9 with timestamps 1000k..1000k+9.
+    for k in 0..8i64 {
+        let records: Vec<(&[u8], &[u8])> = vec![(&b"k"[..], &b"value"[..]); 10];
+        let batch = TestBatchBuilder {
+            base_timestamp: 1_000_000 + 1000 * k,
+            ..Default::default()
+        }
+        .build(&records);
+        log.append(&batch, 1).unwrap();
+    }
+    log.delete_records_before(55).unwrap();
+    let found = |t: i64| {
+        log.offset_for_timestamp(1_000_000 + t)
+            .unwrap()
+            .map(|f| (f.offset, f.timestamp - 1_000_000))
+    };
+    // The first record at the time is 52, deleted: the answer is 55 with 55's timestamp.
+    assert_eq!(found(5002), Some((55, 5005)));
+    assert_eq!(found(5007), Some((57, 5007)));
+    assert_eq!(found(5000), Some((55, 5005)));
+    // Past the start's batch, as before.
+    assert_eq!(found(6003), Some((63, 6003)));
+}

@@ -571,41 +571,43 @@ impl Segment {
         self.map.slice(position..end).unwrap_or_default()
     }
 
-    /// The first record with a timestamp `>= timestamp`, as Kafka's `findOffsetByTimestamp`:
-    /// the batch is found by its max timestamp, then its records (decompressed if need be) are
-    /// searched. A LogAppendTime batch's records all carry the batch's time. Returns (offset,
+    /// The first record at or after offset `from` with a timestamp `>= timestamp`, as Kafka's
+    /// `findOffsetByTimestamp(timestamp, startingOffset)`: the batch is found by its max
+    /// timestamp, then its records (decompressed if need be) are searched. A LogAppendTime batch's records all carry the batch's time. Returns (offset,
     /// timestamp, the batch's leader epoch).
     pub fn record_for_timestamp(
         &self,
         timestamp: i64,
+        from: i64,
     ) -> Result<Option<(i64, i64, i32)>, StorageError> {
-        let Some((header, pos)) = self.batch_at_timestamp(timestamp)? else {
-            return Ok(None);
-        };
-        let end = pos.saturating_add(header.total_len()).min(self.size());
-        let batch = self.map.slice(pos..end).unwrap_or_default();
-        let (offset, at) = record_at_timestamp(&header, &batch, timestamp);
-        Ok(Some((offset, at, header.partition_leader_epoch)))
-    }
-
-    /// The first batch whose max timestamp is `>= timestamp`, with its byte position.
-    fn batch_at_timestamp(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<(BatchHeader, usize)>, StorageError> {
-        if self.max_timestamp() < timestamp {
+        if self.max_timestamp() < timestamp || self.next_offset() <= from {
             return Ok(None);
         }
-        let start = match self.time_index.last_before(timestamp) {
+        let by_time = match self.time_index.last_before(timestamp) {
             Some((_, rel)) => self.lookup_position(rel),
             None => 0,
         };
-        let Some(pos) = self.first_batch_from(start, |h| h.max_timestamp >= timestamp)? else {
-            return Ok(None);
+        // Records below `from` (a DeleteRecords start) are not candidates: start at its batch.
+        let by_offset = match u32::try_from(from.saturating_sub(self.base_offset())) {
+            Ok(rel) if from > self.base_offset() => self.lookup_position(rel),
+            _ => 0,
         };
-        Ok(BatchHeader::parse(&self.bytes()[pos..])
-            .ok()
-            .map(|header| (header, pos)))
+        let mut start = by_time.max(by_offset);
+        // A batch whose only records at the time are below `from` answers nothing: go on.
+        while let Some(pos) = self.first_batch_from(start, |h| {
+            h.max_timestamp >= timestamp && h.last_offset() >= from
+        })? {
+            let Ok(header) = BatchHeader::parse(&self.bytes()[pos..]) else {
+                return Ok(None);
+            };
+            let end = pos.saturating_add(header.total_len()).min(self.size());
+            let batch = self.map.slice(pos..end).unwrap_or_default();
+            if let Some((offset, at)) = record_at_timestamp(&header, &batch, timestamp, from) {
+                return Ok(Some((offset, at, header.partition_leader_epoch)));
+            }
+            start = end;
+        }
+        Ok(None)
     }
 
     /// Makes the active segment read-only: writes the final time-index entry, maps the indexes
@@ -824,26 +826,35 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// In a batch whose max timestamp is `>= timestamp`, the first record at or after `timestamp`:
-/// `(offset, its timestamp)`. A LogAppendTime batch's records all carry the batch's time; a batch
-/// that cannot be decoded answers with its base offset and max timestamp.
+/// In a batch whose max timestamp is `>= timestamp`, the first record at or after `timestamp`
+/// whose offset is at least `from` (a DeleteRecords start inside the batch): `(offset, its
+/// timestamp)`, `None` if the only such records are below `from`. A LogAppendTime batch's records
+/// all carry the batch's time; a batch that cannot be decoded (or whose records contradict its
+/// max timestamp) answers with its first offset from `from` and its max timestamp.
 pub(crate) fn record_at_timestamp(
     header: &BatchHeader,
     batch: &Bytes,
     timestamp: i64,
-) -> (i64, i64) {
-    let whole = (header.base_offset, header.max_timestamp);
+    from: i64,
+) -> Option<(i64, i64)> {
+    if header.last_offset() < from {
+        return None;
+    }
+    let whole = Some((header.base_offset.max(from), header.max_timestamp));
     if header.is_log_append_time() {
         return whole;
     }
     let Ok((_, records)) = inlet_protocol::records::decode_batch(batch) else {
         return whole;
     };
-    records
-        .iter()
-        .find_map(|r| {
-            let at = header.base_timestamp.saturating_add(r.timestamp_delta);
-            (at >= timestamp).then(|| (header.base_offset + i64::from(r.offset_delta), at))
-        })
-        .unwrap_or(whole)
+    let found = records.iter().find_map(|r| {
+        let at = header.base_timestamp.saturating_add(r.timestamp_delta);
+        let offset = header.base_offset + i64::from(r.offset_delta);
+        (at >= timestamp && offset >= from).then_some((offset, at))
+    });
+    found.or(if header.base_offset >= from {
+        whole
+    } else {
+        None
+    })
 }

@@ -112,35 +112,42 @@ impl LakeReader {
         self.read_range(&obj, start, end).await
     }
 
-    /// The first batch of `segment` whose max timestamp is `>= timestamp`: its base offset and
-    /// max timestamp.
+    /// The first record of `segment` at or after offset `from` (the partition's log start) whose
+    /// timestamp is `>= timestamp`: its offset and timestamp (see `segment::record_at_timestamp`).
     pub async fn offset_for_timestamp(
         &self,
         paths: &PartitionPaths,
         topic_id: &str,
         segment: &RemoteSegment,
         timestamp: i64,
+        from: i64,
     ) -> Result<Option<(i64, i64)>, TierError> {
-        if segment.max_timestamp < timestamp {
+        if segment.max_timestamp < timestamp || segment.last_offset < from {
             return Ok(None);
         }
         let obj = LogObject::of(paths, topic_id, segment);
         let indexes = self.indexes(paths, &obj, segment).await?;
-        let start = match indexes.times.last_before(timestamp) {
+        let mut start = match indexes.times.last_before(timestamp) {
             Some((_, rel)) => indexes.offsets.lookup(rel).map_or(0, |(_, p)| u64::from(p)),
             None => 0,
         };
-        let Some((position, header)) = self
-            .find_batch(&obj, start, |h| h.max_timestamp >= timestamp)
+        // A batch whose only records at the time are below `from` answers nothing: go on.
+        while let Some((position, header)) = self
+            .find_batch(&obj, start, |h| {
+                h.max_timestamp >= timestamp && h.last_offset() >= from
+            })
             .await?
-        else {
-            return Ok(None);
-        };
-        let end = position + header.total_len() as u64;
-        let batch = self.read_range(&obj, position, end).await?;
-        Ok(Some(crate::segment::record_at_timestamp(
-            &header, &batch, timestamp,
-        )))
+        {
+            let end = position + header.total_len() as u64;
+            let batch = self.read_range(&obj, position, end).await?;
+            if let Some(found) =
+                crate::segment::record_at_timestamp(&header, &batch, timestamp, from)
+            {
+                return Ok(Some(found));
+            }
+            start = end;
+        }
+        Ok(None)
     }
 
     /// Forgets cached data of segments the lake no longer holds.

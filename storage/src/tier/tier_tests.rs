@@ -93,7 +93,7 @@ async fn tiered_segments_read_back_byte_identical_from_every_offset() {
             .find(|s| s.max_timestamp >= wanted)
             .unwrap();
         let found = reader
-            .offset_for_timestamp(tier.paths(), "id", holder, wanted)
+            .offset_for_timestamp(tier.paths(), "id", holder, wanted, 0)
             .await
             .unwrap();
         let expected = f.log.offset_for_timestamp(wanted).unwrap().unwrap();
