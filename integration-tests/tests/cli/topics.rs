@@ -222,6 +222,25 @@ fn errors_are_one_line_with_a_nonzero_exit_code() {
 }
 
 #[test]
+fn a_hung_bootstrap_broker_is_passed_over_for_the_next_address() {
+    let broker = Broker::start();
+    // A stopped broker: its kernel still completes connections, nothing ever answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_addr = hung.local_addr().expect("address").to_string();
+    let bootstrap = format!("{hung_addr},{}", broker.bootstrap());
+    let started = std::time::Instant::now();
+    let run = inlet(&bootstrap, &["topic", "list"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // One bootstrap attempt (10 s), not the request timeout (30 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(hung);
+}
+
+#[test]
 fn completions_for_each_shell_name_the_verbs() {
     for shell in ["bash", "zsh", "fish"] {
         let output = Command::new(inlet_bin())

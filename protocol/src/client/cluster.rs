@@ -63,34 +63,53 @@ pub struct Cluster {
     coordinators: HashMap<String, i32>,
 }
 
+/// How long one bootstrap address may take to answer when others could be tried instead.
+const BOOTSTRAP_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Cluster {
-    /// Connects to the first reachable address of a comma-separated `bootstrap` list.
+    /// Connects to the first address of a comma-separated `bootstrap` list that answers: the
+    /// connection, version negotiation and a first metadata request. With more than one address
+    /// each gets [`BOOTSTRAP_ATTEMPT`] (Kafka's `socket.connection.setup.timeout.ms`), so a hung
+    /// broker (stopped, but its kernel still accepting connections) costs seconds, not the whole
+    /// request timeout, before the next is tried.
     pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Cluster, ClientError> {
-        let mut last_error = None;
-        for addr in bootstrap
+        let addrs: Vec<&str> = bootstrap
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-        {
-            match Client::connect(addr, client_id).await {
-                Ok(client) => {
-                    let mut cluster = Cluster {
-                        client_id: client_id.to_string(),
-                        bootstrap: client,
-                        brokers: BTreeMap::new(),
-                        connections: HashMap::new(),
-                        controller: -1,
-                        coordinators: HashMap::new(),
-                    };
-                    cluster.metadata(Some(&[]), false).await?;
-                    return Ok(cluster);
-                }
+            .collect();
+        let mut last_error = None;
+        for addr in &addrs {
+            let attempt = Cluster::connect_one(addr, client_id);
+            let outcome = if addrs.len() > 1 {
+                tokio::time::timeout(BOOTSTRAP_ATTEMPT, attempt)
+                    .await
+                    .unwrap_or(Err(ClientError::Timeout(BOOTSTRAP_ATTEMPT)))
+            } else {
+                attempt.await
+            };
+            match outcome {
+                Ok(cluster) => return Ok(cluster),
                 Err(error) => last_error = Some(error),
             }
         }
         Err(last_error.unwrap_or_else(|| {
             ClientError::Protocol(format!("no bootstrap address in {bootstrap:?}"))
         }))
+    }
+
+    async fn connect_one(addr: &str, client_id: &str) -> Result<Cluster, ClientError> {
+        let client = Client::connect(addr, client_id).await?;
+        let mut cluster = Cluster {
+            client_id: client_id.to_string(),
+            bootstrap: client,
+            brokers: BTreeMap::new(),
+            connections: HashMap::new(),
+            controller: -1,
+            coordinators: HashMap::new(),
+        };
+        cluster.metadata(Some(&[]), false).await?;
+        Ok(cluster)
     }
 
     /// The connection to the bootstrap broker, for cluster-wide admin requests.
