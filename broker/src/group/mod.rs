@@ -21,6 +21,7 @@
 //! Errors are [`GroupError`]s; handlers turn them into Kafka error codes.
 
 pub mod consumer;
+pub mod consumer_coordinator;
 pub mod coordinator;
 pub mod expiry;
 pub mod log_format;

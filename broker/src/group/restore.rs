@@ -13,6 +13,8 @@ pub(super) fn summary(group: &Group) -> GroupSummary {
     GroupSummary {
         group_id: group.id.clone(),
         state: group.state,
+        group_type: group.group_type(),
+        state_name: group.state_name(),
         protocol_type: group.protocol_type.clone().unwrap_or_default(),
         protocol: if stable {
             protocol.clone()

@@ -1,0 +1,164 @@
+//! The coordinator's side of KIP-848 consumer groups: ConsumerGroupHeartbeat and
+//! ConsumerGroupDescribe on the groups of the offsets partitions led here, the consumer groups'
+//! timers, and the rule that a group id is either a classic or a consumer group (an empty one
+//! may change type, keeping its offsets).
+
+use super::consumer::{ConsumerGroup, HeartbeatOutcome, HeartbeatRequest, TopicsView};
+use super::coordinator::GroupCoordinator;
+use super::state::{Group, GroupState};
+use super::GroupError;
+use crate::broker::now_ms;
+
+impl GroupCoordinator {
+    /// One ConsumerGroupHeartbeat.
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        request: HeartbeatRequest,
+        topics: &TopicsView,
+    ) -> Result<HeartbeatOutcome, GroupError> {
+        let mut inner = self.lock();
+        inner.store_for(group_id)?;
+        let now = now_ms();
+        let joining = request.member_epoch == 0;
+        let group = match inner.groups.get_mut(group_id) {
+            Some(group) => group,
+            // Kafka creates a group only on a join; otherwise the member must rejoin.
+            None if !joining => return Err(GroupError::UnknownMemberId(request.member_id)),
+            None => inner
+                .groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now)),
+        };
+        if group.consumer.is_none() {
+            if !group.members.is_empty() || !group.is(GroupState::Empty) {
+                return Err(GroupError::GroupIdNotFound(format!(
+                    "{group_id} is not a consumer group"
+                )));
+            }
+            if !joining {
+                return Err(GroupError::UnknownMemberId(request.member_id));
+            }
+            tracing::info!(group = %group_id, "group is now a consumer group");
+            group.consumer = Some(Box::default());
+        }
+        let consumer = group
+            .consumer
+            .as_mut()
+            .ok_or(GroupError::CoordinatorNotAvailable(
+                "consumer group vanished",
+            ))?;
+        let result = consumer.heartbeat(request, &self.config.consumer, topics, now);
+        if let Err(error) = &result {
+            tracing::debug!(group = %group_id, %error, "consumer group heartbeat refused");
+        }
+        result
+    }
+
+    /// A consumer group as ConsumerGroupDescribe shows it; `Ok(None)`: no such consumer group.
+    pub fn consumer_describe(&self, group_id: &str) -> Result<Option<ConsumerGroup>, GroupError> {
+        let inner = self.lock();
+        inner.store_for(group_id)?;
+        Ok(inner
+            .groups
+            .get(group_id)
+            .and_then(|g| g.consumer.as_deref().cloned()))
+    }
+
+    /// OffsetFetch v9's member check for consumer groups (Kafka's `validateOffsetFetch`): an
+    /// admin fetch (no member id, epoch -1) always passes; a member must exist at that epoch.
+    pub fn check_offset_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Result<(), GroupError> {
+        if member_id.is_none() && member_epoch < 0 {
+            return Ok(());
+        }
+        let inner = self.lock();
+        let Some(consumer) = inner.groups.get(group_id).and_then(|g| g.consumer.as_ref()) else {
+            return Ok(());
+        };
+        consumer.check_commit(member_id.unwrap_or_default(), member_epoch)
+    }
+
+    /// Advances every consumer group's timers and follows topic metadata; `topics` is only
+    /// computed when there is a consumer group.
+    pub fn tick_consumers(&self, now_ms: i64, topics: impl FnOnce() -> TopicsView) {
+        let mut inner = self.lock();
+        let mut consumers = inner
+            .groups
+            .iter_mut()
+            .filter_map(|(id, g)| g.consumer.as_mut().map(|c| (id, c)))
+            .peekable();
+        if consumers.peek().is_none() {
+            return;
+        }
+        let topics = topics();
+        for (id, consumer) in consumers {
+            let removed = consumer.tick(now_ms, &self.config.consumer, &topics);
+            if !removed.is_empty() {
+                tracing::info!(group = %id, ?removed, epoch = consumer.epoch, "consumer group members removed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::consumer::Assignment;
+    use crate::group::ownership_tests::{leading_everything, registry};
+    use crate::group::{GroupConfig, GroupCoordinator};
+
+    fn join(member: &str) -> HeartbeatRequest {
+        HeartbeatRequest {
+            version: 1,
+            member_id: member.into(),
+            rebalance_timeout_ms: 1000,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            owned: Some(Assignment::new()),
+            ..HeartbeatRequest::default()
+        }
+    }
+
+    #[test]
+    fn a_group_id_is_either_classic_or_consumer_and_an_empty_one_changes_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = registry(dir.path());
+        let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
+        leading_everything(&groups, &topics, uuid::Uuid::from_u128(1), 1);
+        let view = TopicsView::from([("t".into(), (uuid::Uuid::from_u128(9), 2))]);
+        crate::group::ownership_tests::commit(&groups, "g", 0, 5);
+        let out = groups.consumer_heartbeat("g", join("a"), &view).unwrap();
+        assert_eq!(out.member_epoch, 1);
+        assert_eq!(groups.list()[0].group_type, "consumer");
+        assert_eq!(
+            crate::group::ownership_tests::committed(&groups, "g"),
+            vec![(0, 5)]
+        );
+        assert!(matches!(
+            groups.delete("g"),
+            Err(GroupError::NonEmptyGroup(_))
+        ));
+        let mut leave = join("a");
+        leave.member_epoch = -1;
+        groups.consumer_heartbeat("g", leave, &view).unwrap();
+        assert_eq!(groups.list()[0].state_name, "Empty");
+        groups.delete("g").unwrap();
+        assert!(groups.list().is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_for_an_unknown_group_must_rejoin() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = registry(dir.path());
+        let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
+        leading_everything(&groups, &topics, uuid::Uuid::from_u128(1), 1);
+        let mut beat = join("a");
+        beat.member_epoch = 3;
+        let err = groups.consumer_heartbeat("g", beat, &TopicsView::new());
+        assert!(matches!(err, Err(GroupError::UnknownMemberId(_))));
+    }
+}
