@@ -163,6 +163,12 @@ impl ConsumerGroup {
             }
         }
         if bump || metadata != self.subscribed_metadata {
+            if !bump {
+                tracing::info!(
+                    topics = metadata.len(),
+                    "consumer group: subscribed topic metadata changed"
+                );
+            }
             self.subscribed_metadata = metadata;
             self.epoch += 1;
         }
@@ -282,17 +288,25 @@ impl ConsumerGroup {
             let mut names = names;
             names.sort();
             names.dedup();
-            changed |= names != member.subscribed_names;
+            if names != member.subscribed_names {
+                tracing::debug!(member = %member_id, ?names, "subscribed topics changed");
+                changed = true;
+            }
             member.subscribed_names = names;
         }
         if let Some(regex) = &request.subscribed_topic_regex {
-            let old = member.subscribed_regex.as_ref().map(|(s, _)| s.as_str());
-            if old != Some(regex.as_str()) {
+            // An empty regex is no regex.
+            let old = member
+                .subscribed_regex
+                .as_ref()
+                .map_or("", |(s, _)| s.as_str());
+            if old != regex {
                 member.subscribed_regex = if regex.is_empty() {
                     None
                 } else {
                     Some((regex.clone(), compile(regex)?))
                 };
+                tracing::debug!(member = %member_id, %regex, "subscribed regex changed");
                 changed = true;
             }
         }
