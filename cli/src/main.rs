@@ -8,6 +8,7 @@ mod connect;
 mod consume;
 mod elect;
 mod group;
+mod group_consumer;
 mod output;
 mod perf;
 mod produce;

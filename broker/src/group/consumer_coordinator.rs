@@ -17,6 +17,7 @@ impl GroupCoordinator {
         request: HeartbeatRequest,
         topics: &TopicsView,
     ) -> Result<HeartbeatOutcome, GroupError> {
+        tracing::debug!(group = %group_id, member = %request.member_id, epoch = request.member_epoch, owned = ?request.owned, "consumer group heartbeat");
         let mut inner = self.lock();
         inner.store_for(group_id)?;
         let now = now_ms();
