@@ -514,6 +514,12 @@ async fn shutdown_signal() {
     }
 }
 
+/// `--group-consumer-assignors`: a comma-separated list of uniform and range.
+fn parse_assignors(value: &str) -> Result<String, String> {
+    inlet_broker::group::consumer::ConsumerConfig::parse_assignors(value)?;
+    Ok(value.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,10 +680,4 @@ mod tests {
         assert_eq!(config.offsets_topic_num_partitions, 12);
         assert_eq!(config.offsets_topic_replication_factor, 1);
     }
-}
-
-/// `--group-consumer-assignors`: a comma-separated list of uniform and range.
-fn parse_assignors(value: &str) -> Result<String, String> {
-    inlet_broker::group::consumer::ConsumerConfig::parse_assignors(value)?;
-    Ok(value.to_string())
 }

@@ -373,9 +373,9 @@ proptest! {
             match op {
                 Op::Join(i) => {
                     let id = format!("m{i}");
-                    if !clients.contains_key(&id) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = clients.entry(id.clone()) {
                         let out = group.heartbeat(join(&id), &CONFIG, &view, now).unwrap();
-                        clients.insert(id, Client { epoch: out.member_epoch, owned: out.assignment.unwrap_or_default() });
+                        slot.insert(Client { epoch: out.member_epoch, owned: out.assignment.unwrap_or_default() });
                     }
                 }
                 Op::Leave(i) => {
