@@ -4,10 +4,11 @@
 //! may change type, keeping its offsets).
 
 use super::consumer::{ConsumerGroup, HeartbeatOutcome, HeartbeatRequest, TopicsView};
-use super::coordinator::GroupCoordinator;
+use super::coordinator::{GroupCoordinator, Inner, Led};
 use super::state::{Group, GroupState};
 use super::GroupError;
 use crate::broker::now_ms;
+use crate::metadata::image::MetadataImage;
 
 impl GroupCoordinator {
     /// One ConsumerGroupHeartbeat.
@@ -19,7 +20,7 @@ impl GroupCoordinator {
     ) -> Result<HeartbeatOutcome, GroupError> {
         tracing::debug!(group = %group_id, member = %request.member_id, epoch = request.member_epoch, owned = ?request.owned, "consumer group heartbeat");
         let mut inner = self.lock();
-        inner.store_for(group_id)?;
+        let store = inner.store_for(group_id)?;
         let now = now_ms();
         let joining = request.member_epoch == 0;
         let group = match inner.groups.get_mut(group_id) {
@@ -52,6 +53,12 @@ impl GroupCoordinator {
         let result = consumer.heartbeat(request, &self.config.consumer, topics, now);
         if let Err(error) = &result {
             tracing::debug!(group = %group_id, %error, "consumer group heartbeat refused");
+        }
+        let records = consumer.diff(group_id);
+        if !records.is_empty() {
+            // Written before the answer leaves, as Kafka's coordinator does (without waiting
+            // for the in-sync replicas: a lost record makes members rejoin, nothing worse).
+            store.append(&records)?;
         }
         result
     }
@@ -88,8 +95,11 @@ impl GroupCoordinator {
     /// computed when there is a consumer group.
     pub fn tick_consumers(&self, now_ms: i64, topics: impl FnOnce() -> TopicsView) {
         let mut inner = self.lock();
-        let mut consumers = inner
-            .groups
+        let Inner {
+            groups, topic, led, ..
+        } = &mut *inner;
+        let count = topic.map_or(0, |(_, count)| count);
+        let mut consumers = groups
             .iter_mut()
             .filter_map(|(id, g)| g.consumer.as_mut().map(|c| (id, c)))
             .peekable();
@@ -101,6 +111,15 @@ impl GroupCoordinator {
             let removed = consumer.tick(now_ms, &self.config.consumer, &topics);
             if !removed.is_empty() {
                 tracing::info!(group = %id, ?removed, epoch = consumer.epoch, "consumer group members removed");
+            }
+            let partition = MetadataImage::offsets_partition_for(id, count);
+            if let Some(Led::Loaded(store)) = led.get(&partition) {
+                let records = consumer.diff(id);
+                if !records.is_empty() {
+                    if let Err(error) = store.append(&records) {
+                        tracing::error!(group = %id, %error, "cannot persist consumer group");
+                    }
+                }
             }
         }
     }
@@ -161,5 +180,51 @@ mod tests {
         beat.member_epoch = 3;
         let err = groups.consumer_heartbeat("g", beat, &TopicsView::new());
         assert!(matches!(err, Err(GroupError::UnknownMemberId(_))));
+    }
+
+    #[test]
+    fn members_keep_their_epochs_when_the_partition_is_loaded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::from_u128(1);
+        let view = TopicsView::from([("t".into(), (uuid::Uuid::from_u128(9), 4))]);
+        let before = {
+            let topics = registry(dir.path());
+            let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
+            leading_everything(&groups, &topics, id, 1);
+            groups.consumer_heartbeat("g", join("a"), &view).unwrap();
+            groups.consumer_heartbeat("g", join("b"), &view).unwrap();
+            groups.consumer_heartbeat("gone", join("x"), &view).unwrap();
+            let mut leave = join("x");
+            leave.member_epoch = -1;
+            groups.consumer_heartbeat("gone", leave, &view).unwrap();
+            groups.delete("gone").unwrap();
+            let before = groups.consumer_describe("g").unwrap().unwrap();
+            topics.close_all();
+            before
+        };
+        let topics = registry(dir.path());
+        let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
+        leading_everything(&groups, &topics, id, 1);
+        let after = groups.consumer_describe("g").unwrap().unwrap();
+        assert_eq!(after.epoch, before.epoch);
+        assert_eq!(after.target, before.target);
+        for (member, m) in &before.members {
+            assert_eq!(after.members[member].reconciliation, m.reconciliation);
+        }
+        assert!(groups.consumer_describe("gone").unwrap().is_none());
+        // b heartbeats at its epoch and carries on, with no new group epoch.
+        let mut beat = join("b");
+        beat.member_epoch = before.members["b"].reconciliation.member_epoch;
+        beat.rebalance_timeout_ms = -1;
+        beat.subscribed_topic_names = None;
+        let out = groups.consumer_heartbeat("g", beat, &view).unwrap();
+        assert_eq!(
+            out.member_epoch,
+            before.members["b"].reconciliation.member_epoch
+        );
+        assert_eq!(
+            groups.consumer_describe("g").unwrap().unwrap().epoch,
+            before.epoch
+        );
     }
 }

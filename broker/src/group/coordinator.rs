@@ -146,8 +146,9 @@ impl GroupCoordinator {
                 // Kafka (without a migration policy) refuses classic members in a consumer group.
                 return Err(GroupError::InconsistentGroupProtocol);
             }
-            if group.consumer.take().is_some() {
+            if let Some(mut consumer) = group.consumer.take() {
                 tracing::info!(group = %group_id, "empty consumer group is now a classic group");
+                store.append(&consumer.tombstones())?;
             }
             let pending = membership::join(group, request, &self.config, now);
             Self::persist_if_needed(&store, group);
@@ -276,6 +277,10 @@ impl GroupCoordinator {
             })
             .collect();
         tombstones.push((encode_key(&RecordKey::Group(group_id.to_string())), None));
+        let consumer = groups.get_mut(group_id).and_then(|g| g.consumer.as_mut());
+        if let Some(consumer) = consumer {
+            tombstones.extend(consumer.tombstones());
+        }
         store.append(&tombstones)?;
         if let Some(mut group) = groups.remove(group_id) {
             group.state = GroupState::Dead;

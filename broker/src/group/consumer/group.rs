@@ -36,7 +36,7 @@ pub struct ConsumerMember {
 }
 
 impl ConsumerMember {
-    fn new(id: String, now_ms: i64) -> ConsumerMember {
+    pub(super) fn new(id: String, now_ms: i64) -> ConsumerMember {
         ConsumerMember {
             id,
             instance_id: None,
@@ -119,6 +119,11 @@ pub struct ConsumerGroup {
     pub subscribed_metadata: BTreeMap<String, (Uuid, i32)>,
     /// The assignor of the last target assignment.
     pub assignor: String,
+    /// Restored from the log: the subscribed topics' metadata is learned again on the next
+    /// refresh without counting as a change.
+    pub metadata_unknown: bool,
+    /// The records last written to `__consumer_offsets` (see `records`).
+    pub written: BTreeMap<super::records::ConsumerKey, bytes::Bytes>,
 }
 
 impl ConsumerGroup {
@@ -161,6 +166,10 @@ impl ConsumerGroup {
                     metadata.insert(name.to_string(), *v);
                 }
             }
+        }
+        if self.metadata_unknown {
+            self.metadata_unknown = false;
+            self.subscribed_metadata.clone_from(&metadata);
         }
         if bump || metadata != self.subscribed_metadata {
             if !bump {

@@ -8,6 +8,8 @@
 //!   subscription and subscribed-topic metadata changes), the target assignment at its
 //!   assignment epoch, the heartbeat rules (join, leave, static membership, fencing) and what
 //!   time alone changes (session and revocation timeouts).
+//! * [`records`] writes a group to `__consumer_offsets` with Kafka's record types and rebuilds it
+//!   on replay, so members keep their epochs across a coordinator move.
 //!
 //! A consumer group lives inside the classic [`super::state::Group`] of the same id (its
 //! `consumer` field), so committed offsets, deletion and the offsets partition it lives in are
@@ -18,6 +20,7 @@
 pub mod assignor;
 pub mod group;
 pub mod reconcile;
+pub mod records;
 #[cfg(test)]
 mod tests;
 
