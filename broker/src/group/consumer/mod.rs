@@ -6,8 +6,9 @@
 //!   `CurrentAssignmentBuilder`).
 //! * [`group`] is one consumer group: members, the group epoch (bumped by membership,
 //!   subscription and subscribed-topic metadata changes), the target assignment at its
-//!   assignment epoch, the heartbeat rules (join, leave, static membership, fencing) and what
-//!   time alone changes (session and revocation timeouts).
+//!   assignment epoch, and what time alone changes (session and revocation timeouts);
+//!   [`heartbeat`] holds the ConsumerGroupHeartbeat rules on it (join, leave, static
+//!   membership, fencing).
 //! * [`records`] writes a group to `__consumer_offsets` with Kafka's record types and rebuilds it
 //!   on replay, so members keep their epochs across a coordinator move.
 //!
@@ -19,6 +20,7 @@
 
 pub mod assignor;
 pub mod group;
+pub mod heartbeat;
 pub mod reconcile;
 pub mod records;
 #[cfg(test)]
@@ -28,7 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-pub use group::{ConsumerGroup, ConsumerMember, HeartbeatOutcome, HeartbeatRequest};
+pub use group::{ConsumerGroup, ConsumerMember};
+pub use heartbeat::{HeartbeatOutcome, HeartbeatRequest};
 
 /// Partitions by topic id.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
