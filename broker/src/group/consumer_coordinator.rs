@@ -227,4 +227,50 @@ mod tests {
             before.epoch
         );
     }
+
+    #[test]
+    fn offset_commits_of_a_consumer_group_check_the_member_and_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = registry(dir.path());
+        let groups = std::sync::Arc::new(GroupCoordinator::new(GroupConfig::default()));
+        leading_everything(&groups, &topics, uuid::Uuid::from_u128(1), 1);
+        let view = TopicsView::from([("t".into(), (uuid::Uuid::from_u128(9), 1))]);
+        let epoch = groups
+            .consumer_heartbeat("g", join("a"), &view)
+            .unwrap()
+            .member_epoch;
+        let offset = || {
+            vec![(
+                "t".to_string(),
+                0,
+                crate::group::state::CommittedOffset {
+                    offset: 3,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp_ms: 0,
+                },
+            )]
+        };
+        let result = |r: (Vec<crate::group::coordinator::PartitionResult>, _)| r.0[0].2.clone();
+        assert_eq!(
+            result(groups.commit("g", epoch, "a", None, offset())),
+            Ok(())
+        );
+        assert_eq!(
+            result(groups.commit("g", epoch + 1, "a", None, offset())),
+            Err(GroupError::StaleMemberEpoch)
+        );
+        assert!(matches!(
+            result(groups.commit("g", epoch, "zz", None, offset())),
+            Err(GroupError::UnknownMemberId(_))
+        ));
+        // From outside the group only while it has no members.
+        assert!(result(groups.commit("g", -1, "", None, offset())).is_err());
+        assert_eq!(groups.check_offset_fetch("g", Some("a"), epoch), Ok(()));
+        assert_eq!(
+            groups.check_offset_fetch("g", Some("a"), epoch - 1),
+            Err(GroupError::StaleMemberEpoch)
+        );
+        assert_eq!(groups.check_offset_fetch("g", None, -1), Ok(()));
+    }
 }
