@@ -184,3 +184,27 @@ def test_consumer_protocol_rebalances_and_commits(consumer_broker):
         assert sorted((p, o) for p, o, _ in d.seen) == [(p, 200) for p in range(PARTITIONS)]
     finally:
         d.consumer.close()
+
+
+def test_regex_subscription_follows_topics_created_later(consumer_broker):
+    bootstrap = consumer_broker.bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("rx-a", num_partitions=2, replication_factor=1)])["rx-a"].result(30)
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "regex-group",
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+            "topic.metadata.refresh.interval.ms": 1000,
+        }
+    )
+    c.subscribe(["^rx-.*"])
+    member = Member("regex", c)
+    try:
+        drive([member], lambda: len(c.assignment()) == 2, 30, "the regex's first topic")
+        admin.create_topics([NewTopic("rx-b", num_partitions=3, replication_factor=1)])["rx-b"].result(30)
+        drive([member], lambda: len(c.assignment()) == 5, 30, "the topic created later")
+        assert {tp.topic for tp in c.assignment()} == {"rx-a", "rx-b"}
+    finally:
+        c.close()
