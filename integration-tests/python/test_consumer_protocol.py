@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupType, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker
@@ -172,6 +172,7 @@ def test_consumer_protocol_rebalances_and_commits(consumer_broker):
     assert len(ours) == 1 and ours[0].type == ConsumerGroupType.CONSUMER, listed.valid
     described = admin.describe_consumer_groups([GROUP])[GROUP].result(30)
     assert described.type == ConsumerGroupType.CONSUMER
+    assert described.state == ConsumerGroupState.STABLE
     assert len(described.members) == 1
     assert len(described.members[0].assignment.topic_partitions) == PARTITIONS
     a.consumer.close()

@@ -74,28 +74,18 @@ fn describe(group_id: GroupId, group: &ConsumerGroup, image: &MetadataImage) -> 
                 )
                 .with_assignment(assignment(&m.reconciliation.assigned, image))
                 .with_target_assignment(assignment(&target, image))
-                // 0: a member of the consumer protocol (1 would be a classic one).
-                .with_member_type(0)
+                // 1: a member of the consumer protocol (0 would be a classic one).
+                .with_member_type(1)
         })
         .collect();
     DescribedGroup::default()
         .with_group_id(group_id)
-        .with_group_state(StrBytes::from_static_str(state_for_describe(group)))
+        .with_group_state(StrBytes::from_static_str(group.state_name()))
         .with_group_epoch(group.epoch)
         .with_assignment_epoch(group.assignment_epoch)
         .with_assignor_name(StrBytes::from_string(group.assignor.clone()))
         .with_members(members)
         .with_authorized_operations(NO_OPERATIONS)
-}
-
-/// ConsumerGroupDescribe names states in lower case (Kafka's `ConsumerGroupState.toString`).
-fn state_for_describe(group: &ConsumerGroup) -> &'static str {
-    match group.state_name() {
-        "Empty" => "empty",
-        "Assigning" => "assigning",
-        "Reconciling" => "reconciling",
-        _ => "stable",
-    }
 }
 
 fn assignment(a: &consumer::Assignment, image: &MetadataImage) -> Assignment {
