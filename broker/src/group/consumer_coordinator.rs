@@ -19,6 +19,9 @@ impl GroupCoordinator {
         topics: &TopicsView,
     ) -> Result<HeartbeatOutcome, GroupError> {
         tracing::debug!(group = %group_id, member = %request.member_id, epoch = request.member_epoch, owned = ?request.owned, "consumer group heartbeat");
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidRequest("GroupId can't be empty.".into()));
+        }
         let mut inner = self.lock();
         let store = inner.store_for(group_id)?;
         let now = now_ms();

@@ -20,6 +20,7 @@ use crate::group::GroupError;
 #[derive(Debug, Clone, Default)]
 pub struct HeartbeatRequest {
     pub version: i16,
+
     pub member_id: String,
     pub member_epoch: i32,
     pub instance_id: Option<String>,
@@ -60,6 +61,8 @@ impl ConsumerGroup {
             return Err(GroupError::UnknownMemberId(member_id));
         };
         member.last_heartbeat_ms = now_ms;
+        // A static member that left for a while and came back under the same id.
+        member.departed = false;
         member.client_id.clone_from(&request.client_id);
         member.client_host.clone_from(&request.client_host);
         if request.rebalance_timeout_ms >= 0 {
@@ -295,6 +298,7 @@ fn compile(regex: &str) -> Result<Regex, GroupError> {
 /// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`.
 fn validate(request: &HeartbeatRequest, config: &ConsumerConfig) -> Result<(), GroupError> {
     let invalid = |why: &str| Err(GroupError::InvalidRequest(why.to_string()));
+
     if request.version >= 1 && request.member_id.is_empty() {
         return invalid("MemberId can't be empty.");
     }

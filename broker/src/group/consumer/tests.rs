@@ -262,6 +262,26 @@ fn static_members_are_replaced_only_after_leaving() {
 }
 
 #[test]
+fn a_static_member_coming_back_under_its_own_id_is_active_again() {
+    let view = topics(2);
+    let mut group = ConsumerGroup::default();
+    let mut first = join("a");
+    first.instance_id = Some("i".into());
+    let owned = group
+        .heartbeat(first.clone(), &CONFIG, &view, 0)
+        .unwrap()
+        .assignment
+        .unwrap();
+    let mut leave = beat("a", 1, &owned).with_epoch(STATIC_LEAVE_EPOCH);
+    leave.instance_id = Some("i".into());
+    group.heartbeat(leave, &CONFIG, &view, 1).unwrap();
+    assert_eq!(group.members["a"].epoch(), STATIC_LEAVE_EPOCH);
+    let back = group.heartbeat(first, &CONFIG, &view, 2).unwrap();
+    assert_eq!(back.member_epoch, 1);
+    assert_eq!(group.members["a"].epoch(), 1);
+}
+
+#[test]
 fn unknown_assignors_and_bad_joins_are_refused() {
     let view = topics(1);
     let mut group = ConsumerGroup::default();
