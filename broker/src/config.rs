@@ -63,6 +63,15 @@ pub struct BrokerConfig {
     /// `group.max.session.timeout.ms`).
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: how often members heartbeat
+    /// (`group.consumer.heartbeat.interval.ms`), how long without one a member is removed
+    /// (`group.consumer.session.timeout.ms`), the most members a group may have
+    /// (`group.consumer.max.size`, none: unbounded) and the server-side assignors, the first the
+    /// default (`group.consumer.assignors`: uniform, range).
+    pub group_consumer_heartbeat_interval_ms: i32,
+    pub group_consumer_session_timeout_ms: i32,
+    pub group_consumer_max_size: Option<u32>,
+    pub group_consumer_assignors: String,
     /// Partitions of `__consumer_offsets` when it is created (`offsets.topic.num.partitions`);
     /// a group's coordinator is the leader of partition `hash(group) % n`. Only used at
     /// creation, as in Kafka: an existing offsets topic keeps its count.
@@ -221,6 +230,10 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            group_consumer_heartbeat_interval_ms: 5000,
+            group_consumer_session_timeout_ms: 45000,
+            group_consumer_max_size: None,
+            group_consumer_assignors: "uniform,range".to_string(),
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
             transaction_state_log_num_partitions: 50,
@@ -524,6 +537,23 @@ impl BrokerConfig {
                 as i64,
             min_session_timeout_ms: self.group_min_session_timeout_ms,
             max_session_timeout_ms: self.group_max_session_timeout_ms,
+            consumer: self.consumer_group_config(),
+        }
+    }
+
+    /// The KIP-848 settings; an assignor list that does not parse keeps Kafka's default.
+    fn consumer_group_config(&self) -> crate::group::consumer::ConsumerConfig {
+        use crate::group::consumer::ConsumerConfig;
+        let assignors = ConsumerConfig::parse_assignors(&self.group_consumer_assignors)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "group_consumer_assignors; using uniform,range");
+                ConsumerConfig::DEFAULT.assignors
+            });
+        ConsumerConfig {
+            heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms.max(1),
+            session_timeout_ms: self.group_consumer_session_timeout_ms.max(1),
+            max_size: self.group_consumer_max_size,
+            assignors,
         }
     }
 

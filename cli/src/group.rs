@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::connect::Context;
 use crate::consume::parse_time;
+use crate::group_consumer;
 use crate::output::{print_json, Output, Table};
 
 #[derive(Args)]
@@ -96,7 +97,11 @@ async fn list(context: &Context, cluster: &mut Cluster) -> anyhow::Result<()> {
         for g in response.groups {
             groups.insert(
                 g.group_id.to_string(),
-                (g.protocol_type.to_string(), g.group_state.to_string()),
+                (
+                    g.protocol_type.to_string(),
+                    g.group_state.to_string(),
+                    g.group_type.to_string(),
+                ),
             );
         }
     }
@@ -104,13 +109,15 @@ async fn list(context: &Context, cluster: &mut Cluster) -> anyhow::Result<()> {
         Output::Json => print_json(
             &groups
                 .iter()
-                .map(|(g, (p, s))| json!({"group": g, "protocol_type": p, "state": s}))
+                .map(
+                    |(g, (p, s, t))| json!({"group": g, "type": t, "protocol_type": p, "state": s}),
+                )
                 .collect::<Vec<_>>(),
         ),
         Output::Table => {
-            let mut table = Table::new(&["GROUP", "PROTOCOL", "STATE"]);
-            for (g, (p, s)) in groups {
-                table.row(vec![g, p, s]);
+            let mut table = Table::new(&["GROUP", "TYPE", "PROTOCOL", "STATE"]);
+            for (g, (p, s, t)) in groups {
+                table.row(vec![g, t, p, s]);
             }
             table.print()
         }
@@ -132,6 +139,36 @@ async fn describe_group(cluster: &mut Cluster, group: &str) -> anyhow::Result<De
 }
 
 async fn describe(context: &Context, cluster: &mut Cluster, group: &str) -> anyhow::Result<()> {
+    if let Some(view) = group_consumer::describe(cluster, group).await? {
+        let committed = fetch_offsets(cluster, group, None).await?;
+        let offsets = offsets_table(cluster, &view.owner, &committed).await?;
+        return match context.output {
+            Output::Json => print_json(&json!({
+                "group": group,
+                "type": "consumer",
+                "state": view.state,
+                "group_epoch": view.group_epoch,
+                "assignment_epoch": view.assignment_epoch,
+                "assignor": view.assignor,
+                "members": view.members,
+                "offsets": offsets,
+            })),
+            Output::Table => {
+                println!(
+                    "group: {group}  type: consumer  state: {}  epoch: {}  assignment epoch: {}  assignor: {}  members: {}",
+                    view.state,
+                    view.group_epoch,
+                    view.assignment_epoch,
+                    view.assignor,
+                    view.members.len()
+                );
+                println!();
+                group_consumer::print_members(&view);
+                println!();
+                print_offsets(&offsets)
+            }
+        };
+    }
     let described = describe_group(cluster, group).await?;
     let committed = fetch_offsets(cluster, group, None).await?;
     if described.group_state.as_str() == "Dead" && committed.is_empty() {
@@ -158,9 +195,40 @@ async fn describe(context: &Context, cluster: &mut Cluster, group: &str) -> anyh
             "assignment": assignment,
         }));
     }
+    let offsets = offsets_table(cluster, &owner, &committed).await?;
+    match context.output {
+        Output::Json => print_json(&json!({
+            "group": group,
+            "type": "classic",
+            "state": described.group_state.as_str(),
+            "protocol_type": described.protocol_type.as_str(),
+            "protocol": described.protocol_data.as_str(),
+            "members": members,
+            "offsets": offsets,
+        })),
+        Output::Table => {
+            println!(
+                "group: {group}  state: {}  protocol: {}/{}  members: {}",
+                described.group_state.as_str(),
+                described.protocol_type.as_str(),
+                described.protocol_data.as_str(),
+                described.members.len()
+            );
+            println!();
+            print_offsets(&offsets)
+        }
+    }
+}
+
+/// Committed offset, log end, lag and owner of every owned or committed partition.
+async fn offsets_table(
+    cluster: &mut Cluster,
+    owner: &BTreeMap<(String, i32), String>,
+    committed: &BTreeMap<(String, i32), i64>,
+) -> anyhow::Result<Vec<Value>> {
     let mut partitions: BTreeMap<(String, i32), Option<i64>> =
         owner.keys().map(|k| (k.clone(), None)).collect();
-    for (k, o) in &committed {
+    for (k, o) in committed {
         partitions.insert(k.clone(), Some(*o));
     }
     let latest = latest_offsets(cluster, partitions.keys()).await?;
@@ -182,42 +250,25 @@ async fn describe(context: &Context, cluster: &mut Cluster, group: &str) -> anyh
             })
         })
         .collect();
-    match context.output {
-        Output::Json => print_json(&json!({
-            "group": group,
-            "state": described.group_state.as_str(),
-            "protocol_type": described.protocol_type.as_str(),
-            "protocol": described.protocol_data.as_str(),
-            "members": members,
-            "offsets": offsets,
-        })),
-        Output::Table => {
-            println!(
-                "group: {group}  state: {}  protocol: {}/{}  members: {}",
-                described.group_state.as_str(),
-                described.protocol_type.as_str(),
-                described.protocol_data.as_str(),
-                described.members.len()
-            );
-            println!();
-            let mut table =
-                Table::new(&["TOPIC", "PARTITION", "COMMITTED", "LATEST", "LAG", "MEMBER"]);
-            let show = |v: &Value| match v {
-                Value::Null => "-".to_string(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            for o in &offsets {
-                table.row(
-                    ["topic", "partition", "committed", "latest", "lag", "member"]
-                        .iter()
-                        .map(|k| show(&o[k]))
-                        .collect(),
-                );
-            }
-            table.print()
-        }
+    Ok(offsets)
+}
+
+fn print_offsets(offsets: &[Value]) -> anyhow::Result<()> {
+    let mut table = Table::new(&["TOPIC", "PARTITION", "COMMITTED", "LATEST", "LAG", "MEMBER"]);
+    let show = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for o in offsets {
+        table.row(
+            ["topic", "partition", "committed", "latest", "lag", "member"]
+                .iter()
+                .map(|k| show(&o[k]))
+                .collect(),
+        );
     }
+    table.print()
 }
 
 /// The log end offset of each (topic, partition).

@@ -9,6 +9,7 @@ mod consume;
 mod delete_records;
 mod elect;
 mod group;
+mod group_consumer;
 mod output;
 mod perf;
 mod produce;

@@ -61,6 +61,22 @@ pub struct ServeArgs {
     /// (`group.initial.rebalance.delay.ms`).
     #[arg(long, env = "INLET_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// How often KIP-848 consumer group members heartbeat
+    /// (`group.consumer.heartbeat.interval.ms`, default 5000).
+    #[arg(long, env = "INLET_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", value_parser = clap::value_parser!(i32).range(1..))]
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// How long a KIP-848 consumer group member may go without a heartbeat before it is removed
+    /// (`group.consumer.session.timeout.ms`, default 45000).
+    #[arg(long, env = "INLET_GROUP_CONSUMER_SESSION_TIMEOUT_MS", value_parser = clap::value_parser!(i32).range(1..))]
+    group_consumer_session_timeout_ms: Option<i32>,
+    /// Most members a KIP-848 consumer group may have (`group.consumer.max.size`, default
+    /// unbounded).
+    #[arg(long, env = "INLET_GROUP_CONSUMER_MAX_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
+    group_consumer_max_size: Option<u32>,
+    /// Server-side assignors of KIP-848 consumer groups, the first the default
+    /// (`group.consumer.assignors`: uniform, range; default "uniform,range").
+    #[arg(long, env = "INLET_GROUP_CONSUMER_ASSIGNORS", value_parser = parse_assignors)]
+    group_consumer_assignors: Option<String>,
     /// Partitions of `__consumer_offsets` when it is first created
     /// (`offsets.topic.num.partitions`, default 50).
     #[arg(long, env = "INLET_OFFSETS_TOPIC_NUM_PARTITIONS", value_parser = clap::value_parser!(i32).range(1..=10_000))]
@@ -345,6 +361,18 @@ impl ServeArgs {
         if let Some(ms) = self.group_initial_rebalance_delay_ms {
             config.group_initial_rebalance_delay_ms = ms;
         }
+        if let Some(ms) = self.group_consumer_heartbeat_interval_ms {
+            config.group_consumer_heartbeat_interval_ms = ms;
+        }
+        if let Some(ms) = self.group_consumer_session_timeout_ms {
+            config.group_consumer_session_timeout_ms = ms;
+        }
+        if let Some(n) = self.group_consumer_max_size {
+            config.group_consumer_max_size = Some(n);
+        }
+        if let Some(names) = &self.group_consumer_assignors {
+            config.group_consumer_assignors.clone_from(names);
+        }
         if let Some(ms) = self.producer_id_expiration_ms {
             config.producer_id_expiration_ms = ms;
         }
@@ -484,6 +512,12 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = terminate => tracing::info!("SIGTERM received"),
     }
+}
+
+/// `--group-consumer-assignors`: a comma-separated list of uniform and range.
+fn parse_assignors(value: &str) -> Result<String, String> {
+    inlet_broker::group::consumer::ConsumerConfig::parse_assignors(value)?;
+    Ok(value.to_string())
 }
 
 #[cfg(test)]

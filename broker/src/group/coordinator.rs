@@ -35,6 +35,10 @@ pub type PartitionResult = (String, i32, Result<(), GroupError>);
 pub struct GroupSummary {
     pub group_id: String,
     pub state: GroupState,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
+    /// The state as ListGroups names it (a consumer group's own states).
+    pub state_name: &'static str,
     pub protocol_type: String,
     pub protocol: String,
     /// (member id, instance id, client id, client host, metadata, assignment)
@@ -42,7 +46,7 @@ pub struct GroupSummary {
 }
 
 pub struct GroupCoordinator {
-    pub(super) config: GroupConfig,
+    pub config: GroupConfig,
     inner: Mutex<Inner>,
     /// One creation of `__consumer_offsets` at a time (many clients look for coordinators at once).
     pub(super) creating: tokio::sync::Mutex<()>,
@@ -138,6 +142,14 @@ impl GroupCoordinator {
             let group = groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, now));
+            if group.has_consumer_members() {
+                // Kafka (without a migration policy) refuses classic members in a consumer group.
+                return Err(GroupError::InconsistentGroupProtocol);
+            }
+            if let Some(mut consumer) = group.consumer.take() {
+                tracing::info!(group = %group_id, "empty consumer group is now a classic group");
+                store.append(&consumer.tombstones())?;
+            }
             let pending = membership::join(group, request, &self.config, now);
             Self::persist_if_needed(&store, group);
             pending
@@ -161,7 +173,11 @@ impl GroupCoordinator {
         let pending = {
             let mut inner = self.lock();
             let store = inner.store_for(group_id)?;
-            let Some(group) = inner.groups.get_mut(group_id) else {
+            let Some(group) = inner
+                .groups
+                .get_mut(group_id)
+                .filter(|g| g.consumer.is_none())
+            else {
                 return Err(GroupError::UnknownMemberId(member_id.to_string()));
             };
             let pending = membership::sync(
@@ -193,6 +209,7 @@ impl GroupCoordinator {
         let group = inner
             .groups
             .get_mut(group_id)
+            .filter(|g| g.consumer.is_none())
             .ok_or_else(|| GroupError::UnknownMemberId(member_id.to_string()))?;
         membership::heartbeat(group, member_id, instance_id, generation, now_ms())
     }
@@ -208,6 +225,7 @@ impl GroupCoordinator {
         let group = inner
             .groups
             .get_mut(group_id)
+            .filter(|g| g.consumer.is_none())
             .ok_or_else(|| GroupError::UnknownMemberId(String::new()))?;
         let now = now_ms();
         let results = members
@@ -243,7 +261,7 @@ impl GroupCoordinator {
         let group = groups
             .get(group_id)
             .ok_or_else(|| GroupError::GroupIdNotFound(group_id.to_string()))?;
-        if !group.is(GroupState::Empty) {
+        if !group.is(GroupState::Empty) || group.has_consumer_members() {
             return Err(GroupError::NonEmptyGroup(group_id.to_string()));
         }
         let mut tombstones: Vec<(Bytes, Option<Bytes>)> = group
@@ -259,6 +277,10 @@ impl GroupCoordinator {
             })
             .collect();
         tombstones.push((encode_key(&RecordKey::Group(group_id.to_string())), None));
+        let consumer = groups.get_mut(group_id).and_then(|g| g.consumer.as_mut());
+        if let Some(consumer) = consumer {
+            tombstones.extend(consumer.tombstones());
+        }
         store.append(&tombstones)?;
         if let Some(mut group) = groups.remove(group_id) {
             group.state = GroupState::Dead;
@@ -300,7 +322,13 @@ pub async fn run_timers(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => broker.groups.tick(now_ms()),
+            _ = tick.tick() => {
+                let now = now_ms();
+                broker.groups.tick(now);
+                broker.groups.tick_consumers(now, || {
+                    super::consumer::topics_view(&broker.controller.image())
+                });
+            }
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }

@@ -36,6 +36,8 @@ pub enum RecordKey {
         partition: i32,
     },
     Group(String),
+    /// KIP-848 consumer group records (types 3, 5-8), see `consumer::records`.
+    Consumer(super::consumer::records::ConsumerKey),
 }
 
 /// A stored member of a group's current generation.
@@ -83,6 +85,7 @@ pub fn encode_key(key: &RecordKey) -> Bytes {
             out.extend_from_slice(&GROUP_KEY_VERSION.to_be_bytes());
             put_string(&mut out, group);
         }
+        RecordKey::Consumer(key) => return super::consumer::records::encode_key(key),
     }
     out.into()
 }
@@ -95,6 +98,9 @@ pub fn decode_key(mut buf: Bytes) -> Result<RecordKey, FormatError> {
             partition: get_i32(&mut buf)?,
         }),
         2 => Ok(RecordKey::Group(get_string(&mut buf)?)),
+        kind @ 3..=8 => {
+            super::consumer::records::decode_key(kind, &mut buf).map(RecordKey::Consumer)
+        }
         _ => Err(FormatError("unknown key version")),
     }
 }

@@ -20,6 +20,8 @@
 //!
 //! Errors are [`GroupError`]s; handlers turn them into Kafka error codes.
 
+pub mod consumer;
+pub mod consumer_coordinator;
 pub mod coordinator;
 pub mod expiry;
 pub mod log_format;
@@ -82,6 +84,22 @@ pub enum GroupError {
     /// A TxnOffsetCommit of a producer epoch older than the log knows (a fenced producer).
     #[error("the producer's epoch is older than the offsets partition knows")]
     InvalidProducerEpoch,
+    /// ConsumerGroupHeartbeat: the member's epoch is not its current one (it must rejoin).
+    #[error("member epoch {received} is fenced; the member's epoch is {current}")]
+    FencedMemberEpoch { received: i32, current: i32 },
+    /// OffsetCommit/OffsetFetch of a consumer group member with an epoch other than its own.
+    #[error("the member epoch is stale")]
+    StaleMemberEpoch,
+    #[error("static member {0} has not left the group yet")]
+    UnreleasedInstanceId(String),
+    #[error("assignor {0:?} is not supported")]
+    UnsupportedAssignor(String),
+    #[error("the group has reached its maximum size")]
+    GroupMaxSizeReached,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid regular expression: {0}")]
+    InvalidRegularExpression(String),
     #[error("cannot write to {OFFSETS_TOPIC}: {0}")]
     Storage(String),
 }
@@ -95,6 +113,8 @@ pub struct GroupConfig {
     /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// `group.consumer.*`: the KIP-848 protocol.
+    pub consumer: consumer::ConsumerConfig,
 }
 
 impl Default for GroupConfig {
@@ -103,6 +123,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3000,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
+            consumer: consumer::ConsumerConfig::default(),
         }
     }
 }

@@ -171,6 +171,14 @@ fn check_commit(
             "the group is being deleted",
         ));
     }
+    if let Some(consumer) = &group.consumer {
+        // Kafka's `ConsumerGroup.validateOffsetCommit`: a commit from outside the group (epoch
+        // < 0) only while it has no members; a member commits at its current epoch.
+        if generation < 0 && consumer.members.is_empty() {
+            return Ok(());
+        }
+        return consumer.check_commit(member_id, generation);
+    }
     if generation < 0 && group.is(GroupState::Empty) {
         return Ok(());
     }
@@ -190,6 +198,14 @@ fn check_commit(
 /// Topics the members' subscriptions name (consumer protocol metadata v0+: version i16, then an
 /// array of topic strings).
 fn subscribed_topics(group: &Group) -> Vec<String> {
+    if let Some(consumer) = &group.consumer {
+        // Topics matched by a member's regex are in the subscribed metadata.
+        let mut topics: Vec<String> = consumer.subscribed_metadata.keys().cloned().collect();
+        for member in consumer.members.values() {
+            topics.extend(member.subscribed_names.iter().cloned());
+        }
+        return topics;
+    }
     let protocol = group.protocol.clone().unwrap_or_default();
     let mut topics = Vec::new();
     for member in group.members.values() {

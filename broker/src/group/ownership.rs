@@ -212,6 +212,20 @@ fn rebuild_groups(replayed: Replayed, now: i64) -> HashMap<String, Group> {
     for (id, stored) in replayed.groups {
         groups.insert(id.clone(), restore_group(&id, stored, now));
     }
+    // KIP-848 groups keep their members and epochs; sessions start again now.
+    for (id, stored) in replayed.consumer_groups {
+        match stored.restore(now) {
+            Ok(consumer) => {
+                groups
+                    .entry(id.clone())
+                    .or_insert_with(|| Group::new(&id, now))
+                    .consumer = Some(Box::new(consumer));
+            }
+            Err(error) => {
+                tracing::warn!(group = %id, %error, "skipping an unreadable consumer group")
+            }
+        }
+    }
     for ((group_id, topic, partition), logged) in replayed.offsets {
         groups
             .entry(group_id.clone())

@@ -28,6 +28,8 @@ pub struct Replayed {
     /// Offsets of open transactions, by producer id.
     pub pending: BTreeMap<i64, BTreeMap<OffsetKey, LoggedOffset>>,
     pub groups: BTreeMap<String, StoredGroup>,
+    /// KIP-848 consumer groups' records, by group.
+    pub consumer_groups: BTreeMap<String, super::consumer::records::Stored>,
     /// The last (epoch, sequence) of each producer's transactional batches, so the coordinator
     /// continues their sequences (see `OffsetsStore::append_transactional`).
     pub producers: HashMap<i64, (i16, i32)>,
@@ -151,8 +153,24 @@ impl Replayed {
                 }
                 Err(error) => tracing::warn!(%error, %group, "skipping unreadable group metadata"),
             },
+            (RecordKey::Consumer(key), value) => {
+                let group = key.group.clone();
+                let stored = self.consumer_groups.entry(group.clone()).or_default();
+                match value {
+                    Some(value) => {
+                        stored.records.insert(key, value);
+                    }
+                    None => {
+                        stored.records.remove(&key);
+                    }
+                }
+                if stored.records.is_empty() {
+                    self.consumer_groups.remove(&group);
+                }
+            }
             (RecordKey::Group(group), None) => {
                 self.groups.remove(&group);
+                self.consumer_groups.remove(&group);
                 self.offsets.retain(|(g, _, _), _| *g != group);
                 self.drop_pending(|(g, _, _)| *g == group);
             }

@@ -13,7 +13,13 @@ pub(super) fn summary(group: &Group) -> GroupSummary {
     GroupSummary {
         group_id: group.id.clone(),
         state: group.state,
-        protocol_type: group.protocol_type.clone().unwrap_or_default(),
+        group_type: group.group_type(),
+        state_name: group.state_name(),
+        // Kafka's consumer groups have the protocol type of the consumers they replace.
+        protocol_type: match &group.consumer {
+            Some(_) => "consumer".to_string(),
+            None => group.protocol_type.clone().unwrap_or_default(),
+        },
         protocol: if stable {
             protocol.clone()
         } else {

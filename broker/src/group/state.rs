@@ -135,6 +135,8 @@ pub struct Group {
     pub state_since_ms: i64,
     /// Group metadata changed in a way that must be written to the offsets topic.
     pub needs_persist: bool,
+    /// A KIP-848 consumer group: its members live here and the classic part stays Empty.
+    pub consumer: Option<Box<super::consumer::ConsumerGroup>>,
 }
 
 impl Group {
@@ -157,6 +159,7 @@ impl Group {
             sync_deadline_ms: 0,
             state_since_ms: now_ms,
             needs_persist: false,
+            consumer: None,
         }
     }
 
@@ -177,6 +180,30 @@ impl Group {
 
     pub fn is(&self, state: GroupState) -> bool {
         self.state == state
+    }
+
+    /// A consumer (KIP-848) group with members.
+    pub fn has_consumer_members(&self) -> bool {
+        self.consumer
+            .as_ref()
+            .is_some_and(|c| !c.members.is_empty())
+    }
+
+    /// Kafka's group type: "consumer" or "classic".
+    pub fn group_type(&self) -> &'static str {
+        if self.consumer.is_some() {
+            "consumer"
+        } else {
+            "classic"
+        }
+    }
+
+    /// The state name ListGroups shows (a consumer group's own states).
+    pub fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(consumer) => consumer.state_name(),
+            None => self.state.name(),
+        }
     }
 
     /// Protocols every member (and `candidate`, if given) supports.

@@ -12,6 +12,7 @@ const CONFIG: GroupConfig = GroupConfig {
     initial_rebalance_delay_ms: 100,
     min_session_timeout_ms: 1000,
     max_session_timeout_ms: 60_000,
+    consumer: crate::group::consumer::ConsumerConfig::DEFAULT,
 };
 
 fn request(member_id: &str, protocols: &[&str]) -> JoinRequest {

@@ -103,6 +103,23 @@ pub fn check_txn_commit(group: &Group, who: &TxnCommitter) -> Result<(), GroupEr
             "the group is being deleted",
         ));
     }
+    if let Some(consumer) = &group.consumer {
+        // A consumer (KIP-848) group: the member at its epoch; TxnOffsetCommit has no
+        // STALE_MEMBER_EPOCH, so a wrong epoch is ILLEGAL_GENERATION (as Kafka answers).
+        if who.generation < 0 && who.member_id.is_empty() {
+            return Ok(());
+        }
+        return match consumer.check_commit(&who.member_id, who.generation) {
+            Err(GroupError::StaleMemberEpoch) => Err(GroupError::IllegalGeneration {
+                received: who.generation,
+                current: consumer
+                    .members
+                    .get(&who.member_id)
+                    .map_or(-1, |m| m.reconciliation.member_epoch),
+            }),
+            other => other,
+        };
+    }
     if who.generation < 0 && group.is(GroupState::Empty) {
         return Ok(());
     }

@@ -1,7 +1,8 @@
 //! DescribeGroups: state, protocol and members of each group. Member metadata and assignments
 //! are only meaningful (and only shown) once the group is Stable, as in Kafka. An unknown group
 //! is described as Dead with no error, which is what clients of these versions expect; a group
-//! coordinated elsewhere answers NOT_COORDINATOR.
+//! coordinated elsewhere answers NOT_COORDINATOR. A consumer (KIP-848) group is not a classic
+//! group: Kafka 4 describes it as Dead, and so do we.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
@@ -19,7 +20,7 @@ pub fn handle(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGroups
             Err(error) => DescribedGroup::default()
                 .with_group_id(group_id)
                 .with_error_code(group_error(&error).code()),
-            Ok(Some(summary)) => DescribedGroup::default()
+            Ok(Some(summary)) if summary.group_type == "classic" => DescribedGroup::default()
                 .with_group_id(group_id)
                 .with_group_state(StrBytes::from_static_str(summary.state.name()))
                 .with_protocol_type(StrBytes::from_string(summary.protocol_type))
@@ -39,7 +40,7 @@ pub fn handle(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGroups
                         })
                         .collect(),
                 ),
-            Ok(None) => DescribedGroup::default()
+            Ok(_) => DescribedGroup::default()
                 .with_group_id(group_id)
                 .with_group_state(StrBytes::from_static_str(GroupState::Dead.name())),
         })

@@ -52,6 +52,13 @@ pub fn group_error(error: &GroupError) -> ResponseError {
         GroupError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
         GroupError::GroupSubscribedToTopic(_) => ResponseError::GroupSubscribedToTopic,
         GroupError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        GroupError::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId(_) => ResponseError::UnreleasedInstanceId,
+        GroupError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        GroupError::InvalidRegularExpression(_) => ResponseError::InvalidRegularExpression,
         // The offsets topic could not be written: the client retries, as after a coordinator move.
         GroupError::Storage(_) => ResponseError::CoordinatorNotAvailable,
     }

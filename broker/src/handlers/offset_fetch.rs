@@ -2,6 +2,8 @@
 //! of them. v8 asks for several groups at once. A partition without a committed offset answers
 //! offset -1, which clients read as "use auto.offset.reset". A group coordinated elsewhere
 //! answers NOT_COORDINATOR (top level from v2, per group from v8, per partition before v2).
+//! v9 names the member and its epoch: for a consumer (KIP-848) group a member must exist at that
+//! epoch (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH); no member id and epoch -1 is an admin fetch.
 //! Offsets of open transactions are never shown; with `require_stable` (v7+, KIP-447) a partition
 //! that has some answers UNSTABLE_OFFSET_COMMIT, so the consumer waits for the transaction.
 
@@ -23,6 +25,9 @@ use crate::group::state::CommittedOffset;
 /// OffsetFetch v8 batches groups.
 const BATCHED_FROM: i16 = 8;
 
+/// v9 (KIP-848) names the member and its epoch, checked for consumer groups.
+const MEMBER_EPOCH_FROM: i16 = 9;
+
 /// KIP-447's `require_stable` exists from v7.
 const STABLE_FROM: i16 = 7;
 
@@ -39,7 +44,17 @@ pub fn handle(broker: &Broker, version: i16, request: OffsetFetchRequest) -> Off
                         .map(|t| (t.name.to_string(), t.partition_indexes))
                         .collect()
                 });
-                match broker.groups.fetch_stable(&g.group_id, wanted) {
+                let member_check = if version >= MEMBER_EPOCH_FROM {
+                    let member = g.member_id.as_deref();
+                    broker
+                        .groups
+                        .check_offset_fetch(&g.group_id, member, g.member_epoch)
+                } else {
+                    Ok(())
+                };
+                let fetched =
+                    member_check.and_then(|()| broker.groups.fetch_stable(&g.group_id, wanted));
+                match fetched {
                     Ok((fetched, unstable)) => {
                         let unstable = if require_stable {
                             unstable
