@@ -20,5 +20,8 @@ pub mod replication;
 pub mod server;
 pub mod txn;
 
+#[cfg(test)]
+mod internal_records_tests;
+
 pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;
