@@ -18,7 +18,11 @@
 //! * [`Log::compact`] keeps the latest record per key in closed segments ([`compaction`]).
 //! * For replication: [`Log::append_as_follower`] stores a leader's batches as they are, the
 //!   [`LeaderEpochCache`] answers OffsetForLeaderEpoch ([`Log::end_offset_for_epoch`]), and
-//!   [`Log::high_watermark`] is kept and checkpointed ([`leader_epoch`], `log_replica.rs`).
+//!   [`Log::high_watermark`] is kept and checkpointed ([`leader_epoch`], `log_replica.rs`); the
+//!   periodic flush writes data and that checkpoint back without holding the log
+//!   (`log_flush.rs`).
+//! * [`Log::delete_records_before`] (DeleteRecords) moves the log start offset, possibly inside a
+//!   segment, checkpointed in `log-start-offset` (`log_start.rs`).
 //!
 //! * Closed segments are copied to an object store and read back from it ([`tier`], the lake).
 //!   That needs object_store, parquet and arrow, so it sits behind the `lake` feature (on by
