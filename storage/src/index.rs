@@ -47,6 +47,9 @@ struct IndexFile<const W: usize> {
     entries: Entries,
     /// Written to the file but not yet synced.
     dirty: bool,
+    /// Counts writes to the file, so a sync done without the log's lock knows whether the file
+    /// was written again since (see `prepare_sync`).
+    writes: u64,
 }
 
 impl<const W: usize> IndexFile<W> {
@@ -62,6 +65,7 @@ impl<const W: usize> IndexFile<W> {
             path: path.to_path_buf(),
             entries: Entries::Memory { bytes, persisted },
             dirty: true,
+            writes: 0,
         })
     }
 
@@ -80,6 +84,7 @@ impl<const W: usize> IndexFile<W> {
             path: path.to_path_buf(),
             entries: Entries::Mapped(map),
             dirty: false,
+            writes: 0,
         }))
     }
 
@@ -93,6 +98,7 @@ impl<const W: usize> IndexFile<W> {
                 bytes,
             },
             dirty: false,
+            writes: 0,
         })
     }
 
@@ -154,6 +160,7 @@ impl<const W: usize> IndexFile<W> {
                 file.write_all_at(&bytes[*persisted..], *persisted as u64)?;
                 *persisted = bytes.len();
                 self.dirty = true;
+                self.writes += 1;
             }
         }
         Ok(())
@@ -167,6 +174,20 @@ impl<const W: usize> IndexFile<W> {
             self.dirty = false;
         }
         Ok(())
+    }
+
+    /// Writes pending entries; if the file has unsynced writes, its path and a mark of them for
+    /// [`IndexFile::synced`], so that the sync itself can happen without the log's lock.
+    fn prepare_sync(&mut self) -> io::Result<Option<(PathBuf, u64)>> {
+        self.write_pending()?;
+        Ok(self.dirty.then(|| (self.path.clone(), self.writes)))
+    }
+
+    /// The file was synced after `prepare_sync` returned `mark`: clean unless written since.
+    fn synced(&mut self, mark: u64) {
+        if self.writes == mark {
+            self.dirty = false;
+        }
     }
 
     /// Writes pending entries (sync left to `flush`), then swaps the in-memory entries for a
@@ -239,6 +260,7 @@ impl OffsetIndex {
                 persisted: entries.len() * OFFSET_ENTRY_LEN,
             },
             dirty: false,
+            writes: 0,
         })
     }
 
@@ -292,6 +314,15 @@ impl OffsetIndex {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+
+    /// See `IndexFile::prepare_sync`.
+    pub fn prepare_sync(&mut self) -> io::Result<Option<(PathBuf, u64)>> {
+        self.0.prepare_sync()
+    }
+
+    pub fn synced(&mut self, mark: u64) {
+        self.0.synced(mark)
     }
 
     pub fn freeze(&mut self) -> io::Result<()> {
@@ -414,6 +445,15 @@ impl TimeIndex {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+
+    /// See `IndexFile::prepare_sync`.
+    pub fn prepare_sync(&mut self) -> io::Result<Option<(PathBuf, u64)>> {
+        self.0.prepare_sync()
+    }
+
+    pub fn synced(&mut self, mark: u64) {
+        self.0.synced(mark)
     }
 
     pub fn freeze(&mut self) -> io::Result<()> {

@@ -36,7 +36,6 @@
 //! an append that starts a new leader epoch (its checkpoint, once per epoch).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -47,7 +46,6 @@ use crate::compaction::{self, CompactionOutcome};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::leader_epoch::LeaderEpochCache;
-use crate::mmap::MappedFile;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::recovery::{self, rebuild_producers, CLEAN_SHUTDOWN_FILE};
 use crate::retention::{segments_to_delete, RetentionOutcome, SegmentFacts};
@@ -567,12 +565,6 @@ impl Log {
 
     /// Writes all appended data and indexes durably (msync / fsync).
     pub fn flush(&mut self) -> Result<(), StorageError> {
-        self.flush_data(true)
-    }
-
-    /// [`Log::flush`]; the high-watermark checkpoint only with `with_high_watermark` (else the
-    /// caller writes it outside the lock, see `log_flush.rs`).
-    fn flush_data(&mut self, with_high_watermark: bool) -> Result<(), StorageError> {
         for segment in &mut self.segments {
             segment.flush()?;
         }
@@ -590,14 +582,10 @@ impl Log {
         // The checkpoints can be rebuilt (epochs) or are conservative (an older high watermark),
         // so failing to write them (a full disk) does not fail the flush of the data: the next
         // flush retries.
-        let checkpoints = self.persist_epochs().and_then(|()| {
-            if with_high_watermark {
-                self.persist_high_watermark()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(error) = checkpoints {
+        if let Err(error) = self
+            .persist_epochs()
+            .and_then(|()| self.persist_high_watermark())
+        {
             tracing::warn!(dir = %self.dir.display(), %error,
                 "cannot write a replication checkpoint; the next flush retries");
         }
@@ -617,16 +605,6 @@ impl Log {
             .flush_ms
             .is_some_and(|ms| now_ms.saturating_sub(self.last_flush_ms) >= ms as i64);
         by_count || by_time
-    }
-
-    /// Unflushed data ranges and their mappings. Writing these back (`MappedFile::flush_range`)
-    /// is the slow part of a flush and needs no lock on the log: appends land past them and
-    /// mappings outlive truncation. A following [`Log::flush`] then finds them clean.
-    pub fn unflushed_data(&self) -> Vec<(Arc<MappedFile>, std::ops::Range<usize>)> {
-        self.segments
-            .iter()
-            .filter_map(Segment::unflushed)
-            .collect()
     }
 
     /// The next thing to tier after `offset`: the first non-empty segment holding records from

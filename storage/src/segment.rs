@@ -643,7 +643,7 @@ impl Segment {
     }
 
     /// Written but unflushed bytes, with the mapping they live in, so a caller can write them
-    /// back without holding the log (see `Log::unflushed_data`): the active segment's new bytes,
+    /// back without holding the log (see `prepare_flush`): the active segment's new bytes,
     /// or all of a segment closed since the last flush (syncing a shared mapping's range writes
     /// back the file's dirty pages in it, however they were written). The fsync a later `flush`
     /// still does then finds the data clean.
@@ -657,6 +657,45 @@ impl Segment {
             return None;
         };
         (!range.is_empty()).then(|| (Arc::clone(&self.map), range))
+    }
+
+    /// The first step of a flush without the log's lock (see `log_flush.rs`): writes pending
+    /// index entries to their files and says what to write back and sync.
+    pub fn prepare_flush(&mut self) -> Result<SegmentFlush, StorageError> {
+        let base = self.base_offset();
+        let ctx = || format!("flushing segment {base}");
+        let indexes = [
+            self.offset_index.prepare_sync().context(ctx)?,
+            self.time_index.prepare_sync().context(ctx)?,
+        ];
+        Ok(SegmentFlush {
+            base,
+            size: self.size(),
+            closed: self.writer.is_none(),
+            data: self.unflushed(),
+            indexes,
+        })
+    }
+
+    /// The last step: records what `flush` wrote back and synced (nothing written since counts).
+    pub fn finish_flush(&mut self, done: &SegmentFlush) {
+        if self.writer.is_some() {
+            self.flushed = self.flushed.max(done.size.min(self.size()));
+        } else if done.closed && done.size == self.size() {
+            self.needs_sync = false;
+        }
+        let [offsets, times] = &done.indexes;
+        if let Some((_, mark)) = offsets {
+            self.offset_index.synced(*mark);
+        }
+        if let Some((_, mark)) = times {
+            self.time_index.synced(*mark);
+        }
+    }
+
+    /// Whether every byte and index entry of this closed segment is on disk.
+    pub fn is_synced_closed(&self) -> bool {
+        self.writer.is_none() && !self.needs_sync
     }
 
     /// Writes data and indexes durably to disk.
@@ -819,6 +858,20 @@ pub fn aside_path(path: &Path, now_ms: i64) -> PathBuf {
     } else {
         aside
     }
+}
+
+/// What one segment's flush writes back and syncs without the log's lock
+/// ([`Segment::prepare_flush`]).
+#[derive(Debug)]
+pub struct SegmentFlush {
+    pub base: i64,
+    size: usize,
+    closed: bool,
+    /// Dirty data: the active segment's new bytes, or all of a segment closed since the last
+    /// flush.
+    pub data: Option<(Arc<MappedFile>, std::ops::Range<usize>)>,
+    /// Index files (offset, time) with unsynced writes, and the mark of those writes.
+    pub indexes: [Option<(PathBuf, u64)>; 2],
 }
 
 /// Makes renames and deletions in `dir` durable.

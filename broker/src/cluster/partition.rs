@@ -318,11 +318,12 @@ impl Partition {
             context: format!("flushing {}-{}", self.topic, self.index),
             source,
         };
-        let Some(plan) = self.with_log(|log| Ok(log.flush_plan(now_ms)))? else {
+        let Some(plan) = self.with_log(|log| log.flush_plan(now_ms))? else {
             return Ok(());
         };
         plan.write_back().map_err(io)?;
-        let Some(checkpoint) = self.with_log(|log| log.flush_deferring_high_watermark(now_ms))?
+        let Some(checkpoint) =
+            self.with_log(|log| log.flush_deferring_high_watermark(&plan, now_ms))?
         else {
             return Ok(());
         };
