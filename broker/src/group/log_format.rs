@@ -199,7 +199,7 @@ pub fn decode_group(mut buf: Bytes) -> Result<StoredGroup, FormatError> {
     })
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     // Group ids, topics and member ids are far below 32 KiB; longer ones are cut, not wrapped.
     let len = s.len().min(i16::MAX as usize);
     out.extend_from_slice(&(len as i16).to_be_bytes());
@@ -218,7 +218,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn need(buf: &Bytes, n: usize) -> Result<(), FormatError> {
+pub(crate) fn need(buf: &Bytes, n: usize) -> Result<(), FormatError> {
     if buf.remaining() < n {
         Err(FormatError("truncated record"))
     } else {
@@ -226,12 +226,12 @@ fn need(buf: &Bytes, n: usize) -> Result<(), FormatError> {
     }
 }
 
-fn get_i16(buf: &mut Bytes) -> Result<i16, FormatError> {
+pub(crate) fn get_i16(buf: &mut Bytes) -> Result<i16, FormatError> {
     need(buf, 2)?;
     Ok(buf.get_i16())
 }
 
-fn get_i32(buf: &mut Bytes) -> Result<i32, FormatError> {
+pub(crate) fn get_i32(buf: &mut Bytes) -> Result<i32, FormatError> {
     need(buf, 4)?;
     Ok(buf.get_i32())
 }
@@ -253,7 +253,7 @@ fn get_nullable_string(buf: &mut Bytes) -> Result<Option<String>, FormatError> {
         .map_err(|_| FormatError("string is not UTF-8"))
 }
 
-fn get_string(buf: &mut Bytes) -> Result<String, FormatError> {
+pub(crate) fn get_string(buf: &mut Bytes) -> Result<String, FormatError> {
     get_nullable_string(buf)?.ok_or(FormatError("null where a string is required"))
 }
 

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::group::{ConsumerGroup, ConsumerMember};
 use super::reconcile::{MemberState, Reconciliation};
 use super::Assignment;
-use crate::group::log_format::FormatError;
+use crate::group::log_format::{get_i16, get_i32, get_string, need, put_string, FormatError};
 
 pub const METADATA: i16 = 3;
 pub const MEMBER: i16 = 5;
@@ -292,12 +292,6 @@ fn get_assignment(buf: &mut Bytes) -> Result<Assignment, FormatError> {
     Ok(out)
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
-    let len = s.len().min(i16::MAX as usize);
-    out.extend_from_slice(&(len as i16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..len]);
-}
-
 fn put_compact(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         None => out.push(0),
@@ -316,27 +310,9 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn need(buf: &Bytes, n: usize) -> Result<(), FormatError> {
-    if buf.remaining() < n {
-        Err(FormatError("truncated consumer group record"))
-    } else {
-        Ok(())
-    }
-}
-
 fn get_u8(buf: &mut Bytes) -> Result<u8, FormatError> {
     need(buf, 1)?;
     Ok(buf.get_u8())
-}
-
-fn get_i16(buf: &mut Bytes) -> Result<i16, FormatError> {
-    need(buf, 2)?;
-    Ok(buf.get_i16())
-}
-
-fn get_i32(buf: &mut Bytes) -> Result<i32, FormatError> {
-    need(buf, 4)?;
-    Ok(buf.get_i32())
 }
 
 fn get_varint(buf: &mut Bytes) -> Result<u64, FormatError> {
@@ -350,16 +326,6 @@ fn get_varint(buf: &mut Bytes) -> Result<u64, FormatError> {
         }
     }
     Err(FormatError("varint too long"))
-}
-
-fn get_string(buf: &mut Bytes) -> Result<String, FormatError> {
-    let len = get_i16(buf)?;
-    if len < 0 {
-        return Err(FormatError("null where a string is required"));
-    }
-    need(buf, len as usize)?;
-    String::from_utf8(buf.split_to(len as usize).to_vec())
-        .map_err(|_| FormatError("string is not UTF-8"))
 }
 
 fn get_compact(buf: &mut Bytes) -> Result<Option<String>, FormatError> {
