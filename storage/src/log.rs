@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use inlet_protocol::batch::BatchHeader;
 use inlet_protocol::record_walk::RecordWalker;
 
 use crate::append::{validate_for_append, AppendOutcome, ValidatedRequest};
@@ -46,7 +47,7 @@ use crate::compaction::{self, CompactionOutcome};
 use crate::config::LogConfig;
 use crate::error::{IoContext, StorageError};
 use crate::leader_epoch::LeaderEpochCache;
-use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::producer_state::{BatchMetadata, ProducerStateTable, SequenceCheck};
 use crate::recovery::{self, rebuild_producers, CLEAN_SHUTDOWN_FILE};
 use crate::retention::{segments_to_delete, RetentionOutcome, SegmentFacts};
 use crate::scan::scan;
@@ -110,6 +111,15 @@ fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A batch that repeats `original` where a retry cannot be answered with its offsets.
+fn out_of_order_retry(header: &BatchHeader, original: &BatchMetadata) -> StorageError {
+    StorageError::OutOfOrderSequence {
+        producer_id: header.producer_id,
+        expected: original.last_seq.wrapping_add(1),
+        received: header.base_sequence,
+    }
 }
 
 fn corrupt(position: usize, reason: impl Into<String>) -> StorageError {
@@ -220,19 +230,44 @@ impl Log {
         // 2. Assign offsets and check producer sequences, staging the producer updates.
         let mut next = self.log_end_offset();
         let mut staged = self.producers.stage();
+        let end = next;
+        // Retries of stored batches, answered with the stored offsets as Kafka does, but only
+        // when the whole request is such a retry: otherwise the answer would acknowledge the
+        // request's other batches without writing them (and a repeat of a batch earlier in this
+        // very request names offsets never written). Those get OutOfOrderSequence, as Kafka's
+        // sequence check finds them (its clients send one batch per partition).
+        let mut retried: Vec<BatchMetadata> = Vec::new();
+        let mut fresh = None;
         for (header, _) in &mut batches {
             header.base_offset = next;
             header.partition_leader_epoch = leader_epoch;
-            if let SequenceCheck::Duplicate(original) = staged.check(header)? {
-                return Ok(AppendOutcome {
-                    base_offset: original.base_offset,
-                    last_offset: original.last_offset,
-                    max_timestamp: header.max_timestamp,
-                    duplicate: true,
-                    log_start_offset: self.log_start_offset(),
-                });
+            match staged.check(header)? {
+                SequenceCheck::Duplicate(original) if original.base_offset < end => {
+                    retried.push(original);
+                    continue;
+                }
+                SequenceCheck::Duplicate(original) => {
+                    return Err(out_of_order_retry(header, &original));
+                }
+                _ => fresh = Some(*header),
             }
             next = header.last_offset() + 1;
+        }
+        if let (Some(first), Some(last)) = (retried.first(), retried.last()) {
+            if let Some(header) = fresh {
+                return Err(out_of_order_retry(&header, last));
+            }
+            return Ok(AppendOutcome {
+                base_offset: first.base_offset,
+                last_offset: last.last_offset,
+                max_timestamp: batches
+                    .iter()
+                    .map(|(h, _)| h.max_timestamp)
+                    .max()
+                    .unwrap_or(-1),
+                duplicate: true,
+                log_start_offset: self.log_start_offset(),
+            });
         }
         let updates = staged.into_updates();
         let max_timestamp = batches

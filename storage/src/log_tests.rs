@@ -1128,3 +1128,36 @@ fn tiering_resumes_inside_a_segment_that_straddles_the_lakes_end() {
     // Inside a batch there is no boundary to resume at: nothing, and never a later segment.
     assert!(log.closed_segment_from(5).is_none());
 }
+
+#[test]
+fn a_duplicate_inside_a_request_of_several_batches_is_out_of_sequence_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    // The same batch twice in one request: the second repeats the first, which is not written
+    // yet; answering "duplicate" would acknowledge offsets never written.
+    let twice = [idempotent(7, 0, 0, 1), idempotent(7, 0, 0, 1)].concat();
+    assert!(matches!(
+        log.append(&twice, 0),
+        Err(StorageError::OutOfOrderSequence { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    // A new batch with a retry of a stored one: the new one must not be dropped silently.
+    log.append(&idempotent(7, 0, 0, 1), 0).unwrap();
+    let mixed = [idempotent(7, 0, 1, 1), idempotent(7, 0, 0, 1)].concat();
+    assert!(matches!(
+        log.append(&mixed, 0),
+        Err(StorageError::OutOfOrderSequence { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 1);
+    // A lone retry, or a retry of a whole stored request, is still answered with the stored
+    // offsets.
+    let retry = log.append(&idempotent(7, 0, 0, 1), 0).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.base_offset, log.log_end_offset()), (0, 1));
+    let pair = [idempotent(7, 0, 1, 1), idempotent(7, 0, 2, 1)].concat();
+    assert_eq!(log.append(&pair, 0).unwrap().last_offset, 2);
+    let again = log.append(&pair, 0).unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.base_offset, again.last_offset), (1, 2));
+    assert_eq!(log.log_end_offset(), 3);
+}
