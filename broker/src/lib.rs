@@ -15,6 +15,7 @@ pub mod lake;
 pub mod metadata;
 pub mod metrics;
 pub mod quota;
+pub mod record_format;
 pub mod replica;
 pub mod replication;
 pub mod server;

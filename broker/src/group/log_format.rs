@@ -19,9 +19,10 @@
 //! group key's tombstone forgets the group. The topic is compacted, so the latest record per key
 //! is all that replay needs.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 use super::state::CommittedOffset;
+use crate::record_format::{get_i16, get_i32, get_i64, need, put_string, Malformed};
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
@@ -67,6 +68,12 @@ pub struct StoredGroup {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed {OFFSETS}: {0}", OFFSETS = super::OFFSETS_TOPIC)]
 pub struct FormatError(pub &'static str);
+
+impl From<Malformed> for FormatError {
+    fn from(Malformed(what): Malformed) -> FormatError {
+        FormatError(what)
+    }
+}
 
 pub fn encode_key(key: &RecordKey) -> Bytes {
     let mut out = Vec::new();
@@ -199,13 +206,6 @@ pub fn decode_group(mut buf: Bytes) -> Result<StoredGroup, FormatError> {
     })
 }
 
-pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
-    // Group ids, topics and member ids are far below 32 KiB; longer ones are cut, not wrapped.
-    let len = s.len().min(i16::MAX as usize);
-    out.extend_from_slice(&(len as i16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..len]);
-}
-
 fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => put_string(out, s),
@@ -216,29 +216,6 @@ fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as i32).to_be_bytes());
     out.extend_from_slice(b);
-}
-
-pub(crate) fn need(buf: &Bytes, n: usize) -> Result<(), FormatError> {
-    if buf.remaining() < n {
-        Err(FormatError("truncated record"))
-    } else {
-        Ok(())
-    }
-}
-
-pub(crate) fn get_i16(buf: &mut Bytes) -> Result<i16, FormatError> {
-    need(buf, 2)?;
-    Ok(buf.get_i16())
-}
-
-pub(crate) fn get_i32(buf: &mut Bytes) -> Result<i32, FormatError> {
-    need(buf, 4)?;
-    Ok(buf.get_i32())
-}
-
-fn get_i64(buf: &mut Bytes) -> Result<i64, FormatError> {
-    need(buf, 8)?;
-    Ok(buf.get_i64())
 }
 
 fn get_nullable_string(buf: &mut Bytes) -> Result<Option<String>, FormatError> {

@@ -16,6 +16,10 @@ use std::collections::BTreeSet;
 
 use bytes::{Buf, Bytes};
 
+use crate::record_format::{
+    get_i16, get_i32, get_i64, get_varint, need, put_string, skip_tags, take_utf8, Malformed,
+};
+
 use super::state::{TxnMetadata, TxnState, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 
 const KEY_VERSION: i16 = 0;
@@ -26,6 +30,12 @@ const MAX_PARTITIONS: usize = 1 << 20;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed {TOPIC} record: {0}", TOPIC = super::TRANSACTION_STATE_TOPIC)]
 pub struct FormatError(pub &'static str);
+
+impl From<Malformed> for FormatError {
+    fn from(Malformed(what): Malformed) -> FormatError {
+        FormatError(what)
+    }
+}
 
 pub fn encode_key(transactional_id: &str) -> Bytes {
     let mut out = Vec::with_capacity(4 + transactional_id.len());
@@ -119,65 +129,17 @@ pub fn decode_value(transactional_id: &str, mut buf: Bytes) -> Result<TxnMetadat
     })
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
-    // Transactional ids and topic names are far below 32 KiB; longer ones are cut.
-    let len = s.len().min(i16::MAX as usize);
-    out.extend_from_slice(&(len as i16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..len]);
-}
-
-fn need(buf: &Bytes, n: usize) -> Result<(), FormatError> {
-    if buf.remaining() < n {
-        Err(FormatError("truncated record"))
-    } else {
-        Ok(())
-    }
-}
-
-fn get_i16(buf: &mut Bytes) -> Result<i16, FormatError> {
-    need(buf, 2)?;
-    Ok(buf.get_i16())
-}
-
-fn get_i32(buf: &mut Bytes) -> Result<i32, FormatError> {
-    need(buf, 4)?;
-    Ok(buf.get_i32())
-}
-
-fn get_i64(buf: &mut Bytes) -> Result<i64, FormatError> {
-    need(buf, 8)?;
-    Ok(buf.get_i64())
-}
-
 fn get_string(buf: &mut Bytes) -> Result<String, FormatError> {
     let len = get_i16(buf)?;
     let len = usize::try_from(len).map_err(|_| FormatError("null where a string is required"))?;
-    take_utf8(buf, len)
-}
-
-fn take_utf8(buf: &mut Bytes, len: usize) -> Result<String, FormatError> {
-    need(buf, len)?;
-    String::from_utf8(buf.split_to(len).to_vec()).map_err(|_| FormatError("string is not UTF-8"))
-}
-
-fn get_varint(buf: &mut Bytes) -> Result<u32, FormatError> {
-    let mut value = 0u32;
-    for shift in (0..35).step_by(7) {
-        need(buf, 1)?;
-        let byte = buf.get_u8();
-        value |= u32::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(FormatError("varint too long"))
+    Ok(take_utf8(buf, len)?)
 }
 
 fn get_compact_string(buf: &mut Bytes) -> Result<String, FormatError> {
     let len = get_varint(buf)?;
     let len = usize::try_from(len.checked_sub(1).ok_or(FormatError("null string"))?)
         .map_err(|_| FormatError("string too long"))?;
-    take_utf8(buf, len)
+    Ok(take_utf8(buf, len)?)
 }
 
 /// An array length (None: null), bounded.
@@ -197,17 +159,6 @@ fn get_len(buf: &mut Bytes, flexible: bool) -> Result<Option<usize>, FormatError
         return Err(FormatError("array length beyond the record"));
     }
     Ok(Some(len))
-}
-
-fn skip_tags(buf: &mut Bytes) -> Result<(), FormatError> {
-    let count = get_varint(buf)?;
-    for _ in 0..count {
-        get_varint(buf)?;
-        let size = get_varint(buf)? as usize;
-        need(buf, size)?;
-        buf.advance(size);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

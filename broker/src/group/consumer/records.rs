@@ -24,7 +24,8 @@ use uuid::Uuid;
 use super::group::{ConsumerGroup, ConsumerMember};
 use super::reconcile::{MemberState, Reconciliation};
 use super::Assignment;
-use crate::group::log_format::{get_i16, get_i32, get_string, need, put_string, FormatError};
+use crate::group::log_format::{get_string, FormatError};
+use crate::record_format::{get_i16, get_i32, get_u8, get_varint, need, put_string, skip_tags};
 
 pub const METADATA: i16 = 3;
 pub const MEMBER: i16 = 5;
@@ -310,24 +311,6 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_u8(buf: &mut Bytes) -> Result<u8, FormatError> {
-    need(buf, 1)?;
-    Ok(buf.get_u8())
-}
-
-fn get_varint(buf: &mut Bytes) -> Result<u64, FormatError> {
-    let mut v = 0u64;
-    for shift in (0..35).step_by(7) {
-        let b = get_u8(buf)?;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            // Counts and lengths are checked against the record's bytes as they are read.
-            return Ok(v);
-        }
-    }
-    Err(FormatError("varint too long"))
-}
-
 fn get_compact(buf: &mut Bytes) -> Result<Option<String>, FormatError> {
     let len = get_varint(buf)?;
     if len == 0 {
@@ -338,17 +321,6 @@ fn get_compact(buf: &mut Bytes) -> Result<Option<String>, FormatError> {
     String::from_utf8(buf.split_to(len).to_vec())
         .map(Some)
         .map_err(|_| FormatError("string is not UTF-8"))
-}
-
-fn skip_tags(buf: &mut Bytes) -> Result<(), FormatError> {
-    let count = get_varint(buf)?;
-    for _ in 0..count {
-        get_varint(buf)?;
-        let size = get_varint(buf)? as usize;
-        need(buf, size)?;
-        buf.advance(size);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
