@@ -603,13 +603,7 @@ impl Log {
         for segment in &mut self.segments {
             segment.flush()?;
         }
-        self.txn_index
-            .sync()
-            .context(|| format!("syncing the transaction index of {}", self.dir.display()))?;
-        if self.dir_dirty {
-            sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
-            self.dir_dirty = false;
-        }
+        self.sync_txn_index_and_dir()?;
         let point = self.closed_end();
         if point != self.recovery_point {
             self.write_recovery_point(point)?;
@@ -626,6 +620,19 @@ impl Log {
         }
         self.unflushed_messages = 0;
         self.last_flush_ms = wall_clock_ms();
+        Ok(())
+    }
+
+    /// The syncs a flush needs only now and then: the transaction index after markers, the
+    /// directory after files were created or removed.
+    fn sync_txn_index_and_dir(&mut self) -> Result<(), StorageError> {
+        self.txn_index
+            .sync()
+            .context(|| format!("syncing the transaction index of {}", self.dir.display()))?;
+        if self.dir_dirty {
+            sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
+            self.dir_dirty = false;
+        }
         Ok(())
     }
 

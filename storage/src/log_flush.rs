@@ -143,13 +143,7 @@ impl Log {
                 segment.finish_flush(done);
             }
         }
-        self.txn_index
-            .sync()
-            .context(|| format!("syncing the transaction index of {}", self.dir.display()))?;
-        if self.dir_dirty {
-            sync_dir(&self.dir).context(|| format!("syncing {}", self.dir.display()))?;
-            self.dir_dirty = false;
-        }
+        self.sync_txn_index_and_dir()?;
         // Offsets below the end of the leading synced closed segments need no check after a crash.
         let synced = self
             .segments
