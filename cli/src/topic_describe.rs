@@ -6,12 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use inlet_protocol::client::cluster::{topic_name, Cluster, TopicInfo, EARLIEST, LATEST};
+use inlet_protocol::client::cluster::{list_offsets_request, Cluster, TopicInfo, EARLIEST, LATEST};
 use inlet_protocol::client::{check, Client, ClientError};
-use inlet_protocol::kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsTopic,
-};
-use inlet_protocol::kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
@@ -213,20 +209,7 @@ async fn list_offsets(
     indexes: &[i32],
     timestamp: i64,
 ) -> Result<BTreeMap<i32, Result<i64, String>>, ClientError> {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(
-                indexes
-                    .iter()
-                    .map(|&i| {
-                        ListOffsetsPartition::default()
-                            .with_partition_index(i)
-                            .with_timestamp(timestamp)
-                    })
-                    .collect(),
-            )]);
+    let request = list_offsets_request(topic, indexes, timestamp);
     let response = client.send(request).await?;
     let mut offsets = BTreeMap::new();
     for t in response.topics {

@@ -218,20 +218,7 @@ impl Cluster {
         }
         let mut offsets = BTreeMap::new();
         for (leader, indexes) in by_leader {
-            let request = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.name.clone())))
-                    .with_partitions(
-                        indexes
-                            .iter()
-                            .map(|&i| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(i)
-                                    .with_timestamp(timestamp)
-                            })
-                            .collect(),
-                    )]);
+            let request = list_offsets_request(&topic.name, &indexes, timestamp);
             let response = self.broker(leader).await?.send(request).await?;
             for t in response.topics {
                 for p in t.partitions {
@@ -373,6 +360,25 @@ fn delete_records_hint(code: i16) -> Option<&'static str> {
 
 pub fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_string()))
+}
+
+/// A consumer's ListOffsets request for `indexes` of `topic` at `timestamp` (or `EARLIEST`,
+/// `LATEST`).
+pub fn list_offsets_request(topic: &str, indexes: &[i32], timestamp: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                indexes
+                    .iter()
+                    .map(|&i| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(i)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )])
 }
 
 /// A topic name for the generated request types.
